@@ -1,0 +1,95 @@
+# netns-cni build recipes. Every target that needs a tool installs it when it is
+# missing, so `make demo` and `make test` work on a fresh Debian machine as root.
+
+GO        ?= go
+PREFIX    ?= /opt/cni
+BINDIR    ?= $(PREFIX)/bin
+CONFDIR   ?= /etc/cni/net.d
+DESTDIR   ?=
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X github.com/netns-cni/netns-cni/pkg/plugin.Version=$(VERSION)
+GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+
+# Plugins that exist so far; each is a directory under plugins/.
+PLUGINS   := $(notdir $(wildcard plugins/*))
+BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo
+
+# Debian packages the tests and the demo use, and the commands that tell
+# whether each is present.
+APT_PACKAGES := iproute2 iptables nftables iputils-ping containernetworking-plugins
+APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr/lib/cni/host-local
+
+# Go tools, pinned.
+GOBIN                 := $(CURDIR)/.tools
+STATICCHECK_VERSION   := v0.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
+
+TEST_FLAGS ?= -count=1
+FUZZTIME   ?= 10s
+
+.PHONY: all build test unit integration demo bench lint install install-config clean deps tools
+
+all: build
+
+build: $(BINARIES)
+
+bin/%: FORCE
+	@mkdir -p bin
+	@if [ -d plugins/$* ]; then $(GOBUILD) -o $@ ./plugins/$*; \
+	 elif [ -d test/$* ]; then $(GOBUILD) -o $@ ./test/$*; \
+	 else $(GOBUILD) -o $@ ./cmd/$*; fi
+
+FORCE:
+
+# deps installs the Debian packages the tests and demo need, once, when any is
+# missing. It never touches the network configuration of the machine.
+deps:
+	@missing=0; for p in $(APT_PROBES); do [ -e $$p ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "deps: run as root to install: $(APT_PACKAGES)" >&2; exit 1; fi; \
+		echo "deps: installing $(APT_PACKAGES)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+# test: the whole suite. Unit tests first (no root needed), then the
+# integration tests that run the built binaries in sandboxed namespaces.
+test: deps build unit integration
+
+unit:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l . ; echo "gofmt: files above need formatting" >&2; exit 1; }
+	$(GO) test $(TEST_FLAGS) -short ./pkg/... ./plugins/... ./test/cnitool/... ./cmd/...
+
+integration: build
+	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) ./test/integration/...
+
+# demo: networks pods in a sandbox of its own and reports what happened.
+demo: deps build
+	./bin/demo -bin $(CURDIR)/bin
+
+bench: deps build
+	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
+
+tools: $(GOBIN)/staticcheck
+
+$(GOBIN)/staticcheck:
+	GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: tools
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(addprefix bin/,$(PLUGINS)) $(DESTDIR)$(BINDIR)/
+	@echo "installed $(PLUGINS) into $(DESTDIR)$(BINDIR)"
+
+# install-config puts the example configurations into the runtime config
+# directory. Only on request: it changes what every runtime on the node uses.
+install-config:
+	install -d $(DESTDIR)$(CONFDIR)
+	install -m 0644 examples/*.conflist $(DESTDIR)$(CONFDIR)/
+
+clean:
+	rm -rf bin .tools

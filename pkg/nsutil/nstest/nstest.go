@@ -1,0 +1,123 @@
+// Package nstest builds network sandboxes for tests and the demo: a fake
+// "host" namespace standing in for the node, and container namespaces beside
+// it, all bind-mounted under a temporary directory and removed afterwards. The
+// machine's own network namespace is never touched. Plugin binaries never
+// link this package.
+package nstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// Sandbox is a set of network namespaces under one directory: Host, the fake
+// node, plus any number of pod namespaces.
+type Sandbox struct {
+	// Dir holds the namespace files; callers may keep other state there too.
+	Dir string
+	// Host is the namespace that plays the node: run plugins inside it.
+	Host *nsutil.NS
+	// ID is a short random tag, unique per sandbox, for naming links and
+	// networks so that sandboxes can run in parallel.
+	ID string
+
+	mu   sync.Mutex
+	pods []*nsutil.NS
+}
+
+// New makes a sandbox under dir, which must exist. Call Close to remove it.
+func New(dir string) (*Sandbox, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	id := RandomID()
+	host, err := nsutil.Create(filepath.Join(dir, "host-"+id))
+	if err != nil {
+		return nil, fmt.Errorf("create host namespace: %w", err)
+	}
+	return &Sandbox{Dir: dir, Host: host, ID: id}, nil
+}
+
+// ErrNotRoot is returned by New when the caller cannot create namespaces.
+var ErrNotRoot = errors.New("creating network namespaces needs root")
+
+// RandomID returns 8 random hex digits.
+func RandomID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// NewPod makes a container namespace named name inside the sandbox.
+func (s *Sandbox) NewPod(name string) (*nsutil.NS, error) {
+	n, err := nsutil.Create(filepath.Join(s.Dir, name+"-"+s.ID))
+	if err != nil {
+		return nil, fmt.Errorf("create pod namespace %s: %w", name, err)
+	}
+	s.mu.Lock()
+	s.pods = append(s.pods, n)
+	s.mu.Unlock()
+	return n, nil
+}
+
+// RemovePod deletes a pod namespace early, as a runtime does before a late
+// DEL. Removing it twice is fine.
+func (s *Sandbox) RemovePod(n *nsutil.NS) error {
+	_ = n.Close()
+	return nsutil.Remove(n.Path())
+}
+
+// Close removes every namespace of the sandbox. Links inside them go with
+// them; the kernel moves nothing back into the machine's namespace.
+func (s *Sandbox) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, p := range s.pods {
+		errs = append(errs, s.RemovePod(p))
+	}
+	s.pods = nil
+	if s.Host != nil {
+		_ = s.Host.Close()
+		errs = append(errs, nsutil.Remove(s.Host.Path()))
+		s.Host = nil
+	}
+	return errors.Join(errs...)
+}
+
+// NewT makes a sandbox for a test in t.TempDir(), removed when the test
+// ends, pass or fail. It skips the test when not run as root.
+func NewT(t testing.TB) *Sandbox {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root to create network namespaces (CI runs as root)")
+	}
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatalf("sandbox: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("sandbox cleanup: %v", err)
+		}
+	})
+	return s
+}
+
+// PodT makes a pod namespace in a test sandbox or fails the test.
+func (s *Sandbox) PodT(t testing.TB, name string) *nsutil.NS {
+	t.Helper()
+	n, err := s.NewPod(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

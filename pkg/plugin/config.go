@@ -1,0 +1,114 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// NetConf holds the keys every netns-cni plugin understands. Each plugin's
+// config struct embeds it and adds its own keys, with the reference plugins'
+// JSON names so existing configs drop in.
+type NetConf struct {
+	CNIVersion   string          `json:"cniVersion"`
+	Name         string          `json:"name"`
+	Type         string          `json:"type"`
+	Capabilities map[string]bool `json:"capabilities,omitempty"`
+	DNS          types.DNS       `json:"dns"`
+
+	// RawPrevResult is the previous plugin's result in a chain; PrevResult
+	// is the same converted to the newest result type (nil when absent).
+	RawPrevResult map[string]any  `json:"prevResult,omitempty"`
+	PrevResult    *current.Result `json:"-"`
+
+	// ValidAttachments is set for GC only.
+	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+
+	// LogFile sends the plugin's log there instead of stderr.
+	LogFile string `json:"logFile,omitempty"`
+	// LogLevel is debug, info, warn (the default) or error.
+	LogLevel string `json:"logLevel,omitempty"`
+}
+
+// Base returns the shared part of a plugin config.
+func (c *NetConf) Base() *NetConf { return c }
+
+// Config is a plugin config: a struct embedding NetConf.
+type Config interface{ Base() *NetConf }
+
+// Defaulter is a config that fills in defaults after decoding.
+type Defaulter interface{ SetDefaults() }
+
+// Validator is a config that checks itself. Validate returns every problem,
+// each naming its JSON key; Load joins them into one code-7 error.
+type Validator interface{ Validate() []error }
+
+// Load decodes the config on stdin into a new T, then fills defaults,
+// validates, parses prevResult and sets up logging, in that order, with a
+// typed CNI error at each step: 6 for JSON that does not decode, 7 for a
+// config that decodes but is wrong.
+func Load[T any, P interface {
+	*T
+	Config
+}](args *skel.CmdArgs) (P, error) {
+	conf := P(new(T))
+	if err := json.Unmarshal(args.StdinData, conf); err != nil {
+		return nil, DecodeError("decode network config: %s", describeJSONError(err))
+	}
+	if d, ok := any(conf).(Defaulter); ok {
+		d.SetDefaults()
+	}
+	if v, ok := any(conf).(Validator); ok {
+		if errs := v.Validate(); len(errs) > 0 {
+			msgs := make([]string, len(errs))
+			for i, e := range errs {
+				msgs[i] = e.Error()
+			}
+			return nil, ConfigError("invalid network config %q: %s", conf.Base().Name, strings.Join(msgs, "; "))
+		}
+	}
+	base := conf.Base()
+	if err := base.parsePrevResult(); err != nil {
+		return nil, err
+	}
+	if err := setupLog(base.LogFile, base.LogLevel); err != nil {
+		return nil, err
+	}
+	return conf, nil
+}
+
+func (c *NetConf) parsePrevResult() error {
+	if c.RawPrevResult == nil {
+		return nil
+	}
+	raw, err := json.Marshal(c.RawPrevResult)
+	if err != nil {
+		return DecodeError(`"prevResult": %v`, err)
+	}
+	res, err := version.NewResult(c.CNIVersion, raw)
+	if err != nil {
+		return DecodeError(`"prevResult": %v`, err)
+	}
+	cur, err := current.NewResultFromResult(res)
+	if err != nil {
+		return DecodeError(`"prevResult": %v`, err)
+	}
+	c.PrevResult = cur
+	return nil
+}
+
+// describeJSONError turns encoding/json's messages into ones that name the
+// key: `"mtu": want number, got string`.
+func describeJSONError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Sprintf("%q: want %s, got %s", te.Field, te.Type, te.Value)
+	}
+	return err.Error()
+}

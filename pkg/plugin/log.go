@@ -1,0 +1,51 @@
+package plugin
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Logging: stdout is the CNI protocol, so logs go to stderr (runtimes keep
+// it) or to the file named by "logFile". Quiet by default: only warnings and
+// errors, unless "logLevel" asks for more.
+
+var logOut io.Writer = os.Stderr
+
+// setupLog points the default slog logger at file (or stderr when empty) at
+// level ("debug", "info", "warn", "error"; default "warn"). Log records
+// carry the plugin name, command and container so one file can serve many
+// plugins.
+func setupLog(file, level string, attrs ...any) error {
+	var lvl slog.Level
+	switch strings.ToLower(level) {
+	case "", "warn", "warning":
+		lvl = slog.LevelWarn
+	case "debug":
+		lvl = slog.LevelDebug
+	case "info":
+		lvl = slog.LevelInfo
+	case "error":
+		lvl = slog.LevelError
+	default:
+		return ConfigError(`"logLevel": must be one of debug, info, warn, error, got %q`, level)
+	}
+	w := logOut
+	if file != "" {
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return ConfigError(`"logFile": %v`, err)
+		}
+		w = f // closed by the process exit; plugins are short-lived.
+	}
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
+	slog.SetDefault(slog.New(h).With(attrs...))
+	return nil
+}
+
+// quietDefault installs the default logger before any config is read.
+func quietDefault(w io.Writer) {
+	logOut = w
+	slog.SetDefault(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}

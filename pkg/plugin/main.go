@@ -1,0 +1,231 @@
+// Package plugin is the CNI glue every netns-cni plugin shares: the
+// dispatcher that reads the CNI_* environment and stdin and calls the verb,
+// configuration loading with typed errors, result conversion to the
+// requested version, a rollback stack for ADD and logging. A plugin's main
+// package only says what each verb does.
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Version is the netns-cni release, stamped at build time by ldflags.
+var Version = "dev"
+
+// SupportedVersions are the CNI spec versions every netns-cni plugin speaks.
+var SupportedVersions = version.All.SupportedVersions()
+
+// Plugin says what a plugin does for each verb. Add returns the result; the
+// dispatcher converts it to the version the config asked for and prints it.
+// The others return only an error. A nil verb succeeds doing nothing.
+type Plugin struct {
+	// Name is the binary name, used in logs and in the about text.
+	Name string
+	// About is one line on what the plugin does, printed to stderr when the
+	// binary is run by hand without CNI_COMMAND.
+	About  string
+	Add    func(*skel.CmdArgs) (types.Result, error)
+	Del    func(*skel.CmdArgs) error
+	Check  func(*skel.CmdArgs) error
+	GC     func(*skel.CmdArgs) error
+	Status func(*skel.CmdArgs) error
+}
+
+// Main runs the plugin as a CNI binary and exits.
+func Main(p Plugin) {
+	os.Exit(Run(p, os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// verbs lists what each command needs from the environment (spec 1.1.0,
+// "Parameters"): CNI_NETNS is optional for DEL, since the namespace may be
+// gone.
+var verbs = map[string]struct {
+	required   []string
+	minVersion string
+}{
+	"ADD":     {[]string{"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"}, ""},
+	"DEL":     {[]string{"CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"}, ""},
+	"CHECK":   {[]string{"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"}, "0.4.0"},
+	"GC":      {[]string{"CNI_PATH"}, "1.1.0"},
+	"STATUS":  {nil, "1.1.0"},
+	"VERSION": {nil, ""},
+}
+
+// errorOutput is the spec's error object: the library's types.Error lacks
+// cniVersion.
+type errorOutput struct {
+	CNIVersion string `json:"cniVersion"`
+	Code       uint   `json:"code"`
+	Msg        string `json:"msg"`
+	Details    string `json:"details,omitempty"`
+}
+
+// Run is Main without the exit, for tests: it returns the exit code.
+//
+// It does the work of the library's skel dispatcher, plus what the spec asks
+// and skel does not: VERSION answers with the cniVersion it was given, every
+// error carries the config's cniVersion and names the variable or key at
+// fault, and nothing is done before the whole input was checked (skel checks
+// for the plugin's own namespace only after ADD ran).
+func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	quietDefault(stderr)
+	cniVersion := version.Current()
+	fail := func(e *types.Error) int {
+		out := errorOutput{CNIVersion: cniVersion, Code: e.Code, Msg: e.Msg, Details: e.Details}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "    ")
+		_ = enc.Encode(out)
+		return 1
+	}
+
+	cmd := getenv("CNI_COMMAND")
+	if cmd == "" {
+		fmt.Fprintf(stderr, "%s %s: %s\nCNI protocol versions supported: %s\n",
+			p.Name, Version, p.About, strings.Join(SupportedVersions, ", "))
+		return fail(EnvError("CNI_COMMAND is not set: this is a CNI plugin, run by a container runtime"))
+	}
+	verb, ok := verbs[cmd]
+	if !ok {
+		return fail(EnvError("CNI_COMMAND: unknown command %q, want ADD, DEL, CHECK, GC, STATUS or VERSION", cmd))
+	}
+	args, envErr := readEnv(getenv, verb.required)
+
+	data, err := io.ReadAll(stdin)
+	if err != nil {
+		return fail(types.NewError(types.ErrIOFailure, fmt.Sprintf("read network config from stdin: %v", err), ""))
+	}
+	args.StdinData = data
+
+	var head struct {
+		CNIVersion string `json:"cniVersion"`
+		Name       string `json:"name"`
+	}
+	if cmd == "VERSION" && len(strings.TrimSpace(string(data))) == 0 {
+		head.CNIVersion = version.Current()
+	} else if err := json.Unmarshal(data, &head); err != nil {
+		return fail(DecodeError("decode network config from stdin: %v", err))
+	} else if head.CNIVersion == "" {
+		head.CNIVersion = "0.1.0" // the spec's default for a config without one
+	}
+	cniVersion = head.CNIVersion
+
+	if cmd == "VERSION" {
+		return printJSON(stdout, struct {
+			CNIVersion        string   `json:"cniVersion"`
+			SupportedVersions []string `json:"supportedVersions"`
+		}{cniVersion, SupportedVersions})
+	}
+	if envErr != nil {
+		return fail(envErr)
+	}
+	if e := checkName(head.Name); e != nil {
+		return fail(e)
+	}
+	if !slices.Contains(SupportedVersions, cniVersion) {
+		return fail(VersionError(`"cniVersion": %q is not supported; this plugin supports %s`,
+			cniVersion, strings.Join(SupportedVersions, ", ")))
+	}
+	if verb.minVersion != "" {
+		if ok, _ := version.GreaterThanOrEqualTo(cniVersion, verb.minVersion); !ok {
+			return fail(VersionError("%s needs cniVersion %s or later, the config has %s", cmd, verb.minVersion, cniVersion))
+		}
+	}
+
+	slog.SetDefault(slog.Default().With("plugin", p.Name, "cmd", cmd, "container", args.ContainerID))
+	if err := call(p, cmd, args, cniVersion, stdout); err != nil {
+		e := AsCNIError(err)
+		slog.Warn("failed", "code", e.Code, "error", e.Error())
+		return fail(e)
+	}
+	return 0
+}
+
+func call(p Plugin, cmd string, args *skel.CmdArgs, cniVersion string, stdout io.Writer) error {
+	var fn func(*skel.CmdArgs) error
+	switch cmd {
+	case "ADD":
+		if p.Add == nil {
+			return nil
+		}
+		res, err := p.Add(args)
+		if err != nil {
+			return err
+		}
+		return PrintResult(stdout, res, cniVersion)
+	case "DEL":
+		fn = p.Del
+	case "CHECK":
+		fn = p.Check
+	case "GC":
+		fn = p.GC
+	case "STATUS":
+		fn = p.Status
+	}
+	if fn == nil {
+		return nil
+	}
+	return fn(args)
+}
+
+// readEnv collects the CNI_* variables and checks those cmd requires. It
+// names every missing variable at once.
+func readEnv(getenv func(string) string, required []string) (*skel.CmdArgs, *types.Error) {
+	args := &skel.CmdArgs{
+		ContainerID:   getenv("CNI_CONTAINERID"),
+		Netns:         getenv("CNI_NETNS"),
+		IfName:        getenv("CNI_IFNAME"),
+		Args:          getenv("CNI_ARGS"),
+		Path:          getenv("CNI_PATH"),
+		NetnsOverride: getenv("CNI_NETNS_OVERRIDE"),
+	}
+	var missing []string
+	for _, name := range required {
+		if getenv(name) == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return args, EnvError("required environment variables not set: %s", strings.Join(missing, ", "))
+	}
+	if slices.Contains(required, "CNI_CONTAINERID") {
+		if e := utils.ValidateContainerID(args.ContainerID); e != nil {
+			return args, EnvError("CNI_CONTAINERID %q: must start with a letter or digit and hold only letters, digits, '_', '.' and '-'", args.ContainerID)
+		}
+	}
+	if slices.Contains(required, "CNI_IFNAME") {
+		if e := utils.ValidateInterfaceName(args.IfName); e != nil {
+			return args, EnvError("CNI_IFNAME %q: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)", args.IfName, e.Msg)
+		}
+	}
+	return args, nil
+}
+
+func checkName(name string) *types.Error {
+	if name == "" {
+		return ConfigError(`"name": missing; every network config needs a name`)
+	}
+	if e := utils.ValidateNetworkName(name); e != nil {
+		return ConfigError(`"name": %q must start with a letter or digit and hold only letters, digits, '_', '.' and '-'`, name)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) int {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ")
+	if err := enc.Encode(v); err != nil {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,245 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/google/go-cmp/cmp"
+)
+
+type testConf struct {
+	NetConf
+	MTU int `json:"mtu"`
+}
+
+func (c *testConf) SetDefaults() {
+	if c.MTU == 0 {
+		c.MTU = 1500
+	}
+}
+
+func (c *testConf) Validate() []error {
+	var errs []error
+	if c.MTU < 68 {
+		errs = append(errs, errors.New(`"mtu": must be 68-65535`))
+	}
+	return errs
+}
+
+// recorder is a plugin whose verbs record that they ran.
+func recorder(ran *[]string) Plugin {
+	rec := func(verb string) func(*skel.CmdArgs) error {
+		return func(a *skel.CmdArgs) error {
+			*ran = append(*ran, verb)
+			_, err := Load[testConf](a)
+			return err
+		}
+	}
+	return Plugin{
+		Name: "test", About: "test plugin",
+		Add: func(a *skel.CmdArgs) (types.Result, error) {
+			*ran = append(*ran, "ADD")
+			if _, err := Load[testConf](a); err != nil {
+				return nil, err
+			}
+			ip, _ := types.ParseCIDR("10.0.0.2/24")
+			return &current.Result{
+				CNIVersion: current.ImplementedSpecVersion,
+				Interfaces: []*current.Interface{{Name: "eth0", Sandbox: "/x"}},
+				IPs:        []*current.IPConfig{{Interface: IfaceIndex(0), Address: *ip}},
+			}, nil
+		},
+		Del: rec("DEL"), Check: rec("CHECK"), GC: rec("GC"), Status: rec("STATUS"),
+	}
+}
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+var fullEnv = []string{"CNI_CONTAINERID", "c1", "CNI_NETNS", "/var/run/netns/x", "CNI_IFNAME", "eth0", "CNI_PATH", "/opt/cni/bin"}
+
+func withCmd(cmd string, kv ...string) func(string) string {
+	return env(append(append([]string{"CNI_COMMAND", cmd}, fullEnv...), kv...)...)
+}
+
+func TestRunErrors(t *testing.T) {
+	const good = `{"cniVersion":"1.0.0","name":"net","type":"test"}`
+	for _, tc := range []struct {
+		name    string
+		env     func(string) string
+		stdin   string
+		code    uint
+		msgHas  string
+		version string
+	}{
+		{"no command", env(fullEnv...), good, 4, "CNI_COMMAND is not set", "1.1.0"},
+		{"unknown command", withCmd("FROB"), good, 4, `unknown command "FROB"`, "1.1.0"},
+		{"missing containerid", env("CNI_COMMAND", "ADD", "CNI_NETNS", "/x", "CNI_IFNAME", "eth0", "CNI_PATH", "/p"), good, 4, "CNI_CONTAINERID", "1.0.0"},
+		{"missing netns and ifname", env("CNI_COMMAND", "ADD", "CNI_CONTAINERID", "c", "CNI_PATH", "/p"), good, 4, "CNI_NETNS, CNI_IFNAME", "1.0.0"},
+		{"missing ifname on check", env("CNI_COMMAND", "CHECK", "CNI_CONTAINERID", "c", "CNI_NETNS", "/x", "CNI_PATH", "/p"), good, 4, "CNI_IFNAME", "1.0.0"},
+		{"long ifname", withCmd("ADD", "CNI_IFNAME", "abcdefghijklmnop"), good, 4, "CNI_IFNAME", "1.0.0"},
+		{"ifname with slash", withCmd("ADD", "CNI_IFNAME", "a/b"), good, 4, "CNI_IFNAME", "1.0.0"},
+		{"bad container id", withCmd("ADD", "CNI_CONTAINERID", "-bad"), good, 4, "CNI_CONTAINERID", "1.0.0"},
+		{"malformed json", withCmd("ADD"), `{"cniVersion":`, 6, "decode network config", "1.1.0"},
+		{"no name", withCmd("ADD"), `{"cniVersion":"1.0.0","type":"t"}`, 7, `"name": missing`, "1.0.0"},
+		{"name with slash", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"a/b"}`, 7, `"name"`, "1.0.0"},
+		{"name dot dot", withCmd("ADD"), `{"cniVersion":"1.0.0","name":".."}`, 7, `"name"`, "1.0.0"},
+		{"unsupported version", withCmd("ADD"), `{"cniVersion":"9.9.9","name":"n"}`, 1, `"cniVersion": "9.9.9" is not supported`, "9.9.9"},
+		{"check too old", withCmd("CHECK"), `{"cniVersion":"0.3.1","name":"n"}`, 1, "CHECK needs cniVersion 0.4.0", "0.3.1"},
+		{"gc too old", withCmd("GC"), `{"cniVersion":"1.0.0","name":"n"}`, 1, "GC needs cniVersion 1.1.0", "1.0.0"},
+		{"status too old", withCmd("STATUS"), `{"cniVersion":"1.0.0","name":"n"}`, 1, "STATUS needs cniVersion 1.1.0", "1.0.0"},
+		{"bad type", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","mtu":"big"}`, 6, `"mtu": want int, got string`, "1.0.0"},
+		{"invalid value", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","mtu":9}`, 7, `"mtu": must be 68-65535`, "1.0.0"},
+		{"bad loglevel", withCmd("DEL"), `{"cniVersion":"1.0.0","name":"n","logLevel":"loud"}`, 7, `"logLevel"`, "1.0.0"},
+		{"bad prevResult", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":"x"}}`, 6, `"prevResult"`, "1.0.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ran []string
+			var out, errb bytes.Buffer
+			code := Run(recorder(&ran), tc.env, strings.NewReader(tc.stdin), &out, &errb)
+			if code == 0 {
+				t.Fatalf("exit 0, want failure; stdout %s", out.String())
+			}
+			var got errorOutput
+			if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+				t.Fatalf("stdout is not an error object: %v: %q", err, out.String())
+			}
+			if got.Code != tc.code || !strings.Contains(got.Msg, tc.msgHas) || got.CNIVersion != tc.version {
+				t.Fatalf("got %+v, want code %d, cniVersion %s, msg containing %q", got, tc.code, tc.version, tc.msgHas)
+			}
+			// Errors found before the verb runs must stop it from running.
+			if tc.code == 4 || tc.code == 1 || (tc.code == 6 && tc.msgHas == "decode network config") || tc.msgHas == `"name"` {
+				if len(ran) > 0 {
+					t.Fatalf("verb ran despite bad input: %v", ran)
+				}
+			}
+		})
+	}
+}
+
+func TestRunDelWithoutNetns(t *testing.T) {
+	var ran []string
+	var out bytes.Buffer
+	e := env("CNI_COMMAND", "DEL", "CNI_CONTAINERID", "c1", "CNI_IFNAME", "eth0", "CNI_PATH", "/p")
+	if code := Run(recorder(&ran), e, strings.NewReader(`{"cniVersion":"1.0.0","name":"n"}`), &out, &out); code != 0 {
+		t.Fatalf("DEL without CNI_NETNS failed: %s", out.String())
+	}
+	if diff := cmp.Diff([]string{"DEL"}, ran); diff != "" {
+		t.Fatal(diff)
+	}
+	if out.Len() != 0 {
+		t.Fatalf("DEL printed %q", out.String())
+	}
+}
+
+func TestRunVersionEchoesCNIVersion(t *testing.T) {
+	for _, in := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		var out bytes.Buffer
+		code := Run(Plugin{}, env("CNI_COMMAND", "VERSION"), strings.NewReader(`{"cniVersion":"`+in+`"}`), &out, &out)
+		if code != 0 {
+			t.Fatalf("VERSION failed: %s", out.String())
+		}
+		var got struct {
+			CNIVersion        string   `json:"cniVersion"`
+			SupportedVersions []string `json:"supportedVersions"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+		if got.CNIVersion != in || !cmp.Equal(got.SupportedVersions, want) {
+			t.Fatalf("VERSION(%s) = %+v", in, got)
+		}
+	}
+	var out bytes.Buffer
+	if Run(Plugin{}, env("CNI_COMMAND", "VERSION"), strings.NewReader(""), &out, &out) != 0 || !strings.Contains(out.String(), `"1.1.0"`) {
+		t.Fatalf("VERSION with empty stdin: %s", out.String())
+	}
+}
+
+func TestRunAddPrintsResultInRequestedVersion(t *testing.T) {
+	for _, v := range SupportedVersions {
+		t.Run(v, func(t *testing.T) {
+			var ran []string
+			var out, errb bytes.Buffer
+			stdin := `{"cniVersion":"` + v + `","name":"n"}`
+			if code := Run(recorder(&ran), withCmd("ADD"), strings.NewReader(stdin), &out, &errb); code != 0 {
+				t.Fatalf("ADD failed: %s %s", out.String(), errb.String())
+			}
+			var got map[string]any
+			if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got["cniVersion"] != v {
+				t.Fatalf("result cniVersion %v, want %s: %s", got["cniVersion"], v, out.String())
+			}
+			if strings.HasPrefix(v, "0.1") || strings.HasPrefix(v, "0.2") {
+				if _, ok := got["ip4"]; !ok {
+					t.Fatalf("0.x result without ip4: %s", out.String())
+				}
+			} else if _, ok := got["ips"]; !ok {
+				t.Fatalf("result without ips: %s", out.String())
+			}
+		})
+	}
+}
+
+func TestLoadParsesPrevResult(t *testing.T) {
+	stdin := `{"cniVersion":"0.4.0","name":"n","prevResult":{"cniVersion":"0.4.0","interfaces":[{"name":"eth0"}],"ips":[{"version":"4","interface":0,"address":"10.1.0.5/24"}]}}`
+	conf, err := Load[testConf](&skel.CmdArgs{StdinData: []byte(stdin)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.MTU != 1500 {
+		t.Fatalf("default not applied: mtu %d", conf.MTU)
+	}
+	if conf.PrevResult == nil || len(conf.PrevResult.IPs) != 1 || conf.PrevResult.IPs[0].Address.String() != "10.1.0.5/24" {
+		t.Fatalf("prevResult not parsed: %+v", conf.PrevResult)
+	}
+}
+
+func TestRollback(t *testing.T) {
+	var order []string
+	push := func(rb *Rollback, name string, fail bool) {
+		rb.Push(name, func() error {
+			order = append(order, name)
+			if fail {
+				return errors.New(name + " failed")
+			}
+			return nil
+		})
+	}
+	var rb Rollback
+	push(&rb, "a", false)
+	push(&rb, "b", true)
+	push(&rb, "c", false)
+	err := rb.Undo()
+	if diff := cmp.Diff([]string{"c", "b", "a"}, order); diff != "" {
+		t.Fatalf("undo order (-want +got): %s", diff)
+	}
+	if err == nil || !strings.Contains(err.Error(), "b failed") {
+		t.Fatalf("Undo error = %v, want b's failure", err)
+	}
+	if err := rb.Undo(); err != nil || len(order) != 3 {
+		t.Fatal("second Undo ran steps again")
+	}
+
+	order = nil
+	var kept Rollback
+	push(&kept, "x", false)
+	kept.Commit()
+	if err := kept.Undo(); err != nil || len(order) != 0 {
+		t.Fatalf("Undo after Commit ran %v", order)
+	}
+}

@@ -1,0 +1,44 @@
+package plugin
+
+import (
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// OpenNetns opens CNI_NETNS for ADD or CHECK. Anything that is not another
+// network namespace is a code-4 error naming CNI_NETNS and what it found.
+func OpenNetns(path string) (*nsutil.NS, error) {
+	n, err := nsutil.OpenTarget(path)
+	if err != nil {
+		return nil, netnsError(err)
+	}
+	return n, nil
+}
+
+// OpenNetnsForDel opens CNI_NETNS for DEL, where a namespace that is gone is
+// no error: it returns (nil, nil) when CNI_NETNS is empty, missing, or left
+// behind as an unmounted file. Only the plugin's own namespace is refused.
+func OpenNetnsForDel(path string) (*nsutil.NS, error) {
+	if path == "" {
+		return nil, nil
+	}
+	n, err := nsutil.OpenTarget(path)
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, nsutil.ErrNotExist), errors.Is(err, nsutil.ErrNotNS):
+		return nil, nil
+	default:
+		return nil, netnsError(err)
+	}
+}
+
+func netnsError(err error) *types.Error {
+	if errors.Is(err, nsutil.ErrOwnNS) {
+		return EnvError("CNI_NETNS %v: refusing to configure the namespace the plugin runs in", err)
+	}
+	return EnvError("CNI_NETNS %v", err)
+}

@@ -1,0 +1,199 @@
+// Command cnitool drives CNI plugins the way a container runtime does,
+// through libcni: it loads a network by name from NETCONFPATH, finds the
+// plugins in CNI_PATH and runs ADD, CHECK, DEL, GC, STATUS or VERSION.
+package main
+
+import (
+	"context"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+const usage = `Usage: cnitool [flags] COMMAND NETWORK [NETNS]
+
+Runs the CNI network NETWORK (a .conflist or .conf in NETCONFPATH) against the
+network namespace NETNS, exactly as a container runtime does.
+
+Commands:
+  add NETWORK NETNS      attach NETNS to the network; prints the result
+  check NETWORK NETNS    verify the attachment made by add
+  del NETWORK [NETNS]    detach; NETNS may be omitted when it is gone
+                         (then --container-id is required)
+  gc NETWORK             release everything of the network that belongs to
+                         no attachment named by --valid
+  status NETWORK         ask whether the network is ready for add
+  version NETWORK        list the CNI versions each plugin supports
+
+Flags (each defaults to the environment variable named):
+`
+
+type options struct {
+	netconfPath, cniPath, ifname, cniArgs, capArgs, containerID, cacheDir string
+	valid                                                               attachments
+}
+
+// attachments collects repeated --valid CONTAINERID/IFNAME flags.
+type attachments []types.GCAttachment
+
+func (a *attachments) String() string { return fmt.Sprint(*a) }
+func (a *attachments) Set(s string) error {
+	id, ifname, ok := strings.Cut(s, "/")
+	if !ok || id == "" || ifname == "" {
+		return fmt.Errorf("want CONTAINERID/IFNAME, got %q", s)
+	}
+	*a = append(*a, types.GCAttachment{ContainerID: id, IfName: ifname})
+	return nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(argv []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("cnitool", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.netconfPath, "netconfpath", envOr("NETCONFPATH", "/etc/cni/net.d"), "directory of network configs (NETCONFPATH)")
+	fs.StringVar(&o.cniPath, "cni-path", envOr("CNI_PATH", "/opt/cni/bin"), "colon-separated plugin directories (CNI_PATH)")
+	fs.StringVar(&o.ifname, "ifname", envOr("CNI_IFNAME", "eth0"), "interface name in the namespace (CNI_IFNAME)")
+	fs.StringVar(&o.cniArgs, "args", os.Getenv("CNI_ARGS"), "extra arguments, K=V;K2=V2 (CNI_ARGS)")
+	fs.StringVar(&o.capArgs, "cap-args", os.Getenv("CAP_ARGS"), "capability arguments as a JSON object (CAP_ARGS)")
+	fs.StringVar(&o.containerID, "container-id", os.Getenv("CNI_CONTAINERID"), "container ID; default: derived from NETNS (CNI_CONTAINERID)")
+	fs.StringVar(&o.cacheDir, "cache-dir", envOr("CNI_CACHE_DIR", "/var/lib/cni"), "libcni result cache directory (CNI_CACHE_DIR)")
+	fs.Var(&o.valid, "valid", "for gc: an attachment to keep, CONTAINERID/IFNAME; repeatable")
+
+	// Flags may come before or after the positional arguments.
+	var pos []string
+	for {
+		if err := fs.Parse(argv); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		argv = fs.Args()[1:]
+	}
+	if len(pos) < 2 {
+		fs.Usage()
+		return 2
+	}
+	cmd, network := pos[0], pos[1]
+	netns := ""
+	if len(pos) > 2 {
+		netns = pos[2]
+	}
+	if err := o.do(cmd, network, netns, stdout); err != nil {
+		fmt.Fprintf(stderr, "cnitool: %s %s: %v\n", cmd, network, err)
+		var ce *types.Error
+		if errors.As(err, &ce) {
+			_ = json.NewEncoder(stdout).Encode(ce)
+		}
+		return 1
+	}
+	return 0
+}
+
+func (o *options) do(cmd, network, netns string, stdout io.Writer) error {
+	list, err := libcni.LoadNetworkConf(o.netconfPath, network)
+	if err != nil {
+		return fmt.Errorf("load network config from %s: %w", o.netconfPath, err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(o.cniPath), o.cacheDir, nil)
+	ctx := context.Background()
+
+	switch cmd {
+	case "gc":
+		return cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: o.valid})
+	case "status":
+		if err := cni.GetStatusNetworkList(ctx, list); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ready\n", network)
+		return nil
+	case "version":
+		for _, p := range list.Plugins {
+			info, err := cni.GetVersionInfo(ctx, p.Network.Type)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.Network.Type, err)
+			}
+			fmt.Fprintf(stdout, "%s: %s\n", p.Network.Type, strings.Join(info.SupportedVersions(), ", "))
+		}
+		return nil
+	case "add", "check", "del":
+	default:
+		return fmt.Errorf("unknown command %q; want add, check, del, gc, status or version", cmd)
+	}
+
+	rt, err := o.runtimeConf(cmd, netns)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "add":
+		res, err := cni.AddNetworkList(ctx, list, rt)
+		if err != nil {
+			return err
+		}
+		return res.PrintTo(stdout)
+	case "check":
+		return cni.CheckNetworkList(ctx, list, rt)
+	default:
+		return cni.DelNetworkList(ctx, list, rt)
+	}
+}
+
+func (o *options) runtimeConf(cmd, netns string) (*libcni.RuntimeConf, error) {
+	if netns == "" && cmd != "del" {
+		return nil, errors.New("NETNS is required")
+	}
+	id := o.containerID
+	if id == "" {
+		if netns == "" {
+			return nil, errors.New("del without NETNS needs --container-id (or CNI_CONTAINERID)")
+		}
+		sum := sha512.Sum512([]byte(netns))
+		id = "cnitool-" + hex.EncodeToString(sum[:])[:20]
+	}
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: netns, IfName: o.ifname}
+	if o.cniArgs != "" {
+		for _, kv := range strings.Split(o.cniArgs, ";") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, fmt.Errorf("CNI_ARGS: %q is not K=V", kv)
+			}
+			rt.Args = append(rt.Args, [2]string{k, v})
+		}
+	}
+	if o.capArgs != "" {
+		if err := json.Unmarshal([]byte(o.capArgs), &rt.CapabilityArgs); err != nil {
+			return nil, fmt.Errorf("CAP_ARGS: not a JSON object: %w", err)
+		}
+	}
+	return rt, nil
+}
