@@ -21,7 +21,6 @@ APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr
 
 # Go tools, pinned.
 GOBIN                 := $(CURDIR)/.tools
-STATICCHECK_VERSION   := v0.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
 
 TEST_FLAGS ?= -count=1
@@ -54,7 +53,7 @@ deps:
 
 # test: the whole suite. Unit tests first (no root needed), then the
 # integration tests that run the built binaries in sandboxed namespaces.
-test: deps build unit integration
+test: deps build lint unit integration
 
 unit:
 	$(GO) vet ./...
@@ -71,14 +70,14 @@ demo: deps build
 bench: deps build
 	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
 
-tools: $(GOBIN)/staticcheck
+tools: $(GOBIN)/golangci-lint
 
-$(GOBIN)/staticcheck:
-	GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(GOBIN)/golangci-lint:
+	GOBIN=$(GOBIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 lint: tools
 	$(GO) vet ./...
-	$(GOBIN)/staticcheck ./...
+	$(GOBIN)/golangci-lint run ./...
 
 install: build
 	install -d $(DESTDIR)$(BINDIR)

@@ -40,7 +40,7 @@ Flags (each defaults to the environment variable named):
 
 type options struct {
 	netconfPath, cniPath, ifname, cniArgs, capArgs, containerID, cacheDir string
-	valid                                                               attachments
+	valid                                                                 attachments
 }
 
 // attachments collects repeated --valid CONTAINERID/IFNAME flags.
