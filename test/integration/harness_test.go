@@ -57,14 +57,14 @@ func TestMain(m *testing.M) {
 // world is one test's sandbox: a fake host namespace where the plugins run,
 // and a private config directory and libcni cache.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	sb       *nstest.Sandbox
 	confDir  string
 	cacheDir string
 	cni      *libcni.CNIConfig
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	sb := nstest.NewT(t)
 	w := &world{t: t, sb: sb, confDir: filepath.Join(sb.Dir, "net.d"), cacheDir: filepath.Join(sb.Dir, "cache")}
@@ -73,8 +73,13 @@ func newWorld(t *testing.T) *world {
 			t.Fatal(err)
 		}
 	}
-	w.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir, refDir}, w.cacheDir, nil)
+	w.usePath(binDir, refDir)
 	return w
+}
+
+// usePath sets the plugin search path, first match wins.
+func (w *world) usePath(dirs ...string) {
+	w.cni = libcni.NewCNIConfigWithCacheDir(dirs, w.cacheDir, nil)
 }
 
 // netName is a network name unique to this sandbox.
@@ -173,7 +178,7 @@ type cniError struct {
 	Details    string `json:"details"`
 }
 
-func (r execResult) cniError(t *testing.T) cniError {
+func (r execResult) cniError(t testing.TB) cniError {
 	t.Helper()
 	if r.exit == 0 {
 		t.Fatalf("exit 0, want an error; stdout: %s", r.stdout)
