@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestValidFlag(t *testing.T) {
+	var a attachments
+	for _, s := range []string{"c1/eth0", "c2/net1"} {
+		if err := a.Set(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := attachments{{ContainerID: "c1", IfName: "eth0"}, {ContainerID: "c2", IfName: "net1"}}
+	if diff := cmp.Diff(want, a); diff != "" {
+		t.Fatal(diff)
+	}
+	for _, bad := range []string{"c1", "/eth0", "c1/"} {
+		if err := a.Set(bad); err == nil {
+			t.Errorf("Set(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRuntimeConf(t *testing.T) {
+	o := options{ifname: "eth0", cniArgs: "IP=10.1.0.5;K8S_POD_NAME=p", capArgs: `{"portMappings":[{"hostPort":80}]}`}
+	rt, err := o.runtimeConf("add", "/run/netns/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(rt.ContainerID, "cnitool-") || rt.NetNS != "/run/netns/x" || rt.IfName != "eth0" {
+		t.Fatalf("runtime conf %+v", rt)
+	}
+	if diff := cmp.Diff([][2]string{{"IP", "10.1.0.5"}, {"K8S_POD_NAME", "p"}}, rt.Args); diff != "" {
+		t.Fatal(diff)
+	}
+	if _, ok := rt.CapabilityArgs["portMappings"]; !ok {
+		t.Fatalf("cap args not parsed: %v", rt.CapabilityArgs)
+	}
+	// The same namespace always maps to the same container id.
+	rt2, _ := o.runtimeConf("add", "/run/netns/x")
+	if rt2.ContainerID != rt.ContainerID {
+		t.Fatal("container id not stable")
+	}
+
+	for _, tc := range []struct {
+		o          options
+		cmd, netns string
+		want       string
+	}{
+		{options{}, "add", "", "NETNS is required"},
+		{options{}, "del", "", "needs --container-id"},
+		{options{cniArgs: "novalue"}, "add", "/x", "not K=V"},
+		{options{capArgs: "[1]"}, "add", "/x", "CAP_ARGS"},
+	} {
+		if _, err := tc.o.runtimeConf(tc.cmd, tc.netns); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("runtimeConf(%q, %q) = %v, want %q", tc.cmd, tc.netns, err, tc.want)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "Usage: cnitool") {
+		t.Fatalf("no args: code %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"add", "net", "--valid", "bad"}, &out, &errb); code != 2 {
+		t.Fatalf("bad --valid: code %d", code)
+	}
+	errb.Reset()
+	code := run([]string{"--netconfpath", t.TempDir(), "add", "missing", "/x"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "missing") {
+		t.Fatalf("missing network: code %d, %q", code, errb.String())
+	}
+}
+
