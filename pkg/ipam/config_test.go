@@ -1,0 +1,178 @@
+package ipam
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func mustParse(t testing.TB, stdin, args string) *Config {
+	t.Helper()
+	c, errs := Parse([]byte(stdin), args)
+	if len(errs) > 0 {
+		t.Fatalf("Parse: %v", errs)
+	}
+	return c
+}
+
+func TestParseDefaultsLikeHostLocal(t *testing.T) {
+	c := mustParse(t, `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}`, "")
+	want := RangeSet{{
+		Subnet:  netip.MustParsePrefix("10.1.0.0/24"),
+		Start:   netip.MustParseAddr("10.1.0.1"),
+		End:     netip.MustParseAddr("10.1.0.254"),
+		Gateway: netip.MustParseAddr("10.1.0.1"),
+	}}
+	if diff := cmp.Diff([]RangeSet{want}, c.RangeSets, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Fatal(diff)
+	}
+	if c.DataDir != DefaultDataDir || c.Dir() != DefaultDataDir+"/n" {
+		t.Fatalf("dataDir %q", c.DataDir)
+	}
+	if got := want.Size(); got != 253 {
+		t.Fatalf("size %d, want 253", got)
+	}
+
+	v6 := mustParse(t, `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/16"}],[{"subnet":"fd00::/64","rangeStart":"fd00::10","rangeEnd":"fd00::20","gateway":"fd00::1"}]]}}`, "")
+	if len(v6.RangeSets) != 2 || !v6.RangeSets[0].Is4() || v6.RangeSets[1].Is4() {
+		t.Fatalf("dual-stack sets: %v", v6.RangeSets)
+	}
+	if r := v6.RangeSets[1][0]; r.Start.String() != "fd00::10" || r.End.String() != "fd00::20" || r.Gateway.String() != "fd00::1" {
+		t.Fatalf("v6 range %+v", r)
+	}
+	if got := v6.RangeSets[1].Size(); got != 17 {
+		t.Fatalf("v6 size %d", got)
+	}
+}
+
+func TestParseRequestedAddresses(t *testing.T) {
+	c := mustParse(t, `{"cniVersion":"1.0.0","name":"n",
+		"ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00::/64"}]]},
+		"args":{"cni":{"ips":["fd00::9"]}}}`, "K8S_POD_NAME=x;IP=10.1.0.7")
+	want := []netip.Addr{netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("fd00::9")}
+	if !cmp.Equal(want, c.Requested, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })) {
+		t.Fatalf("requested %v", c.Requested)
+	}
+	rc := mustParse(t, `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"10.1.0.0/24"},"runtimeConfig":{"ips":["10.1.0.9/24"]}}`, "")
+	if len(rc.Requested) != 1 || rc.Requested[0].String() != "10.1.0.9" {
+		t.Fatalf("runtimeConfig.ips: %v", rc.Requested)
+	}
+	rr := mustParse(t, `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"10.1.0.0/24"},"runtimeConfig":{"ipRanges":[[{"subnet":"10.9.0.0/24"}]]}}`, "")
+	if len(rr.RangeSets) != 2 || rr.RangeSets[0][0].Subnet.String() != "10.9.0.0/24" {
+		t.Fatalf("runtimeConfig.ipRanges not first: %v", rr.RangeSets)
+	}
+}
+
+func TestParseOtherTypeIsDelegated(t *testing.T) {
+	c := mustParse(t, `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"dhcp"}}`, "")
+	if c.Type != "dhcp" || len(c.RangeSets) != 0 {
+		t.Fatalf("%+v", c)
+	}
+	if _, errs := Parse([]byte(`{"cniVersion":"1.0.0","name":"n"}`), ""); len(errs) != 1 || errs[0] != ErrNoIPAM {
+		t.Fatalf("no ipam: %v", errs)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	const pre = `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local",`
+	for _, tc := range []struct {
+		name, ipam, args, want string
+	}{
+		{"no type", `"subnet":"10.1.0.0/24","type":""}}`, "", `"ipam.type": missing`},
+		{"no ranges", `"dataDir":"/x"}}`, "", `"ipam.ranges": no address ranges`},
+		{"relative dataDir", `"subnet":"10.1.0.0/24","dataDir":"var/lib"}}`, "", `"ipam.dataDir": must be an absolute path`},
+		{"host bits", `"ranges":[[{"subnet":"10.1.0.1/24"}]]}}`, "", `"ipam.ranges[0][0].subnet": 10.1.0.1/24 has host bits set; the subnet is 10.1.0.0/24`},
+		{"not a cidr", `"ranges":[[{"subnet":"10.1.0.0"}]]}}`, "", `is not a CIDR subnet`},
+		{"slash 31", `"ranges":[[{"subnet":"10.1.0.0/31"}]]}}`, "", "too small"},
+		{"slash 32", `"subnet":"10.1.0.0/32"}}`, "", `"ipam.subnet": 10.1.0.0/32 is too small`},
+		{"slash 127", `"ranges":[[{"subnet":"fd00::/127"}]]}}`, "", "too small"},
+		{"slash 128", `"ranges":[[{"subnet":"fd00::/128"}]]}}`, "", "too small"},
+		{"start outside", `"ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.2.0.5"}]]}}`, "", `"ipam.ranges[0][0].rangeStart": 10.2.0.5 is outside subnet 10.1.0.0/24`},
+		{"end outside", `"ranges":[[{"subnet":"10.1.0.0/24","rangeEnd":"10.1.1.5"}]]}}`, "", `"ipam.ranges[0][0].rangeEnd"`},
+		{"start after end", `"ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.50","rangeEnd":"10.1.0.10"}]]}}`, "", "rangeStart 10.1.0.50 is after rangeEnd 10.1.0.10"},
+		{"gateway outside", `"ranges":[[{"subnet":"10.1.0.0/24","gateway":"10.9.0.1"}]]}}`, "", `"ipam.ranges[0][0].gateway": 10.9.0.1 is outside`},
+		{"mixed families", `"ranges":[[{"subnet":"10.1.0.0/24"},{"subnet":"fd00::/64"}]]}}`, "", `"ipam.ranges[0]": mixes IPv4 and IPv6`},
+		{"overlap in set", `"ranges":[[{"subnet":"10.1.0.0/24"},{"subnet":"10.1.0.0/25"}]]}}`, "", `"ipam.ranges[0]": ranges`},
+		{"overlapping sets", `"ranges":[[{"subnet":"10.1.0.0/16"}],[{"subnet":"10.1.5.0/24"}]]}}`, "", `"ipam.ranges[0]" and "ipam.ranges[1]" overlap`},
+		{"legacy overlaps ranges", `"subnet":"10.1.0.0/24","ranges":[[{"subnet":"10.1.0.0/24"}]]}}`, "", `"ipam" and "ipam.ranges[0]" overlap`},
+		{"start without subnet", `"rangeStart":"10.1.0.5","ranges":[[{"subnet":"10.1.0.0/24"}]]}}`, "", `"ipam.subnet": missing`},
+		{"requested outside", `"subnet":"10.1.0.0/24"}}`, "IP=10.2.0.5", "requested address 10.2.0.5 is outside every range"},
+		{"requested gateway", `"subnet":"10.1.0.0/24"}}`, "IP=10.1.0.1", "requested address 10.1.0.1 is the gateway"},
+		{"requested garbage", `"subnet":"10.1.0.0/24"}}`, "IP=banana", `CNI_ARGS IP: "banana" is not an IP address`},
+		{"two requested in one set", `"subnet":"10.1.0.0/24"}}`, "IP=10.1.0.5,10.1.0.6", "already has a requested address"},
+		{"old version two v4 sets", `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]}}`, "", "allows one address per family"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdin := pre + tc.ipam
+			if tc.name == "old version two v4 sets" {
+				stdin = strings.Replace(stdin, "1.0.0", "0.2.0", 1)
+			}
+			if tc.name == "no type" {
+				stdin = `{"cniVersion":"1.0.0","name":"n","ipam":{` + tc.ipam
+			}
+			_, errs := Parse([]byte(stdin), tc.args)
+			var msgs []string
+			for _, e := range errs {
+				msgs = append(msgs, e.Error())
+			}
+			if !strings.Contains(strings.Join(msgs, "\n"), tc.want) {
+				t.Fatalf("errors %q, want one containing %q", msgs, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRejectsEscapingNetworkName(t *testing.T) {
+	for _, name := range []string{"..", ".", "a/b", "../etc"} {
+		_, errs := Parse([]byte(`{"cniVersion":"1.0.0","name":"`+name+`","ipam":{"type":"host-local","subnet":"10.1.0.0/24","dataDir":"/tmp/x"}}`), "")
+		if len(errs) == 0 || !strings.Contains(errs[0].Error(), `"name"`) {
+			t.Errorf("name %q: %v", name, errs)
+		}
+	}
+}
+
+func TestRangeSetNextWraps(t *testing.T) {
+	c := mustParse(t, `{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/30"},{"subnet":"10.2.0.0/30"}]]}}`, "")
+	s := c.RangeSets[0]
+	var got []string
+	a := s[0].Start
+	for range 5 {
+		got = append(got, a.String())
+		a = s.next(a)
+	}
+	want := []string{"10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2", "10.1.0.1"}
+	if !cmp.Equal(want, got) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}
+
+// FuzzParse: no input makes Parse panic, and whatever it accepts is
+// consistent.
+func FuzzParse(f *testing.F) {
+	f.Add(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}`, "IP=10.1.0.5")
+	f.Add(`{"cniVersion":"0.2.0","name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"fd00::/120","rangeStart":"fd00::5"}]]}}`, "")
+	f.Add(`{"name":"x","ipam":{"type":"host-local","ranges":[[{"subnet":"10.0.0.0/8","gateway":"10.0.0.9"}],[{"subnet":"10.0.0.0/8"}]]},"runtimeConfig":{"ips":["10.0.0.2"]}}`, "")
+	f.Fuzz(func(t *testing.T, stdin, args string) {
+		c, errs := Parse([]byte(stdin), args)
+		if len(errs) > 0 || c == nil || c.Type != "host-local" {
+			return
+		}
+		for _, set := range c.RangeSets {
+			if len(set) == 0 {
+				t.Fatal("empty set accepted")
+			}
+			for _, r := range set {
+				if !r.Subnet.Contains(r.Start) || !r.Subnet.Contains(r.End) || r.Start.Compare(r.End) > 0 || !r.Subnet.Contains(r.Gateway) {
+					t.Fatalf("inconsistent range accepted: %+v", r)
+				}
+			}
+		}
+		for _, a := range c.Requested {
+			if i, _ := c.setFor(a); i < 0 {
+				t.Fatalf("requested %s outside every set accepted", a)
+			}
+		}
+	})
+}

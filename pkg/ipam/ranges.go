@@ -1,0 +1,207 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Range is one pool of addresses: [Start, End] inside Subnet, Gateway never
+// handed out.
+type Range struct {
+	Subnet     netip.Prefix
+	Start, End netip.Addr
+	Gateway    netip.Addr
+}
+
+// RangeSet is a list of ranges of one family; one address is taken from a
+// set per attachment.
+type RangeSet []Range
+
+// Contains reports whether a is in [Start, End].
+func (r *Range) Contains(a netip.Addr) bool {
+	return a.BitLen() == r.Start.BitLen() && r.Start.Compare(a) <= 0 && a.Compare(r.End) <= 0
+}
+
+func (r *Range) overlaps(o *Range) bool {
+	return r.Start.BitLen() == o.Start.BitLen() && r.Start.Compare(o.End) <= 0 && o.Start.Compare(r.End) <= 0
+}
+
+func (r Range) String() string { return r.Start.String() + "-" + r.End.String() }
+
+// RangeFor returns the range of the set containing a, or nil.
+func (s RangeSet) RangeFor(a netip.Addr) *Range {
+	for i := range s {
+		if s[i].Contains(a) {
+			return &s[i]
+		}
+	}
+	return nil
+}
+
+// Overlaps reports whether any range of s overlaps any of o.
+func (s RangeSet) Overlaps(o RangeSet) bool {
+	for i := range s {
+		for j := range o {
+			if s[i].overlaps(&o[j]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Is4 reports whether the set is IPv4.
+func (s RangeSet) Is4() bool { return len(s) > 0 && s[0].Start.Is4() }
+
+func (s RangeSet) String() string {
+	parts := make([]string, len(s))
+	for i, r := range s {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// Size is the number of addresses the set can hand out.
+func (s RangeSet) Size() uint64 {
+	var n uint64
+	for _, r := range s {
+		n += span(r.Start, r.End)
+		if r.Contains(r.Gateway) {
+			n--
+		}
+	}
+	return n
+}
+
+// span counts the addresses in [a, b], saturating at 2^63.
+func span(a, b netip.Addr) uint64 {
+	x, y := a.As16(), b.As16()
+	var d uint64
+	borrow := 0
+	// 128-bit subtraction, keeping only the low 64 bits unless higher differ.
+	for i := 15; i >= 0; i-- {
+		v := int(y[i]) - int(x[i]) - borrow
+		borrow = 0
+		if v < 0 {
+			v += 256
+			borrow = 1
+		}
+		if i >= 8 {
+			d |= uint64(v) << (8 * (15 - i))
+		} else if v != 0 {
+			return 1 << 63
+		}
+	}
+	if d >= 1<<63 {
+		return 1 << 63
+	}
+	return d + 1
+}
+
+// next returns the address after a in the set, wrapping from the end of
+// the last range to the start of the first: the round-robin order of the
+// reference allocator.
+func (s RangeSet) next(a netip.Addr) netip.Addr {
+	for i := range s {
+		if s[i].Contains(a) {
+			if a != s[i].End {
+				return a.Next()
+			}
+			return s[(i+1)%len(s)].Start
+		}
+	}
+	return s[0].Start
+}
+
+// parseRangeSet parses and checks one set; key names it in errors.
+func parseRangeSet(key string, raw []rawRange) (RangeSet, []error) {
+	if len(raw) == 0 {
+		return nil, []error{fmt.Errorf("%q: empty range set", key)}
+	}
+	var set RangeSet
+	var errs []error
+	for i, rr := range raw {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		if key == "ipam" {
+			k = "ipam" // the legacy single range: its keys sit at the ipam level
+		}
+		r, rerrs := parseRange(k, rr)
+		errs = append(errs, rerrs...)
+		if len(rerrs) == 0 {
+			set = append(set, r)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	for i := range set {
+		if set[i].Start.Is4() != set[0].Start.Is4() {
+			return nil, []error{fmt.Errorf("%q: mixes IPv4 and IPv6 ranges; give each family its own range set", key)}
+		}
+		for j := i + 1; j < len(set); j++ {
+			if set[i].overlaps(&set[j]) {
+				errs = append(errs, fmt.Errorf("%q: ranges %s and %s overlap", key, set[i], set[j]))
+			}
+		}
+	}
+	return set, errs
+}
+
+func parseRange(key string, rr rawRange) (Range, []error) {
+	var r Range
+	p, err := netip.ParsePrefix(rr.Subnet)
+	if err != nil {
+		return r, []error{fmt.Errorf("%q: %q is not a CIDR subnet", key+".subnet", rr.Subnet)}
+	}
+	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+	if p.Masked() != p {
+		return r, []error{fmt.Errorf("%q: %s has host bits set; the subnet is %s", key+".subnet", rr.Subnet, p.Masked())}
+	}
+	if p.Bits() > p.Addr().BitLen()-2 {
+		return r, []error{fmt.Errorf("%q: %s is too small to allocate from; use /30 or larger (IPv6: /126)", key+".subnet", p)}
+	}
+	r.Subnet = p
+	var errs []error
+	addr := func(field, val string, def netip.Addr) netip.Addr {
+		if val == "" {
+			return def
+		}
+		a, err := netip.ParseAddr(val)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%q: %q is not an IP address", key+"."+field, val))
+			return def
+		}
+		a = a.Unmap()
+		if !p.Contains(a) {
+			errs = append(errs, fmt.Errorf("%q: %s is outside subnet %s", key+"."+field, a, p))
+		}
+		return a
+	}
+	first := p.Addr().Next()
+	r.Gateway = addr("gateway", rr.Gateway, first)
+	r.Start = addr("rangeStart", rr.RangeStart, first)
+	r.End = addr("rangeEnd", rr.RangeEnd, lastUsable(p))
+	if len(errs) == 0 && r.Start.Compare(r.End) > 0 {
+		errs = append(errs, fmt.Errorf("%q: rangeStart %s is after rangeEnd %s", key, r.Start, r.End))
+	}
+	return r, errs
+}
+
+// lastUsable is the last address of p, less the IPv4 broadcast address.
+func lastUsable(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	if a.Is4() {
+		a = a.Prev()
+	}
+	return a
+}

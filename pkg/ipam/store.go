@@ -1,0 +1,578 @@
+package ipam
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The on-disk layout, all under <dataDir>/<network>/:
+//
+//	10.22.0.5               a reservation: "<containerID>\r\n<ifname>" (host-local's format)
+//	last_reserved_ip.0      the round-robin cursor of range set 0 (host-local's)
+//	lock                    flock'd by every writer, ours and host-local's
+//	.netns-cni/state        our bookkeeping: boot id and the directory stamp
+//	.netns-cni/owners/o-…   owner index: the addresses one (container, ifname) holds
+//	.netns-cni/tmp/…        files being written, linked or renamed into place
+//
+// Every file is written whole under a temporary name and then linked (a
+// reservation: link fails if the address is taken) or renamed (cursor,
+// index, state) into place, so a plugin killed at any instant leaves either
+// the old file or the new one, never a torn one, and never an empty
+// reservation. Nothing is fsynced on the hot path: after a power loss the
+// reboot reconciliation below discards everything from the previous boot
+// anyway.
+//
+// The owner index is a cache over the reservation files, which stay the
+// truth. It is written before a reservation is made and pruned after one is
+// removed, so it always lists at least what we reserved; every address it
+// names is checked against its reservation file before use. Writes by
+// another program (the reference host-local) change the directory's
+// modification time without updating the index: the stamp in state records
+// the directory's times after our last write, and a mismatch makes the next
+// call rebuild the index from a full scan, once.
+const (
+	lockName     = "lock"
+	cursorPrefix = "last_reserved_ip."
+	metaName     = ".netns-cni"
+	ownersName   = "owners"
+	tmpName      = "tmp"
+	stateName    = "state"
+	lineBreak    = "\r\n"
+	indexMagic   = "netns-cni owner index v1"
+)
+
+// Owner identifies an attachment: a container and its interface name.
+type Owner struct {
+	ID     string `json:"containerID"`
+	IfName string `json:"ifname"`
+}
+
+func (o Owner) String() string { return o.ID + "/" + o.IfName }
+
+// content is the reservation file body host-local writes and reads.
+func (o Owner) content() string { return o.ID + lineBreak + o.IfName }
+
+// matches reports whether a reservation body belongs to o, including the
+// legacy body holding only the container id.
+func (o Owner) matches(body string) bool {
+	body = strings.TrimSpace(body)
+	return body == o.content() || body == strings.TrimSpace(o.ID)
+}
+
+// parseOwner reads a reservation body; legacy bodies give an empty IfName.
+func parseOwner(body string) Owner {
+	id, ifname, _ := strings.Cut(strings.TrimSpace(body), lineBreak)
+	return Owner{ID: strings.TrimSpace(id), IfName: ifname}
+}
+
+// indexKey names an owner's index file; legacy (id-only) reservations are
+// indexed under an empty ifname.
+func indexKey(o Owner) string {
+	sum := sha256.Sum256([]byte(o.ID + "\x00" + o.IfName))
+	return "o-" + hex.EncodeToString(sum[:16])
+}
+
+// ErrBusy means the store lock could not be taken in time: CNI code 11.
+var ErrBusy = errors.New("store is busy")
+
+// state is the bookkeeping file.
+type state struct {
+	BootID string `json:"bootID"`
+	Stamp  string `json:"stamp"`
+}
+
+// store is an open, locked network directory. All file access goes through
+// directory descriptors with O_NOFOLLOW, so a symlink planted in the store
+// is never followed.
+type store struct {
+	dir                 string
+	dirfd, ownfd, tmpfd int
+	lockfd, statefd     int
+	bootID              string
+	bootTime            time.Time
+	dirty               bool // reservations or cursors changed: re-stamp on close
+}
+
+// clock tells the store which boot it runs in; tests replace it.
+var clock = func() (bootID string, bootTime time.Time) {
+	id, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	var info unix.Sysinfo_t
+	if unix.Sysinfo(&info) == nil {
+		return strings.TrimSpace(string(id)), time.Now().Add(-time.Duration(info.Uptime) * time.Second)
+	}
+	return strings.TrimSpace(string(id)), time.Time{}
+}
+
+// openStore opens and locks the network's directory, creating it (0700)
+// when missing, and brings the index up to date. Close it to unlock.
+func openStore(c *Config) (_ *store, err error) {
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create dataDir: %w", err)
+	}
+	s := &store{dir: c.Dir(), dirfd: -1, ownfd: -1, tmpfd: -1, lockfd: -1, statefd: -1}
+	defer func() {
+		if err != nil {
+			s.closeFDs()
+		}
+	}()
+	base, err := unix.Open(c.DataDir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open dataDir %s: %w", c.DataDir, err)
+	}
+	s.dirfd, err = openDirAt(base, c.Network)
+	unix.Close(base)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", s.dir, err)
+	}
+	if s.lockfd, err = unix.Openat(s.dirfd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err != nil {
+		return nil, fmt.Errorf("open lock in %s: %w", s.dir, err)
+	}
+	if err := lockWithTimeout(s.lockfd, c.LockTimeout); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.dir, err)
+	}
+	meta, err := openDirAt(s.dirfd, metaName)
+	if err != nil {
+		return nil, fmt.Errorf("open %s/%s: %w", s.dir, metaName, err)
+	}
+	defer unix.Close(meta)
+	if s.ownfd, err = openDirAt(meta, ownersName); err != nil {
+		return nil, fmt.Errorf("open owner index: %w", err)
+	}
+	if s.tmpfd, err = openDirAt(meta, tmpName); err != nil {
+		return nil, fmt.Errorf("open tmp: %w", err)
+	}
+	if s.statefd, err = unix.Openat(meta, stateName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	s.bootID, s.bootTime = clock()
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDirAt opens (making it 0700 when missing) the directory name under
+// fd, refusing a symlink.
+func openDirAt(fd int, name string) (int, error) {
+	if err := unix.Mkdirat(fd, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, err
+	}
+	d, err := unix.Openat(fd, name, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return -1, fmt.Errorf("%s is not a directory (a symlink?); refusing to use it", name)
+	}
+	return d, err
+}
+
+func lockWithTimeout(fd int, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	wait := 100 * time.Microsecond
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: another plugin held the lock for %v; try again", ErrBusy, timeout)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 20*time.Millisecond)
+	}
+}
+
+// Close stamps the directory when this call changed it, and unlocks.
+func (s *store) Close() error {
+	var err error
+	if s.dirty {
+		err = s.writeState()
+	}
+	s.closeFDs()
+	return err
+}
+
+func (s *store) closeFDs() {
+	for _, fd := range []int{s.statefd, s.tmpfd, s.ownfd, s.dirfd, s.lockfd} { // lock last: it unlocks
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// stamp describes the directory's change and modification times: any entry
+// made or removed in it, by anyone, changes them.
+func (s *store) stamp() (string, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(s.dirfd, &st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d.%d/%d.%d/%d", st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec, st.Size), nil
+}
+
+// stateSize is the fixed length of the state record, so that it can be
+// rewritten in place, without creating a file. A write torn by a crash
+// cannot match the directory, so it only costs one index rebuild.
+const stateSize = 256
+
+func (s *store) writeState() error {
+	stamp, err := s.stamp()
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(state{BootID: s.bootID, Stamp: stamp})
+	if len(b) > stateSize {
+		return fmt.Errorf("state record too long: %d bytes", len(b))
+	}
+	rec := bytes.Repeat([]byte{' '}, stateSize)
+	copy(rec, b)
+	if _, err := unix.Pwrite(s.statefd, rec, 0); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+// recover runs under the lock before any operation: it clears what a killed
+// plugin left in tmp, reclaims reservations from before the current boot,
+// and rebuilds the index when someone else changed the directory.
+func (s *store) recover() error {
+	if err := clearDir(s.tmpfd); err != nil {
+		return fmt.Errorf("clear tmp: %w", err)
+	}
+	var st state
+	b := make([]byte, stateSize)
+	if n, err := unix.Pread(s.statefd, b, 0); err == nil {
+		_ = json.Unmarshal(b[:n], &st)
+	}
+	stamp, err := s.stamp()
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.BootID != s.bootID:
+		// A different boot (or a store we never wrote): every reservation
+		// made before this boot belongs to a container that no longer
+		// exists. Those made since (by anyone) are kept.
+		n, err := s.reclaimBefore(s.bootTime)
+		if err != nil {
+			return fmt.Errorf("reclaim reservations from before boot: %w", err)
+		}
+		if n > 0 {
+			logf("released %d reservations left from before the last boot in %s", n, s.dir)
+		}
+		fallthrough
+	case st.Stamp != stamp:
+		if err := s.rebuildIndex(); err != nil {
+			return fmt.Errorf("rebuild owner index: %w", err)
+		}
+		s.dirty = true
+	}
+	return nil
+}
+
+// logf is where the store reports what it repaired; the plugin points it at
+// its logger.
+var logf = func(string, ...any) {}
+
+// SetLogger sends the store's repair reports to f.
+func SetLogger(f func(format string, args ...any)) { logf = f }
+
+// entry is a reservation found by a scan.
+type entry struct {
+	addr  netip.Addr
+	owner Owner
+	mtime time.Time
+}
+
+// scan reads every reservation in the directory.
+func (s *store) scan() ([]entry, error) {
+	names, err := readDirNames(s.dirfd)
+	if err != nil {
+		return nil, err
+	}
+	var out []entry
+	for _, name := range names {
+		a, err := netip.ParseAddr(name)
+		if err != nil {
+			continue // lock, cursors, our metadata
+		}
+		body, err := readFileAt(s.dirfd, name)
+		if err != nil {
+			continue // not a regular file, or gone
+		}
+		var st unix.Stat_t
+		_ = unix.Fstatat(s.dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		out = append(out, entry{addr: a, owner: parseOwner(string(body)), mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)})
+	}
+	return out, nil
+}
+
+func (s *store) reclaimBefore(t time.Time) (int, error) {
+	if t.IsZero() {
+		return 0, nil
+	}
+	entries, err := s.scan()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if e.mtime.Before(t) {
+			if err := unix.Unlinkat(s.dirfd, e.addr.String(), 0); err == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// rebuildIndex replaces the owner index with one made from a full scan.
+func (s *store) rebuildIndex() error {
+	entries, err := s.scan()
+	if err != nil {
+		return err
+	}
+	byOwner := map[Owner][]netip.Addr{}
+	for _, e := range entries {
+		byOwner[e.owner] = append(byOwner[e.owner], e.addr)
+	}
+	if err := clearDir(s.ownfd); err != nil {
+		return err
+	}
+	for o, addrs := range byOwner {
+		if err := s.writeIndex(o, addrs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readIndex returns the addresses the index lists for o (unverified).
+func (s *store) readIndex(o Owner) ([]netip.Addr, error) {
+	b, err := readFileAt(s.ownfd, indexKey(o))
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	var out []netip.Addr
+	for line := 0; sc.Scan(); line++ {
+		if line < 3 { // magic, id, ifname
+			continue
+		}
+		if a, err := netip.ParseAddr(sc.Text()); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// writeIndex records the addresses o holds; none removes the entry. The
+// body starts with a magic line so that it can never read as a
+// reservation to host-local, which walks subdirectories too.
+func (s *store) writeIndex(o Owner, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		err := unix.Unlinkat(s.ownfd, indexKey(o), 0)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n%s\n%s\n", indexMagic, o.ID, o.IfName)
+	for _, a := range addrs {
+		b.WriteString(a.String() + "\n")
+	}
+	return s.replaceAt(s.ownfd, indexKey(o), []byte(b.String()))
+}
+
+// holder returns who holds a (zero Owner and false when nobody does).
+func (s *store) holder(a netip.Addr) (Owner, bool, error) {
+	body, err := readFileAt(s.dirfd, a.String())
+	if errors.Is(err, unix.ENOENT) {
+		return Owner{}, false, nil
+	}
+	if err != nil {
+		return Owner{}, false, err
+	}
+	return parseOwner(string(body)), true, nil
+}
+
+// taken reports whether a reservation file exists for a, without reading it.
+func (s *store) taken(a netip.Addr) (bool, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(s.dirfd, a.String(), &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// held returns the addresses o verifiably holds: those its index names
+// whose reservation file says o (or the legacy id-only form).
+func (s *store) held(o Owner) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, key := range []Owner{o, {ID: o.ID}} {
+		listed, err := s.readIndex(key)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range listed {
+			body, err := readFileAt(s.dirfd, a.String())
+			if err != nil {
+				continue
+			}
+			if key.IfName == "" && strings.Contains(strings.TrimSpace(string(body)), lineBreak) {
+				continue // the legacy key matches only legacy bodies
+			}
+			if o.matches(string(body)) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
+}
+
+// reserve makes the reservation file for a, atomically; false when a is
+// already taken.
+func (s *store) reserve(a netip.Addr, o Owner) (bool, error) {
+	tmp, err := s.writeTmp([]byte(o.content()))
+	if err != nil {
+		return false, err
+	}
+	defer unix.Unlinkat(s.tmpfd, tmp, 0)
+	err = unix.Linkat(s.tmpfd, tmp, s.dirfd, a.String(), 0)
+	if errors.Is(err, unix.EEXIST) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reserve %s: %w", a, err)
+	}
+	s.dirty = true
+	return true, nil
+}
+
+// unreserve removes a's reservation file if it belongs to o.
+func (s *store) unreserve(a netip.Addr, o Owner) error {
+	body, err := readFileAt(s.dirfd, a.String())
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !o.matches(string(body)) {
+		return nil // someone else's now
+	}
+	if err := unix.Unlinkat(s.dirfd, a.String(), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("release %s: %w", a, err)
+	}
+	s.dirty = true
+	return nil
+}
+
+func (s *store) cursor(set int) netip.Addr {
+	b, err := readFileAt(s.dirfd, cursorPrefix+strconv.Itoa(set))
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(strings.TrimSpace(string(b)))
+	return a
+}
+
+func (s *store) setCursor(set int, a netip.Addr) error {
+	s.dirty = true
+	return s.replaceAt(s.dirfd, cursorPrefix+strconv.Itoa(set), []byte(a.String()))
+}
+
+// writeTmp writes data to a new file in tmp and returns its name.
+func (s *store) writeTmp(data []byte) (string, error) {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	name := hex.EncodeToString(rnd[:])
+	fd, err := unix.Openat(s.tmpfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create temporary file: %w", err)
+	}
+	_, err = unix.Write(fd, data)
+	unix.Close(fd)
+	if err != nil {
+		_ = unix.Unlinkat(s.tmpfd, name, 0)
+		return "", fmt.Errorf("write temporary file: %w", err)
+	}
+	return name, nil
+}
+
+// replaceAt atomically replaces dirfd/name with data.
+func (s *store) replaceAt(dirfd int, name string, data []byte) error {
+	tmp, err := s.writeTmp(data)
+	if err != nil {
+		return err
+	}
+	if err := unix.Renameat(s.tmpfd, tmp, dirfd, name); err != nil {
+		_ = unix.Unlinkat(s.tmpfd, tmp, 0)
+		return fmt.Errorf("replace %s: %w", name, err)
+	}
+	return nil
+}
+
+// readFileAt reads a regular file under dirfd without following symlinks.
+func readFileAt(dirfd int, name string) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	return io.ReadAll(io.LimitReader(f, 64<<10))
+}
+
+func readDirNames(dirfd int) ([]string, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), ".")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func clearDir(dirfd int) error {
+	names, err := readDirNames(dirfd)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := unix.Unlinkat(dirfd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	return nil
+}
