@@ -1,0 +1,193 @@
+package plugin
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/netns-cni/netns-cni/pkg/ipam"
+)
+
+// IPAM is the address management a network config asks for: host-local
+// runs in-process on pkg/ipam; any other ipam.type is delegated to that
+// plugin binary (found in CNI_PATH) exactly as the spec describes.
+type IPAM struct {
+	// Local is the in-process host-local config; nil when delegated.
+	Local *ipam.Config
+	// Type is ipam.type.
+	Type  string
+	stdin []byte
+	owner ipam.Owner
+}
+
+// LoadIPAM reads the "ipam" part of the config on stdin. A config without
+// "ipam" returns (nil, nil): the caller decides whether that is allowed (a
+// bridge in L2 mode). Problems are code-7 errors naming their keys.
+func LoadIPAM(args *skel.CmdArgs) (*IPAM, error) {
+	conf, errs := ipam.Parse(args.StdinData, args.Args)
+	if len(errs) == 1 && errors.Is(errs[0], ipam.ErrNoIPAM) {
+		return nil, nil
+	}
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return nil, ConfigError("invalid ipam config: %s", strings.Join(msgs, "; "))
+	}
+	m := &IPAM{Type: conf.Type, stdin: args.StdinData, owner: ipam.Owner{ID: args.ContainerID, IfName: args.IfName}}
+	if conf.Type == "host-local" {
+		m.Local = conf
+		ipam.SetLogger(func(format string, a ...any) { slog.Info(fmt.Sprintf(format, a...)) })
+	}
+	return m, nil
+}
+
+// Add reserves the attachment's addresses and returns them as a result
+// (IPs with gateways, routes, DNS; no interfaces yet) plus a release func
+// that undoes exactly what this call acquired: addresses an earlier ADD of
+// the same attachment reserved are never released by it.
+func (m *IPAM) Add(ctx context.Context) (*current.Result, func() error, error) {
+	if m.Local == nil {
+		r, err := invoke.DelegateAdd(ctx, m.Type, m.stdin, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ipam %s: %w", m.Type, err)
+		}
+		res, err := current.NewResultFromResult(r)
+		if err != nil {
+			return nil, nil, DecodeError("ipam %s result: %v", m.Type, err)
+		}
+		release := func() error { return invoke.DelegateDel(context.Background(), m.Type, m.stdin, nil) }
+		return res, release, nil
+	}
+	leases, err := m.Local.Allocate(m.owner)
+	if err != nil {
+		return nil, nil, ipamError(err)
+	}
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: m.Local.Routes}
+	var fresh []netip.Addr
+	for _, l := range leases {
+		ipc := &current.IPConfig{Address: prefixToIPNet(l.Address)}
+		if l.Gateway.IsValid() && l.Gateway != l.Address.Addr() {
+			ipc.Gateway = net.IP(l.Gateway.AsSlice())
+		}
+		res.IPs = append(res.IPs, ipc)
+		if l.New {
+			fresh = append(fresh, l.Address.Addr())
+		}
+	}
+	if m.Local.ResolvConf != "" {
+		dns, err := parseResolvConf(m.Local.ResolvConf)
+		if err != nil {
+			_ = m.Local.ReleaseAddrs(m.owner, fresh)
+			return nil, nil, ConfigError(`"ipam.resolvConf": %v`, err)
+		}
+		res.DNS = dns
+	}
+	release := func() error { return m.Local.ReleaseAddrs(m.owner, fresh) }
+	return res, release, nil
+}
+
+// Del releases the attachment's addresses; nothing held is success.
+func (m *IPAM) Del(ctx context.Context) error {
+	if m.Local == nil {
+		return invoke.DelegateDel(ctx, m.Type, m.stdin, nil)
+	}
+	return ipamError(m.Local.Release(m.owner))
+}
+
+// Check verifies the reservation matches the addresses of prev.
+func (m *IPAM) Check(ctx context.Context, prev *current.Result) error {
+	if m.Local == nil {
+		return invoke.DelegateCheck(ctx, m.Type, m.stdin, nil)
+	}
+	var want []netip.Addr
+	for _, ip := range prev.IPs {
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			want = append(want, a.Unmap())
+		}
+	}
+	return ipamError(m.Local.Check(m.owner, want))
+}
+
+// GC releases every reservation of the network not in valid.
+func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment) error {
+	if m.Local == nil {
+		return invoke.DelegateGC(ctx, m.Type, m.stdin, nil)
+	}
+	owners := make([]ipam.Owner, len(valid))
+	for i, v := range valid {
+		owners[i] = ipam.Owner{ID: v.ContainerID, IfName: v.IfName}
+	}
+	return ipamError(m.Local.GC(owners))
+}
+
+// Status answers code 50 when an ADD could not get addresses now.
+func (m *IPAM) Status(ctx context.Context) error {
+	if m.Local == nil {
+		return invoke.DelegateStatus(ctx, m.Type, m.stdin, nil)
+	}
+	if err := m.Local.Status(); err != nil {
+		return UnavailableError("ipam: %v", err)
+	}
+	return nil
+}
+
+// ipamError gives store errors their CNI codes.
+func ipamError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ipam.ErrBusy):
+		return TryAgainError("ipam: %v", err)
+	case errors.Is(err, ipam.ErrExhausted):
+		return TryAgainError("ipam: %v; free addresses by deleting containers (or GC), or widen the range", err)
+	case errors.Is(err, ipam.ErrConflict):
+		return ConfigError("ipam: %v", err)
+	}
+	return fmt.Errorf("ipam: %w", err)
+}
+
+func prefixToIPNet(p netip.Prefix) net.IPNet {
+	bits := p.Addr().BitLen()
+	return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// parseResolvConf reads nameserver, domain, search and options lines.
+func parseResolvConf(path string) (types.DNS, error) {
+	var dns types.DNS
+	f, err := os.Open(path)
+	if err != nil {
+		return dns, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || strings.HasPrefix(fields[0], "#") || strings.HasPrefix(fields[0], ";") {
+			continue
+		}
+		switch fields[0] {
+		case "nameserver":
+			dns.Nameservers = append(dns.Nameservers, fields[1])
+		case "domain":
+			dns.Domain = fields[1]
+		case "search":
+			dns.Search = append(dns.Search, fields[1:]...)
+		case "options":
+			dns.Options = append(dns.Options, fields[1:]...)
+		}
+	}
+	return dns, sc.Err()
+}

@@ -1,0 +1,163 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+)
+
+func ipamArgs(t *testing.T, ipamJSON, id string) *skel.CmdArgs {
+	t.Helper()
+	return &skel.CmdArgs{
+		ContainerID: id, IfName: "eth0",
+		StdinData: []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"net","type":"x","ipam":%s}`, ipamJSON)),
+	}
+}
+
+func code(err error) uint {
+	var e *types.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
+}
+
+func TestLocalIPAM(t *testing.T) {
+	dir := t.TempDir()
+	resolv := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("# comment\nnameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`{"type":"host-local","dataDir":%q,"resolvConf":%q,"subnet":"10.7.0.0/30","routes":[{"dst":"0.0.0.0/0"}]}`, dir+"/data", resolv)
+	ctx := context.Background()
+	m, err := LoadIPAM(ipamArgs(t, conf, "c1"))
+	if err != nil || m == nil || m.Local == nil {
+		t.Fatalf("LoadIPAM: %v %v", m, err)
+	}
+	res, release, err := m.Add(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.7.0.2/30" || res.IPs[0].Gateway.String() != "10.7.0.1" {
+		t.Fatalf("ips %v", res.IPs)
+	}
+	if len(res.Routes) != 1 || res.DNS.Nameservers[0] != "10.0.0.53" || len(res.DNS.Search) != 2 || res.DNS.Options[0] != "ndots:2" {
+		t.Fatalf("routes %v dns %+v", res.Routes, res.DNS)
+	}
+	if err := m.Check(ctx, res); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	// A second ADD of the same attachment returns the same address, and
+	// its rollback must not release the first ADD's reservation.
+	res2, release2, err := m.Add(ctx)
+	if err != nil || res2.IPs[0].Address.String() != "10.7.0.2/30" {
+		t.Fatalf("second Add: %v %v", res2, err)
+	}
+	if err := release2(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Check(ctx, res); err != nil {
+		t.Fatalf("second ADD's rollback released the first ADD's address: %v", err)
+	}
+	// The pool (a /30: one address) is full: STATUS says 50, ADD says 11.
+	if err := m.Status(ctx); code(err) != types.ErrPluginNotAvailable {
+		t.Fatalf("Status on a full pool: %v", err)
+	}
+	other, _ := LoadIPAM(ipamArgs(t, conf, "c2"))
+	if _, _, err := other.Add(ctx); code(err) != types.ErrTryAgainLater || !strings.Contains(err.Error(), "10.7.0.1-10.7.0.2") {
+		t.Fatalf("Add on a full pool: %v", err)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Check(ctx, res); err == nil {
+		t.Fatal("Check passed after release")
+	}
+	for range 2 {
+		if err := m.Del(ctx); err != nil {
+			t.Fatalf("Del: %v", err)
+		}
+	}
+	if err := m.Status(ctx); err != nil {
+		t.Fatalf("Status after release: %v", err)
+	}
+	// GC with an empty list releases everything.
+	if _, _, err := other.Add(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.GC(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Status(ctx); err != nil {
+		t.Fatalf("Status after GC: %v", err)
+	}
+}
+
+func TestLoadIPAMErrors(t *testing.T) {
+	if m, err := LoadIPAM(&skel.CmdArgs{StdinData: []byte(`{"cniVersion":"1.0.0","name":"n"}`)}); m != nil || err != nil {
+		t.Fatalf("no ipam: %v %v", m, err)
+	}
+	_, err := LoadIPAM(ipamArgs(t, `{"type":"host-local","subnet":"10.7.0.1/24","dataDir":"/x"}`, "c"))
+	if code(err) != types.ErrInvalidNetworkConfig || !strings.Contains(err.Error(), `"ipam.subnet"`) {
+		t.Fatalf("bad subnet: %v", err)
+	}
+	args := ipamArgs(t, `{"type":"host-local","subnet":"10.7.0.0/24","dataDir":"/x"}`, "c")
+	args.Args = "IP=10.9.9.9"
+	if _, err := LoadIPAM(args); code(err) != types.ErrInvalidNetworkConfig {
+		t.Fatalf("request outside: %v", err)
+	}
+}
+
+// TestDelegatedIPAM hands a non-host-local type to that plugin binary, here
+// the reference "static" IPAM from Debian's containernetworking-plugins.
+func TestDelegatedIPAM(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/cni/static"); err != nil {
+		t.Skip("skipped: /usr/lib/cni/static missing; `make deps` installs containernetworking-plugins")
+	}
+	for k, v := range map[string]string{"CNI_PATH": "/usr/lib/cni", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/nonexistent"} {
+		t.Setenv(k, v)
+	}
+	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", StdinData: []byte(
+		`{"cniVersion":"1.0.0","name":"net","type":"x","ipam":{"type":"static","addresses":[{"address":"10.5.0.5/24","gateway":"10.5.0.1"}]}}`)}
+	m, err := LoadIPAM(args)
+	if err != nil || m.Local != nil || m.Type != "static" {
+		t.Fatalf("LoadIPAM: %+v %v", m, err)
+	}
+	ctx := context.Background()
+	res, release, err := m.Add(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.5.0.5/24" {
+		t.Fatalf("delegated result %v", res)
+	}
+	// CHECK's stdin carries the prevResult the delegate verifies.
+	checkArgs := *args
+	checkArgs.StdinData = []byte(`{"cniVersion":"1.0.0","name":"net","type":"x","ipam":{"type":"static","addresses":[{"address":"10.5.0.5/24","gateway":"10.5.0.1"}]},
+		"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.5.0.5/24","gateway":"10.5.0.1"}]}}`)
+	t.Setenv("CNI_COMMAND", "CHECK")
+	mc, _ := LoadIPAM(&checkArgs)
+	if err := mc.Check(ctx, &current.Result{IPs: res.IPs}); err != nil {
+		t.Fatalf("delegated Check: %v", err)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Del(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A missing IPAM binary is an error that names it.
+	args.StdinData = []byte(`{"cniVersion":"1.0.0","name":"net","type":"x","ipam":{"type":"no-such-ipam"}}`)
+	m, _ = LoadIPAM(args)
+	if _, _, err := m.Add(ctx); err == nil || !strings.Contains(err.Error(), "no-such-ipam") {
+		t.Fatalf("missing plugin: %v", err)
+	}
+}
