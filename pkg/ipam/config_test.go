@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestParseOtherTypeIsDelegated(t *testing.T) {
 	if c.Type != "dhcp" || len(c.RangeSets) != 0 {
 		t.Fatalf("%+v", c)
 	}
-	if _, errs := Parse([]byte(`{"cniVersion":"1.0.0","name":"n"}`), ""); len(errs) != 1 || errs[0] != ErrNoIPAM {
+	if _, errs := Parse([]byte(`{"cniVersion":"1.0.0","name":"n"}`), ""); len(errs) != 1 || !errors.Is(errs[0], ErrNoIPAM) {
 		t.Fatalf("no ipam: %v", errs)
 	}
 }

@@ -275,7 +275,9 @@ func (c *Config) GC(valid []Owner) (err error) {
 	}
 	var errs []error
 	for _, e := range entries {
-		if slices.ContainsFunc(valid, func(v Owner) bool { return v.matches(e.owner.content()) || (e.owner.IfName == "" && v.ID == e.owner.ID) }) {
+		if slices.ContainsFunc(valid, func(v Owner) bool {
+			return v.matches(e.owner.content()) || (e.owner.IfName == "" && v.ID == e.owner.ID)
+		}) {
 			continue
 		}
 		if err := s.unreserve(e.addr, e.owner); err != nil {

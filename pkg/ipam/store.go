@@ -460,7 +460,7 @@ func (s *store) reserve(a netip.Addr, o Owner) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer unix.Unlinkat(s.tmpfd, tmp, 0)
+	defer func() { _ = unix.Unlinkat(s.tmpfd, tmp, 0) }()
 	err = unix.Linkat(s.tmpfd, tmp, s.dirfd, a.String(), 0)
 	if errors.Is(err, unix.EEXIST) {
 		return false, nil

@@ -78,4 +78,3 @@ func TestUsageErrors(t *testing.T) {
 		t.Fatalf("missing network: code %d, %q", code, errb.String())
 	}
 }
-
