@@ -1,0 +1,215 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// iptBackend keeps each network's rules in a chain of its own in the nat
+// table, NETNS-CNI-<hash>, reached by one jump per subnet from
+// POSTROUTING: RETURN for the network's subnets and multicast, then
+// MASQUERADE. Every call execs iptables (that is go-iptables' way), so
+// Ensure does the least it can: one list of the chain and one check per
+// jump when all is in place.
+type iptBackend struct{}
+
+// ChainName is the iptables chain of a network.
+func ChainName(network string) string { return "NETNS-CNI-" + strings.ToUpper(shortHash(network)) }
+
+var families = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
+
+func is4(p iptables.Protocol) bool { return p == iptables.ProtocolIPv4 }
+
+func ipt(p iptables.Protocol) (*iptables.IPTables, error) {
+	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	return t, nil
+}
+
+// iptSpecs are the rules of one family: the jumps and the chain body.
+func iptSpecs(network string, rules []Rule) (jumps, body [][]string) {
+	c := comment(network)
+	chain := ChainName(network)
+	for _, r := range rules {
+		jumps = append(jumps, []string{"-s", r.Subnet.String(), "-m", "comment", "--comment", c, "-j", chain})
+		body = append(body, []string{"-d", r.Subnet.String(), "-m", "comment", "--comment", c, "-j", "RETURN"})
+	}
+	if len(rules) > 0 {
+		body = append(body,
+			[]string{"-d", rules[0].Multicast().String(), "-m", "comment", "--comment", c, "-j", "RETURN"},
+			[]string{"-m", "comment", "--comment", c, "-j", "MASQUERADE"})
+	}
+	return jumps, body
+}
+
+func byFamily(network string, subnets []netip.Prefix) map[iptables.Protocol][]Rule {
+	m := map[iptables.Protocol][]Rule{}
+	for _, r := range Plan(network, subnets) {
+		p := iptables.ProtocolIPv6
+		if r.Subnet.Addr().Is4() {
+			p = iptables.ProtocolIPv4
+		}
+		m[p] = append(m[p], r)
+	}
+	return m
+}
+
+// sig reduces a rule to what identifies it here: its destination and target.
+func sig(spec []string) string {
+	var d, j string
+	for i := 0; i+1 < len(spec); i++ {
+		switch spec[i] {
+		case "-d":
+			d = spec[i+1]
+		case "-j":
+			j = spec[i+1]
+		}
+	}
+	return d + " " + j
+}
+
+// inPlace reports whether the chain holds body, in order.
+func inPlace(t *iptables.IPTables, network string, body [][]string) (bool, error) {
+	lines, err := t.List("nat", ChainName(network))
+	if err != nil {
+		// A missing chain: iptables-nft 1.8.9 says "incompatible" rather
+		// than "No chain/target/match by that name", so any exit status 1
+		// counts as "not in place" and leads to a rewrite.
+		var e *iptables.Error
+		if errors.As(err, &e) && (e.IsNotExist() || e.ExitStatus() == 1) {
+			return false, nil
+		}
+		return false, err
+	}
+	var have []string
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "-A" {
+			have = append(have, sig(f[2:]))
+		}
+	}
+	var want []string
+	for _, b := range body {
+		want = append(want, sig(b))
+	}
+	return slices.Equal(have, want), nil
+}
+
+func (b *iptBackend) Ensure(network string, subnets []netip.Prefix) error {
+	for p, rules := range byFamily(network, subnets) {
+		t, err := ipt(p)
+		if err != nil {
+			return err
+		}
+		jumps, body := iptSpecs(network, rules)
+		ok, err := inPlace(t, network, body)
+		if err != nil {
+			return fmt.Errorf("list chain %s: %w", ChainName(network), err)
+		}
+		if !ok {
+			// First ADD of the network, a new subnet, or someone flushed the
+			// chain: write it whole. ClearChain creates or empties it.
+			if err := t.ClearChain("nat", ChainName(network)); err != nil {
+				return fmt.Errorf("create chain %s: %w", ChainName(network), err)
+			}
+			for _, spec := range body {
+				if err := t.Append("nat", ChainName(network), spec...); err != nil {
+					return fmt.Errorf("add rule to %s: %w", ChainName(network), err)
+				}
+			}
+		}
+		for _, spec := range jumps {
+			if err := t.AppendUnique("nat", "POSTROUTING", spec...); err != nil {
+				return fmt.Errorf("add jump to %s: %w", ChainName(network), err)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) Remove(network string) error {
+	var errs []error
+	for _, p := range families {
+		if _, err := exec.LookPath(cmdFor(p)); err != nil {
+			continue // without the binary there can be no rules of ours
+		}
+		t, err := ipt(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		chain := ChainName(network)
+		lines, err := t.List("nat", "POSTROUTING")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list POSTROUTING: %w", err))
+			continue
+		}
+		for _, l := range lines {
+			// Rebuild the jump from its source subnet rather than reuse the
+			// listed words: iptables quotes the comment when it lists it.
+			f := strings.Fields(l)
+			i := slices.Index(f, "-s")
+			if len(f) < 2 || f[0] != "-A" || !slices.Contains(f, chain) || i < 0 || i+1 >= len(f) {
+				continue
+			}
+			subnet, err := netip.ParsePrefix(f[i+1])
+			if err != nil {
+				continue
+			}
+			jumps, _ := iptSpecs(network, []Rule{{Network: network, Subnet: subnet}})
+			if err := t.DeleteIfExists("nat", "POSTROUTING", jumps[0]...); err != nil {
+				errs = append(errs, fmt.Errorf("delete jump to %s: %w", chain, err))
+			}
+		}
+		if err := t.ClearAndDeleteChain("nat", chain); err != nil {
+			errs = append(errs, fmt.Errorf("delete chain %s: %w", chain, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *iptBackend) Check(network string, subnets []netip.Prefix) error {
+	for p, rules := range byFamily(network, subnets) {
+		t, err := ipt(p)
+		if err != nil {
+			return err
+		}
+		jumps, body := iptSpecs(network, rules)
+		ok, err := inPlace(t, network, body)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s chain %s is missing or altered", cmdFor(p), ChainName(network))
+		}
+		for _, spec := range jumps {
+			if ok, err := t.Exists("nat", "POSTROUTING", spec...); err != nil || !ok {
+				return fmt.Errorf("%s POSTROUTING lacks the jump to %s for %s (%v)", cmdFor(p), ChainName(network), spec[1], err)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) Available() error {
+	for _, p := range families {
+		if _, err := exec.LookPath(cmdFor(p)); err != nil {
+			return fmt.Errorf("ipMasqBackend iptables needs %s: %w", cmdFor(p), err)
+		}
+	}
+	return nil
+}
+
+func cmdFor(p iptables.Protocol) string {
+	if is4(p) {
+		return "iptables"
+	}
+	return "ip6tables"
+}

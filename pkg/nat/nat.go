@@ -1,0 +1,134 @@
+// Package nat masquerades traffic that leaves a container network, with one
+// set of rules per network — never per container — so the rule count and
+// the cost of ADD and DEL do not grow with the number of containers. Two
+// backends: nftables over netlink, in a table of its own per network (no
+// binary exec'd), and iptables through github.com/coreos/go-iptables.
+//
+// The rules are plain data (Plan), testable without root; the backends
+// apply them idempotently: Ensure adds whatever is missing, so a ruleset
+// someone flushed is put back by the next ADD.
+package nat
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Backends by their config name (ipMasqBackend).
+const (
+	NFTables = "nftables"
+	IPTables = "iptables"
+)
+
+// Backend applies the masquerade rules of networks.
+type Backend interface {
+	// Ensure makes the network's rules cover subnets, adding what is
+	// missing and leaving what is there.
+	Ensure(network string, subnets []netip.Prefix) error
+	// Remove deletes every rule of the network; none is not an error.
+	Remove(network string) error
+	// Check reports what is missing for subnets.
+	Check(network string, subnets []netip.Prefix) error
+	// Available reports whether the backend can work on this host.
+	Available() error
+}
+
+// New returns the backend named kind ("" means nftables).
+func New(kind string) (Backend, error) {
+	switch kind {
+	case "", NFTables:
+		return nftBackend{}, nil
+	case IPTables:
+		return &iptBackend{}, nil
+	}
+	return nil, fmt.Errorf("unknown backend %q", kind)
+}
+
+// Rule is one masquerade rule: traffic from Subnet to anywhere but Subnet
+// and multicast leaves with the host's address.
+type Rule struct {
+	Network string
+	Subnet  netip.Prefix
+	// Comment tags the rule so that it can be found again.
+	Comment string
+}
+
+// Multicast is the range that is never masqueraded, per family.
+func (r Rule) Multicast() netip.Prefix {
+	if r.Subnet.Addr().Is4() {
+		return netip.MustParsePrefix("224.0.0.0/4")
+	}
+	return netip.MustParsePrefix("ff00::/8")
+}
+
+// Plan returns the rules for a network's subnets: one per distinct subnet,
+// sorted, whatever the number of containers.
+func Plan(network string, subnets []netip.Prefix) []Rule {
+	var uniq []netip.Prefix
+	for _, s := range subnets {
+		s = s.Masked()
+		if !slices.Contains(uniq, s) {
+			uniq = append(uniq, s)
+		}
+	}
+	slices.SortFunc(uniq, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	rules := make([]Rule, len(uniq))
+	for i, s := range uniq {
+		rules[i] = Rule{Network: network, Subnet: s, Comment: comment(network) + " " + s.String()}
+	}
+	return rules
+}
+
+func comment(network string) string { return "netns-cni:" + network }
+
+// shortHash names things whose names are length-limited.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
+}
+
+// ErrBusy means another plugin held the network's NAT lock too long.
+var ErrBusy = errors.New("nat lock busy")
+
+// Lock serializes rule changes of one network among plugin processes on
+// this host: the check "was that the network's last container?" and the
+// removal that follows must not interleave with an ADD's Ensure. The lock
+// is an abstract unix socket, which lives in the network namespace the
+// rules live in and vanishes with a killed holder: no file, never stale.
+func Lock(network string, timeout time.Duration) (unlock func(), err error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("nat lock: %w", err)
+	}
+	addr := &unix.SockaddrUnix{Name: "@netns-cni/nat/" + shortHash(network)}
+	deadline := time.Now().Add(timeout)
+	wait := 100 * time.Microsecond
+	for {
+		err := unix.Bind(fd, addr)
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
+		}
+		if !errors.Is(err, unix.EADDRINUSE) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("nat lock: %w", err)
+		}
+		if time.Now().After(deadline) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%w: network %s, waited %v", ErrBusy, network, timeout)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 10*time.Millisecond)
+	}
+}

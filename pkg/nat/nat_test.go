@@ -1,0 +1,189 @@
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+func pfx(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
+
+func TestPlanIsPerNetworkNotPerContainer(t *testing.T) {
+	// 100 containers of one network: their /24 addresses reduce to the subnets.
+	var subnets []netip.Prefix
+	for i := range 100 {
+		subnets = append(subnets, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 2)}), 24))
+		subnets = append(subnets, netip.MustParsePrefix("fd00::5/64"))
+	}
+	rules := Plan("net", subnets)
+	if len(rules) != 2 || rules[0].Subnet.String() != "10.1.0.0/24" || rules[1].Subnet.String() != "fd00::/64" {
+		t.Fatalf("plan %+v", rules)
+	}
+	if rules[0].Multicast().String() != "224.0.0.0/4" || rules[1].Multicast().String() != "ff00::/8" {
+		t.Fatal("multicast ranges")
+	}
+	jumps, body := iptSpecs("net", rules[:1])
+	if len(jumps) != 1 || len(body) != 3 || sig(body[0]) != "10.1.0.0/24 RETURN" || sig(body[1]) != "224.0.0.0/4 RETURN" || sig(body[2]) != " MASQUERADE" {
+		t.Fatalf("iptables specs %v %v", jumps, body)
+	}
+	if n := len(ChainName("a-very-long-network-name-that-goes-on")); n > 28 {
+		t.Fatalf("chain name %d bytes, iptables allows 28", n)
+	}
+	if m := mask(netip.MustParsePrefix("10.0.0.0/12")); m[0] != 0xff || m[1] != 0xf0 || m[2] != 0 {
+		t.Fatalf("mask %x", m)
+	}
+}
+
+func TestLock(t *testing.T) {
+	sb := nstest.NewT(t)
+	err := sb.Host.Do(func() error {
+		unlock, err := Lock("net", time.Second)
+		if err != nil {
+			return err
+		}
+		if _, err := Lock("net", 50*time.Millisecond); !errors.Is(err, ErrBusy) {
+			t.Errorf("second Lock = %v, want ErrBusy", err)
+		}
+		other, err := Lock("other", time.Second)
+		if err != nil {
+			t.Errorf("lock of another network: %v", err)
+		} else {
+			other()
+		}
+		unlock()
+		again, err := Lock("net", 50*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		again()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ruleCount counts our rules for a network in the sandbox host.
+func ruleCount(t *testing.T, kind, network string) int {
+	t.Helper()
+	switch kind {
+	case NFTables:
+		conn, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName(network)}
+		rules, err := conn.GetRules(tb, &nftables.Chain{Name: nftChain, Table: tb})
+		if err != nil {
+			return 0
+		}
+		return len(rules)
+	default:
+		n := 0
+		for _, cmd := range []string{"iptables", "ip6tables"} {
+			out, _ := exec.Command(cmd, "-t", "nat", "-S").Output()
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, ChainName(network)) && strings.HasPrefix(l, "-A") {
+					n++
+				}
+			}
+		}
+		return n
+	}
+}
+
+func TestBackendsEnsureCheckRemove(t *testing.T) {
+	for _, kind := range []string{NFTables, IPTables} {
+		t.Run(kind, func(t *testing.T) {
+			if kind == IPTables {
+				if _, err := exec.LookPath("iptables"); err != nil {
+					t.Skip("skipped: iptables missing; `make deps` installs it")
+				}
+			}
+			sb := nstest.NewT(t)
+			err := sb.Host.Do(func() error {
+				b, err := New(kind)
+				if err != nil {
+					return err
+				}
+				if err := b.Available(); err != nil {
+					return err
+				}
+				subnets := pfx("10.1.0.0/24", "fd00:1::/64")
+				if err := b.Check("net", subnets); err == nil {
+					t.Error("Check passed before Ensure")
+				}
+				for range 3 { // idempotent: the rule count does not grow
+					if err := b.Ensure("net", subnets); err != nil {
+						return err
+					}
+				}
+				want := map[string]int{NFTables: 2, IPTables: 2*3 + 2}[kind]
+				if n := ruleCount(t, kind, "net"); n != want {
+					t.Errorf("%d rules after 3 Ensures, want %d", n, want)
+				}
+				if err := b.Check("net", subnets); err != nil {
+					t.Errorf("Check after Ensure: %v", err)
+				}
+				// Someone flushes everything: Check notices, Ensure puts it back.
+				flush(t, kind)
+				if err := b.Check("net", subnets); err == nil {
+					t.Error("Check passed after a flush")
+				}
+				if err := b.Ensure("net", subnets); err != nil {
+					return err
+				}
+				if err := b.Check("net", subnets); err != nil {
+					t.Errorf("Check after re-Ensure: %v", err)
+				}
+				// Another network's rules are its own.
+				if err := b.Ensure("other", pfx("10.2.0.0/24")); err != nil {
+					return err
+				}
+				for range 2 {
+					if err := b.Remove("net"); err != nil {
+						return err
+					}
+				}
+				if n := ruleCount(t, kind, "net"); n != 0 {
+					t.Errorf("%d rules left after Remove", n)
+				}
+				if err := b.Check("other", pfx("10.2.0.0/24")); err != nil {
+					t.Errorf("Remove of net touched other: %v", err)
+				}
+				return b.Remove("other")
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func flush(t *testing.T, kind string) {
+	t.Helper()
+	var cmds [][]string
+	if kind == NFTables {
+		cmds = [][]string{{"nft", "flush", "ruleset"}}
+	} else {
+		cmds = [][]string{{"iptables", "-t", "nat", "-F"}, {"ip6tables", "-t", "nat", "-F"}}
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+}
