@@ -181,3 +181,13 @@ func IsNotFound(err error) bool {
 		errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) ||
 		errors.Is(err, unix.EADDRNOTAVAIL)
 }
+
+// CurrentHandle opens a netlink handle in the namespace the process runs
+// in: the host, for a plugin.
+func CurrentHandle() (Handle, error) {
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return Handle{}, fmt.Errorf("open netlink: %w", err)
+	}
+	return h, nil
+}

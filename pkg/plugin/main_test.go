@@ -212,7 +212,7 @@ func TestLoadParsesPrevResult(t *testing.T) {
 func TestRollback(t *testing.T) {
 	var order []string
 	push := func(rb *Rollback, name string, fail bool) {
-		rb.Push(name, func() error {
+		_ = rb.Push(name, func() error {
 			order = append(order, name)
 			if fail {
 				return errors.New(name + " failed")
@@ -241,5 +241,21 @@ func TestRollback(t *testing.T) {
 	kept.Commit()
 	if err := kept.Undo(); err != nil || len(order) != 0 {
 		t.Fatalf("Undo after Commit ran %v", order)
+	}
+}
+
+func TestRollbackInjectedFailure(t *testing.T) {
+	t.Setenv(FailAfterEnv, "veth")
+	var rb Rollback
+	if err := rb.Push("ipam", func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	undone := false
+	if err := rb.Push("veth", func() error { undone = true; return nil }); err == nil {
+		t.Fatal("no injected failure")
+	}
+	_ = rb.Undo()
+	if !undone {
+		t.Fatal("the step that failed was not undone")
 	}
 }

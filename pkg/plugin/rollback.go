@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 )
 
 // Rollback is a stack of undo steps for an ADD. Push an undo right after each
@@ -14,7 +15,7 @@ import (
 //	var rb plugin.Rollback
 //	defer rb.Undo()
 //	ip, err := alloc(); if err != nil { return err }
-//	rb.Push("release "+ip, func() error { return release(ip) })
+//	if err := rb.Push("ipam", func() error { return release(ip) }); err != nil { return err }
 //	...
 //	rb.Commit()
 //
@@ -29,9 +30,19 @@ type undoStep struct {
 	fn   func() error
 }
 
-// Push records how to undo something that was just made.
-func (r *Rollback) Push(what string, undo func() error) {
+// FailAfterEnv names an environment variable for tests: when it equals the
+// name of a step pushed, Push fails right after recording it, as if the ADD
+// had failed just after that step. Runtimes never set it.
+const FailAfterEnv = "NETNS_CNI_TEST_FAIL_AFTER"
+
+// Push records how to undo something that was just made. It returns an
+// error only when FailAfterEnv names this step.
+func (r *Rollback) Push(what string, undo func() error) error {
 	r.steps = append(r.steps, undoStep{what, undo})
+	if v := os.Getenv(FailAfterEnv); v != "" && v == what {
+		return fmt.Errorf("injected failure after step %q", what)
+	}
+	return nil
 }
 
 // Commit keeps everything: a later Undo does nothing.

@@ -1,0 +1,310 @@
+// Command veth-ptp connects a container to the host over a point-to-point
+// veth pair: the container's addresses come from IPAM, it reaches its
+// gateway (an address on the host end) over the link, and the host routes
+// each container address to its veth. With ipMasq, traffic leaving the
+// container network is masqueraded by one set of rules per network. A
+// drop-in for the reference "ptp" plugin: same keys, same behaviour, faster
+// and leak-free.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/netns-cni/netns-cni/pkg/nat"
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/plugin"
+)
+
+const pluginName = "veth-ptp"
+
+func main() {
+	plugin.Main(plugin.Plugin{
+		Name:   pluginName,
+		About:  "netns-cni veth-ptp: point-to-point veth, host routes, IP forwarding and masquerade",
+		Add:    cmdAdd,
+		Del:    cmdDel,
+		Check:  cmdCheck,
+		GC:     cmdGC,
+		Status: cmdStatus,
+	})
+}
+
+// Config is the veth-ptp network config: the reference ptp's keys.
+type Config struct {
+	plugin.NetConf
+	plugin.MACArgs
+	// IPMasq masquerades traffic from the network to anywhere else.
+	IPMasq bool `json:"ipMasq"`
+	// IPMasqBackend is "nftables" (the default) or "iptables".
+	IPMasqBackend string `json:"ipMasqBackend,omitempty"`
+	// MTU of both veth ends; 0 keeps the kernel's default.
+	MTU int `json:"mtu,omitempty"`
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() []error {
+	var errs []error
+	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+		errs = append(errs, fmt.Errorf(`"mtu": must be 68-65535, got %d`, c.MTU))
+	}
+	if c.IPMasqBackend != "" && c.IPMasqBackend != nat.NFTables && c.IPMasqBackend != nat.IPTables {
+		errs = append(errs, fmt.Errorf(`"ipMasqBackend": must be "nftables" or "iptables", got %q`, c.IPMasqBackend))
+	}
+	return errs
+}
+
+// lockTimeout bounds waits for the NAT lock.
+const lockTimeout = 10 * time.Second
+
+// attachment is everything a verb needs about one attachment.
+type attachment struct {
+	conf     *Config
+	ipam     *plugin.IPAM
+	args     *skel.CmdArgs
+	hostVeth string
+}
+
+func load(args *skel.CmdArgs) (*attachment, error) {
+	conf, err := plugin.Load[Config](args)
+	if err != nil {
+		return nil, err
+	}
+	m, err := plugin.LoadIPAM(args)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, plugin.ConfigError(`"ipam": missing; veth-ptp needs addresses, e.g. {"type": "host-local", "subnet": "10.22.0.0/16"}`)
+	}
+	return &attachment{conf: conf, ipam: m, args: args,
+		hostVeth: netconf.HostVethName("vp", args.ContainerID, args.IfName)}, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
+	a, err := load(args)
+	if err != nil {
+		return nil, err
+	}
+	mac, err := a.conf.MAC(args.Args)
+	if err != nil {
+		return nil, err
+	}
+	target, err := plugin.OpenNetns(args.Netns)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	h, err := handles(target)
+	if err != nil {
+		return nil, err
+	}
+	defer h.close()
+	// The spec: ADD fails when the interface exists. Checked before
+	// anything is acquired, so the existing attachment stays whole.
+	if _, err := h.cont.LinkByName(args.IfName); err == nil {
+		return nil, fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", args.IfName, args.Netns)
+	}
+
+	var rb plugin.Rollback
+	defer func() { _ = rb.Undo() }()
+	// Undone last: whether the network still needs its NAT rules is
+	// decided after this ADD's veth and addresses are gone.
+	if a.conf.IPMasq {
+		if err := rb.Push("nat-prepare", a.removeNATIfUnused); err != nil {
+			return nil, err
+		}
+	}
+	ipamRes, release, err := a.ipam.Add(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	if err := rb.Push("ipam", release); err != nil {
+		return nil, err
+	}
+	hostLink, contLink, err := a.createVeth(h, target, mac)
+	if err != nil {
+		return nil, err
+	}
+	if err := rb.Push("veth", func() error { return netconf.DelLink(h.host, a.hostVeth) }); err != nil {
+		return nil, err
+	}
+	gws, routes, err := setupContainer(h.cont, contLink, ipamRes)
+	if err != nil {
+		return nil, err
+	}
+	if err := rb.Push("container", noop); err != nil {
+		return nil, err
+	}
+	if err := setupHost(h.host, hostLink, ipamRes, gws); err != nil {
+		return nil, err
+	}
+	if err := rb.Push("host", noop); err != nil {
+		return nil, err
+	}
+	if err := netconf.EnableForwarding(families(ipamRes)); err != nil {
+		return nil, err
+	}
+	if err := rb.Push("forwarding", noop); err != nil {
+		return nil, err
+	}
+	if a.conf.IPMasq {
+		if err := a.ensureNAT(ipamRes); err != nil {
+			return nil, err
+		}
+		if err := rb.Push("nat", noop); err != nil {
+			return nil, err
+		}
+	}
+	res := a.result(ipamRes, hostLink, contLink, routes)
+	rb.Commit()
+	return res, nil
+}
+
+func noop() error { return nil }
+
+func cmdDel(args *skel.CmdArgs) error {
+	a, err := load(args)
+	if err != nil {
+		return err
+	}
+	// DEL works from the host side only: the container's namespace may be
+	// empty, gone or half torn down. Deleting the host end takes the
+	// container end, its addresses and the host routes with it. Order:
+	// addresses, link, then the network's rules if it was the last.
+	var errs []error
+	errs = append(errs, a.ipam.Del(context.Background()))
+	host, err := nsutil.CurrentHandle()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	errs = append(errs, netconf.DelLink(host, a.hostVeth))
+	if a.conf.IPMasq {
+		errs = append(errs, a.removeNATIfUnused())
+	}
+	return errors.Join(errs...)
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	a, err := load(args)
+	if err != nil {
+		return err
+	}
+	prev := a.conf.PrevResult
+	if prev == nil {
+		return plugin.ConfigError(`"prevResult": missing; CHECK verifies the result of ADD`)
+	}
+	target, err := plugin.OpenNetns(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	h, err := handles(target)
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	if err := a.check(h, prev); err != nil {
+		return err
+	}
+	if a.conf.IPMasq {
+		backend, err := nat.New(a.conf.IPMasqBackend)
+		if err != nil {
+			return err
+		}
+		if err := backend.Check(a.conf.Name, subnets(prev)); err != nil {
+			return fmt.Errorf("check masquerade: %w", err)
+		}
+	}
+	return a.ipam.Check(context.Background(), prev)
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	a, err := load(args)
+	if err != nil {
+		return err
+	}
+	valid := map[[2]string]bool{}
+	for _, v := range a.conf.ValidAttachments {
+		valid[[2]string{v.ContainerID, v.IfName}] = true
+	}
+	host, err := nsutil.CurrentHandle()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	var errs []error
+	links, err := netconf.Attachments(host, pluginName, a.conf.Name)
+	errs = append(errs, err)
+	for att, l := range links {
+		if !valid[[2]string{att.ContainerID, att.IfName}] {
+			errs = append(errs, netconf.DelLink(host, l.Attrs().Name))
+		}
+	}
+	errs = append(errs, a.ipam.GC(context.Background(), a.conf.ValidAttachments))
+	if a.conf.IPMasq {
+		errs = append(errs, a.removeNATIfUnused())
+	}
+	return errors.Join(errs...)
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	a, err := load(args)
+	if err != nil {
+		return err
+	}
+	if err := a.ipam.Status(context.Background()); err != nil {
+		return err
+	}
+	if a.conf.IPMasq {
+		backend, err := nat.New(a.conf.IPMasqBackend)
+		if err == nil {
+			err = backend.Available()
+		}
+		if err != nil {
+			return plugin.UnavailableError("ipMasq: %v", err)
+		}
+	}
+	return nil
+}
+
+// result is the complete, chainable result: host veth, container
+// interface with its sandbox, addresses indexed to it, routes, DNS.
+func (a *attachment) result(ipamRes *current.Result, hostLink, contLink linkLike, routes []*types.Route) *current.Result {
+	ifaces := []*current.Interface{
+		{Name: hostLink.Attrs().Name, Mac: hostLink.Attrs().HardwareAddr.String()},
+		{Name: contLink.Attrs().Name, Mac: contLink.Attrs().HardwareAddr.String(), Sandbox: a.args.Netns},
+	}
+	ips := make([]*current.IPConfig, len(ipamRes.IPs))
+	for i, ip := range ipamRes.IPs {
+		c := *ip
+		c.Interface = plugin.IfaceIndex(1)
+		ips[i] = &c
+	}
+	dns := ipamRes.DNS
+	if !a.conf.DNS.IsEmpty() {
+		dns = a.conf.DNS
+	}
+	return plugin.Extend(a.conf.PrevResult, ifaces, ips, routes, dns)
+}
+
+// families says which address families a result uses.
+func families(res *current.Result) (v4, v6 bool) {
+	for _, ip := range res.IPs {
+		if ip.Address.IP.To4() != nil {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
+}
+
