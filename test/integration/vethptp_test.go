@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
@@ -84,20 +85,38 @@ func (w *world) hostState(t *testing.T) string {
 	}
 	var rs []string
 	for _, r := range routes {
-		if r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast() || r.Dst != nil && r.Dst.IP.IsMulticast() {
-			continue // the kernel's own per-link routes
+		if r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast() || r.Dst != nil && r.Dst.IP.IsMulticast() || r.Type == unix.RTN_ANYCAST {
+			// The kernel's own per-link routes, and the subnet-router anycast
+			// routes it adds on every IPv6 link once forwarding is on (the
+			// plugin turns forwarding on and leaves it, as the reference does).
+			continue
 		}
 		rs = append(rs, fmt.Sprintf("route table=%d dst=%v gw=%v dev=%d", r.Table, r.Dst, r.Gw, r.LinkIndex))
 	}
 	sort.Strings(rs)
 	b.WriteString(strings.Join(rs, "\n") + "\n")
 	_ = w.inHost(func() error {
-		for _, c := range [][]string{{"nft", "list", "ruleset"}, {"iptables", "-t", "nat", "-S"}, {"ip6tables", "-t", "nat", "-S"}} {
+		for _, c := range [][]string{{"iptables", "-t", "nat", "-S"}, {"ip6tables", "-t", "nat", "-S"}} {
 			out, err := exec.Command(c[0], c[1:]...).CombinedOutput()
 			if err != nil {
 				t.Errorf("%v: %v %s", c, err, out)
 			}
 			b.Write(out)
+		}
+		// Every nftables table but iptables' own (listed above: an empty
+		// built-in chain that iptables-nft leaves once used is iptables'
+		// table, shared with kube-proxy and others, not ours to remove).
+		out, err := exec.Command("nft", "list", "tables").CombinedOutput()
+		if err != nil {
+			t.Errorf("nft list tables: %v %s", err, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 3 || (f[1] == "ip" || f[1] == "ip6") && slices.Contains([]string{"nat", "filter", "mangle", "raw", "security"}, f[2]) {
+				continue
+			}
+			tb, _ := exec.Command("nft", "list", "table", f[1], f[2]).CombinedOutput()
+			b.Write(tb)
 		}
 		return nil
 	})
@@ -112,7 +131,24 @@ func (w *world) hostState(t *testing.T) string {
 	return b.String()
 }
 
-const unix_RT_TABLE_UNSPEC = 0
+const unix_RT_TABLE_UNSPEC = unix.RT_TABLE_UNSPEC
+
+// stateDiff shows the lines that differ between two hostState outputs.
+func stateDiff(before, after string) string {
+	var b strings.Builder
+	bl, al := strings.Split(before, "\n"), strings.Split(after, "\n")
+	for _, l := range bl {
+		if !slices.Contains(al, l) {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range al {
+		if !slices.Contains(bl, l) {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	return b.String()
+}
 
 func containerIPs(res *current.Result) []string {
 	var out []string
@@ -189,7 +225,7 @@ func TestVethPTPLifecycle(t *testing.T) {
 					}
 				}
 				if after := w.hostState(t); after != before {
-					t.Fatalf("host state after DEL differs:\nbefore:\n%s\nafter:\n%s", before, after)
+					t.Fatalf("host state after DEL differs:\n%s", stateDiff(before, after))
 				}
 			})
 		}

@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// outside makes a namespace routed behind the fake host, standing in for
+// the world beyond the node: 192.0.2.2 and 2001:db8:ff::2, with no route
+// back to any container network — only masqueraded traffic can get a
+// reply.
+func (w *world) outside(t *testing.T) *nsutil.NS {
+	t.Helper()
+	out := w.sb.PodT(t, "outside")
+	host, err := w.sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	oh, err := out.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oh.Close()
+	hl, ol, err := netconf.CreateVeth(host, oh, out, netconf.VethSpec{HostName: "uplink", ContName: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		h    nsutil.Handle
+		l    netlink.Link
+		a, b string
+	}{{host, hl, "192.0.2.1/24", "2001:db8:ff::1/64"}, {oh, ol, "192.0.2.2/24", "2001:db8:ff::2/64"}} {
+		for _, cidr := range []string{x.a, x.b} {
+			ip, n, _ := net.ParseCIDR(cidr)
+			n.IP = ip
+			if err := netconf.AddAddr(x.h, x.l, n, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := netconf.SetUp(x.h, x.l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// sourceSeen sends a UDP datagram from pod to dst (in outside) and returns
+// the source address outside saw.
+func sourceSeen(t *testing.T, pod, outside *nsutil.NS, dst string) (string, error) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := outside.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(dst, "9999"))
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer pc.Close()
+	if err := pod.Do(func() error {
+		c, err := net.Dial("udp", net.JoinHostPort(dst, "9999"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("hello"))
+		return err
+	}); err != nil {
+		return "", err
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 16)
+	_, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		return "", fmt.Errorf("nothing arrived at %s: %w", dst, err)
+	}
+	host, _, _ := net.SplitHostPort(from.String())
+	return host, nil
+}
+
+// natRules counts the NAT rules in the fake host, of both backends.
+func (w *world) natRules(t *testing.T) int {
+	t.Helper()
+	n := 0
+	_ = w.inHost(func() error {
+		out, _ := exec.Command("nft", "list", "ruleset").Output()
+		n += strings.Count(string(out), "masquerade")
+		for _, c := range []string{"iptables", "ip6tables"} {
+			out, _ := exec.Command(c, "-t", "nat", "-S").Output()
+			n += strings.Count(string(out), "\n-A ")
+		}
+		return nil
+	})
+	return n
+}
+
+func TestVethPTPMasquerade(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		for _, fam := range families[:2] {
+			t.Run(backend+"/"+fam.name, func(t *testing.T) {
+				t.Parallel()
+				w := newWorld(t)
+				out := w.outside(t)
+				before := w.hostState(t)
+				list := w.list("1.1.0", "masq", w.ptpConf("veth-ptp", fam, fmt.Sprintf(`"ipMasq":true,"ipMasqBackend":%q`, backend)))
+				dst, hostAddr := "192.0.2.2", "192.0.2.1"
+				if fam.v6 {
+					dst, hostAddr = "2001:db8:ff::2", "2001:db8:ff::1"
+				}
+				var pods []*nsutil.NS
+				rules := 0
+				for i := range 3 {
+					pod := w.sb.PodT(t, fmt.Sprintf("p%d", i))
+					pods = append(pods, pod)
+					if _, err := w.add(list, w.rt(fmt.Sprintf("c%d", i), pod, "eth0")); err != nil {
+						t.Fatalf("ADD: %v", err)
+					}
+					if i == 0 {
+						rules = w.natRules(t)
+						if rules == 0 {
+							t.Fatal("ipMasq made no rule")
+						}
+					} else if got := w.natRules(t); got != rules {
+						t.Fatalf("%d NAT rules with %d containers, %d with one: rules must be per network", got, i+1, rules)
+					}
+					src, err := sourceSeen(t, pod, out, dst)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if src != hostAddr {
+						t.Fatalf("outside saw source %s, want the host's %s", src, hostAddr)
+					}
+				}
+				if err := w.check(list, w.rt("c0", pods[0], "eth0")); err != nil {
+					t.Fatalf("CHECK: %v", err)
+				}
+				// Someone flushes the NAT rules: CHECK notices, the next ADD
+				// puts them back.
+				_ = w.inHost(func() error {
+					_ = exec.Command("nft", "flush", "ruleset").Run()
+					_ = exec.Command("iptables", "-t", "nat", "-F").Run()
+					_ = exec.Command("ip6tables", "-t", "nat", "-F").Run()
+					return nil
+				})
+				if err := w.check(list, w.rt("c0", pods[0], "eth0")); err == nil {
+					t.Fatal("CHECK passed with the NAT rules flushed")
+				}
+				extra := w.sb.PodT(t, "extra")
+				if _, err := w.add(list, w.rt("extra", extra, "eth0")); err != nil {
+					t.Fatal(err)
+				}
+				if src, err := sourceSeen(t, pods[1], out, dst); err != nil || src != hostAddr {
+					t.Fatalf("after re-ADD: source %s, %v", src, err)
+				}
+				// DEL in every way; the rules stay until the last container goes.
+				if err := w.del(list, w.rt("extra", extra, "eth0")); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.del(list, w.rt("c0", pods[0], "eth0")); err != nil {
+					t.Fatal(err)
+				}
+				rt1 := w.rt("c1", pods[1], "eth0")
+				rt1.NetNS = ""
+				if err := w.del(list, rt1); err != nil {
+					t.Fatalf("DEL with empty CNI_NETNS: %v", err)
+				}
+				if w.natRules(t) == 0 {
+					t.Fatal("rules removed while a container is left")
+				}
+				if err := w.sb.RemovePod(pods[2]); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.del(list, w.rt("c2", pods[2], "eth0")); err != nil {
+					t.Fatalf("DEL after the namespace is gone: %v", err)
+				}
+				if after := w.hostState(t); after != before {
+					t.Fatalf("host state after the last DEL differs:\n%s", stateDiff(before, after))
+				}
+			})
+		}
+	}
+}
