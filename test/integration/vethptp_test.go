@@ -75,9 +75,15 @@ func (w *world) hostState(t *testing.T) string {
 	for _, l := range links {
 		fmt.Fprintf(&b, "link %s alias=%q\n", l.Attrs().Name, l.Attrs().Alias)
 		as, _ := h.AddrList(l, netlink.FAMILY_ALL)
+		var lines []string
 		for _, a := range as {
-			fmt.Fprintf(&b, "  addr %s\n", a.IPNet)
+			if a.IP.IsLinkLocalUnicast() {
+				continue // made by the kernel, some time after a link comes up
+			}
+			lines = append(lines, fmt.Sprintf("  addr %s\n", a.IPNet))
 		}
+		sort.Strings(lines)
+		b.WriteString(strings.Join(lines, ""))
 	}
 	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix_RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -136,6 +142,9 @@ const unix_RT_TABLE_UNSPEC = unix.RT_TABLE_UNSPEC
 // stateDiff shows the lines that differ between two hostState outputs.
 func stateDiff(before, after string) string {
 	var b strings.Builder
+	if before != after && len(before) == len(after) {
+		b.WriteString("(same lines, another order)\n")
+	}
 	bl, al := strings.Split(before, "\n"), strings.Split(after, "\n")
 	for _, l := range bl {
 		if !slices.Contains(al, l) {

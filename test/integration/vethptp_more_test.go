@@ -1,0 +1,355 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// pluginStdin is a single plugin's config, as a runtime hands it over.
+func (w *world) pluginStdin(version, name, plugin string, fam family, extra string) string {
+	return fmt.Sprintf(`{"cniVersion":%q,"name":%q,%s`, version, w.netName(name), strings.TrimPrefix(w.ptpConf(plugin, fam, extra), "{"))
+}
+
+func (w *world) pluginEnv(cmd, id string, netns, ifname string, extra ...string) []string {
+	return append([]string{"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=" + id, "CNI_NETNS=" + netns,
+		"CNI_IFNAME=" + ifname, "CNI_PATH=" + binDir + ":" + refDir, "PATH=" + os.Getenv("PATH")}, extra...)
+}
+
+// TestVethPTPFailureAfterEachStep makes ADD fail right after each of its
+// steps and checks that nothing it made is left behind.
+func TestVethPTPFailureAfterEachStep(t *testing.T) {
+	w := newWorld(t)
+	fam := families[2] // dual-stack: every step does the most
+	for _, backend := range []string{"nftables", "iptables"} {
+		stdin := w.pluginStdin("1.1.0", "fail-"+backend, "veth-ptp", fam, fmt.Sprintf(`"ipMasq":true,"ipMasqBackend":%q`, backend))
+		for _, step := range []string{"nat-prepare", "ipam", "veth", "container", "host", "forwarding", "nat"} {
+			t.Run(backend+"/"+step, func(t *testing.T) {
+				pod := w.sb.PodT(t, "p-"+backend+"-"+step)
+				before := w.hostState(t)
+				r := w.exec("veth-ptp", w.pluginEnv("ADD", "c-"+step, pod.Path(), "eth0", "NETNS_CNI_TEST_FAIL_AFTER="+step), stdin)
+				if e := r.cniError(t); !strings.Contains(e.Msg, "injected failure after step \""+step+"\"") {
+					t.Fatalf("ADD failed otherwise: %+v", e)
+				}
+				if after := w.hostState(t); after != before {
+					t.Fatalf("ADD failing after %s left:\n%s", step, stateDiff(before, after))
+				}
+				if got := linkNames(t, pod); len(got) != 1 {
+					t.Fatalf("pod left with links %v", got)
+				}
+			})
+		}
+	}
+}
+
+// TestVethPTPSecondAddFailsAndKeepsTheFirst: the spec requires ADD to fail
+// when the interface exists; the existing attachment must stay whole.
+func TestVethPTPSecondAddFailsAndKeepsTheFirst(t *testing.T) {
+	w := newWorld(t)
+	list := w.list("1.1.0", "twice", w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
+	pod := w.sb.PodT(t, "pod")
+	rt := w.rt("ctr", pod, "eth0")
+	res, err := w.add(list, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin := w.pluginStdin("1.1.0", "twice", "veth-ptp", families[2], `"ipMasq":true`)
+	r := w.exec("veth-ptp", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0"), stdin)
+	if e := r.cniError(t); !strings.Contains(e.Msg, "already exists") {
+		t.Fatalf("second ADD: %+v", e)
+	}
+	if err := w.check(list, rt); err != nil {
+		t.Fatalf("the first attachment is damaged: %v", err)
+	}
+	for _, ip := range res.IPs {
+		if err := ping(t, pod, ip.Gateway.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVethPTPDelWithoutPrevResult runs DEL by hand with the bare config,
+// as a runtime that lost its cache would.
+func TestVethPTPDelWithoutPrevResult(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	list := w.list("1.0.0", "bare", w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
+	stdin := w.pluginStdin("1.0.0", "bare", "veth-ptp", families[2], `"ipMasq":true`)
+	pod := w.sb.PodT(t, "pod")
+	if _, err := w.add(list, w.rt("ctr", pod, "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if r := w.exec("veth-ptp", w.pluginEnv("DEL", "ctr", pod.Path(), "eth0"), stdin); r.exit != 0 {
+			t.Fatalf("DEL %d: %s %s", i, r.stdout, r.stderr)
+		}
+	}
+	if after := w.hostState(t); after != before {
+		t.Fatalf("DEL without prevResult left:\n%s", stateDiff(before, after))
+	}
+}
+
+// TestVethPTPParallelAdds: 32 ADDs at once get 32 distinct addresses.
+func TestVethPTPParallelAdds(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	list := w.list("1.1.0", "par", w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
+	const n = 32
+	pods := make([]*nsutil.NS, n)
+	for i := range n {
+		pods[i] = w.sb.PodT(t, fmt.Sprintf("p%02d", i))
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := w.add(list, w.rt(fmt.Sprintf("c%02d", i), pods[i], "eth0"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ip := range res.IPs {
+				if j, dup := seen[ip.Address.IP.String()]; dup {
+					errs <- fmt.Errorf("%s handed to containers %d and %d", ip.Address.IP, j, i)
+				}
+				seen[ip.Address.IP.String()] = i
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(seen) != 2*n {
+		t.Fatalf("%d distinct addresses, want %d", len(seen), 2*n)
+	}
+	var dwg sync.WaitGroup
+	for i := range n {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			if err := w.del(list, w.rt(fmt.Sprintf("c%02d", i), pods[i], "eth0")); err != nil {
+				t.Errorf("DEL: %v", err)
+			}
+		}()
+	}
+	dwg.Wait()
+	if after := w.hostState(t); after != before {
+		t.Fatalf("after 32 DELs:\n%s", stateDiff(before, after))
+	}
+}
+
+func TestVethPTPGCAndStatus(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	list := w.list("1.1.0", "gc", w.ptpConf("veth-ptp", family{"v4", `[[{"subnet":"10.10.0.0/29"}]]`, true, false}, `"ipMasq":true`))
+	var pods []*nsutil.NS
+	for i := range 3 {
+		pods = append(pods, w.sb.PodT(t, fmt.Sprintf("p%d", i)))
+		if _, err := w.add(list, w.rt(fmt.Sprintf("c%d", i), pods[i], "eth0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.status(list); err != nil {
+		t.Fatalf("STATUS: %v", err)
+	}
+	// GC keeps the valid attachment only.
+	if err := w.gc(list, types.GCAttachment{ContainerID: "c0", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := linkNames(t, pods[1]); len(got) != 1 {
+		t.Fatalf("GC left pod 1 with %v", got)
+	}
+	if err := w.check(list, w.rt("c0", pods[0], "eth0")); err != nil {
+		t.Fatalf("GC damaged the valid attachment: %v", err)
+	}
+	// Fill the /29 (5 usable addresses): STATUS reports 50.
+	for i := 3; i < 7; i++ {
+		p := w.sb.PodT(t, fmt.Sprintf("p%d", i))
+		if _, err := w.add(list, w.rt(fmt.Sprintf("c%d", i), p, "eth0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := w.status(list)
+	var ce *types.Error
+	if !asCNIError(err, &ce) || ce.Code != 50 || !strings.Contains(ce.Msg, "10.10.0.1-10.10.0.6") {
+		t.Fatalf("STATUS on a full pool: %v", err)
+	}
+	if err := w.gc(list); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.hostState(t); after != before {
+		t.Fatalf("after GC of everything:\n%s", stateDiff(before, after))
+	}
+}
+
+func asCNIError(err error, out **types.Error) bool {
+	e, ok := err.(*types.Error)
+	if ok {
+		*out = e
+	}
+	return ok
+}
+
+func TestVethPTPBadInput(t *testing.T) {
+	w := newWorld(t)
+	pod := w.sb.PodT(t, "pod")
+	before := w.hostState(t)
+	for _, tc := range []struct {
+		name, extra, ranges string
+		env                 []string
+		code                uint
+		msgHas              string
+	}{
+		{"mtu", `"mtu":9`, "", nil, 7, `"mtu": must be 68-65535, got 9`},
+		{"backend", `"ipMasq":true,"ipMasqBackend":"pf"`, "", nil, 7, `"ipMasqBackend"`},
+		{"mac", `"runtimeConfig":{"mac":"zz"}`, "", nil, 7, `"runtimeConfig.mac"`},
+		{"multicast mac", `"args":{"cni":{"mac":"01:00:5e:00:00:01"}}`, "", nil, 7, `"args.cni.mac"`},
+		{"host bits", "", `[[{"subnet":"10.10.0.1/24"}]]`, nil, 7, `"ipam.ranges[0][0].subnet"`},
+		{"requested outside", "", "", []string{"CNI_ARGS=IP=10.99.0.1"}, 7, "outside every range"},
+		{"netns directory", "", "", []string{"CNI_NETNS=" + w.sb.Dir}, 4, "a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fam := families[0]
+			if tc.ranges != "" {
+				fam.ranges = tc.ranges
+			}
+			stdin := w.pluginStdin("1.1.0", "bad", "veth-ptp", fam, tc.extra)
+			env := w.pluginEnv("ADD", "ctr", pod.Path(), "eth0", tc.env...)
+			e := w.exec("veth-ptp", env, stdin).cniError(t)
+			if e.Code != tc.code || !strings.Contains(e.Msg, tc.msgHas) {
+				t.Fatalf("got %d %q, want %d with %q", e.Code, e.Msg, tc.code, tc.msgHas)
+			}
+			if after := w.hostState(t); after != before {
+				t.Fatalf("bad input left:\n%s", stateDiff(before, after))
+			}
+			if got := linkNames(t, pod); len(got) != 1 {
+				t.Fatalf("pod left with %v", got)
+			}
+		})
+	}
+	// No ipam at all.
+	stdin := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"veth-ptp"}`, w.netName("noipam"))
+	if e := w.exec("veth-ptp", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0"), stdin).cniError(t); e.Code != 7 || !strings.Contains(e.Msg, `"ipam": missing`) {
+		t.Fatalf("no ipam: %+v", e)
+	}
+}
+
+// TestVethPTPChainedWithPortmapAndTuning chains the reference portmap and
+// tuning after veth-ptp: the port mapping reaches the container, tuning's
+// sysctl lands in it, CHECK passes, DEL is clean.
+func TestVethPTPChainedWithPortmapAndTuning(t *testing.T) {
+	for _, p := range []string{"portmap", "tuning"} {
+		if _, err := os.Stat(filepath.Join(refDir, p)); err != nil {
+			t.Skipf("skipped: %s/%s missing; `make deps` installs containernetworking-plugins", refDir, p)
+		}
+	}
+	w := newWorld(t)
+	out := w.outside(t)
+	// Debian's reference plugins speak up to 1.0.0.
+	list := w.list("1.0.0", "chain",
+		w.ptpConf("veth-ptp", families[0], `"ipMasq":true`),
+		`{"type":"portmap","capabilities":{"portMappings":true}}`,
+		`{"type":"tuning","sysctl":{"net.ipv4.conf.eth0.rp_filter":"2"}}`)
+	pod := w.sb.PodT(t, "pod")
+	rt := w.rt("ctr", pod, "eth0")
+	rt.CapabilityArgs = map[string]any{"portMappings": []map[string]any{{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}}}
+
+	// A server in the container on port 80.
+	var ln net.Listener
+	if err := pod.Do(func() (err error) { ln, err = net.Listen("tcp", ":80"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "hello from the container\n")
+			c.Close()
+		}
+	}()
+
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	var got string
+	err := out.Do(func() error {
+		c, err := net.DialTimeout("tcp", "192.0.2.1:8080", 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		got = string(b)
+		return err
+	})
+	if err != nil || got != "hello from the container\n" {
+		t.Fatalf("port mapping 192.0.2.1:8080 -> container:80: %q, %v", got, err)
+	}
+	var rp string
+	_ = pod.Do(func() error {
+		b, _ := os.ReadFile("/proc/sys/net/ipv4/conf/eth0/rp_filter")
+		rp = strings.TrimSpace(string(b))
+		return nil
+	})
+	if rp != "2" {
+		t.Fatalf("tuning's sysctl not applied: rp_filter=%q", rp)
+	}
+	// CHECK: Debian's portmap 1.1.1 cannot check itself (it looks for its
+	// IPv4 rules with ip6tables and fails), so our plugin's CHECK runs alone
+	// on the cached result of the whole chain, as libcni would hand it.
+	cachedRes, err := w.cni.GetNetworkListCachedResult(list, rt)
+	if err != nil || cachedRes == nil {
+		t.Fatalf("cached result: %v", err)
+	}
+	var prev strings.Builder
+	if err := cachedRes.PrintTo(&prev); err != nil {
+		t.Fatal(err)
+	}
+	stdin := strings.TrimSuffix(w.pluginStdin("1.0.0", "chain", "veth-ptp", families[0], `"ipMasq":true`), "}") + `,"prevResult":` + prev.String() + "}"
+	if r := w.exec("veth-ptp", w.pluginEnv("CHECK", "ctr", pod.Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("CHECK of veth-ptp after portmap and tuning: %s %s", r.stdout, r.stderr)
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	// Our part is gone: no veth of ours, no reservation, no NAT table.
+	state := w.hostState(t)
+	if strings.Contains(state, "netns-cni:veth-ptp") || strings.Contains(state, "store ") || strings.Contains(state, "netns-cni-"+w.netName("chain")) {
+		t.Fatalf("DEL left our state:\n%s", state)
+	}
+	var cached []string
+	_ = filepath.Walk(w.cacheDir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			cached = append(cached, p)
+		}
+		return nil
+	})
+	if len(cached) != 0 {
+		t.Fatalf("libcni cache left: %v", cached)
+	}
+}
