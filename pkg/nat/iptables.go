@@ -190,8 +190,12 @@ func (b *iptBackend) Check(network string, subnets []netip.Prefix) error {
 			return fmt.Errorf("%s chain %s is missing or altered", cmdFor(p), ChainName(network))
 		}
 		for _, spec := range jumps {
-			if ok, err := t.Exists("nat", "POSTROUTING", spec...); err != nil || !ok {
-				return fmt.Errorf("%s POSTROUTING lacks the jump to %s for %s (%v)", cmdFor(p), ChainName(network), spec[1], err)
+			ok, err := t.Exists("nat", "POSTROUTING", spec...)
+			if err != nil {
+				return fmt.Errorf("%s: check jump to %s: %w", cmdFor(p), ChainName(network), err)
+			}
+			if !ok {
+				return fmt.Errorf("%s POSTROUTING lacks the jump to %s for %s", cmdFor(p), ChainName(network), spec[1])
 			}
 		}
 	}

@@ -28,7 +28,7 @@ func CheckAddr(h Handle, link netlink.Link, ip *net.IPNet, where string) error {
 		return fmt.Errorf("%s: list addresses of %s: %w", where, link.Attrs().Name, err)
 	}
 	for _, a := range addrs {
-		if a.IPNet.IP.Equal(ip.IP) && a.IPNet.Mask.String() == ip.Mask.String() {
+		if a.IP.Equal(ip.IP) && a.Mask.String() == ip.Mask.String() {
 			return nil
 		}
 	}

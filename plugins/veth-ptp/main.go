@@ -307,4 +307,3 @@ func families(res *current.Result) (v4, v6 bool) {
 	}
 	return v4, v6
 }
-

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -204,11 +205,7 @@ func TestVethPTPGCAndStatus(t *testing.T) {
 }
 
 func asCNIError(err error, out **types.Error) bool {
-	e, ok := err.(*types.Error)
-	if ok {
-		*out = e
-	}
-	return ok
+	return errors.As(err, out)
 }
 
 func TestVethPTPBadInput(t *testing.T) {

@@ -53,7 +53,7 @@ func ping(t *testing.T, ns *nsutil.NS, addr string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("ping %s from %s: %v: %s", addr, filepath.Base(ns.Path()), err, out)
+		return fmt.Errorf("ping %s from %s: %w: %s", addr, filepath.Base(ns.Path()), err, out)
 	}
 	return nil
 }
