@@ -18,6 +18,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
 // Version is the netns-cni release, stamped at build time by ldflags.
@@ -44,6 +46,13 @@ type Plugin struct {
 
 // Main runs the plugin as a CNI binary and exits.
 func Main(p Plugin) {
+	// A plugin binary re-executed as the reaper of a retired link.
+	if reaper, err := netconf.Reap(); reaper {
+		if err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(Run(p, os.Getenv, os.Stdin, os.Stdout, os.Stderr))
 }
 

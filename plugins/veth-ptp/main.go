@@ -110,7 +110,10 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	// The spec: ADD fails when the interface exists. Checked before
 	// anything is acquired, so the existing attachment stays whole.
 	if _, err := h.cont.LinkByName(args.IfName); err == nil {
-		return nil, fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", args.IfName, args.Netns)
+		// Unless it is the remains of an attachment DEL'd a moment ago.
+		if cleared, err := netconf.ClearRetiredPeer(h.host, h.cont, args.IfName); err != nil || !cleared {
+			return nil, fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", args.IfName, args.Netns)
+		}
 	}
 
 	var rb plugin.Rollback
@@ -176,9 +179,10 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	// DEL works from the host side only: the container's namespace may be
-	// empty, gone or half torn down. Deleting the host end takes the
-	// container end, its addresses and the host routes with it. Order:
-	// addresses, link, then the network's rules if it was the last.
+	// empty, gone or half torn down. Retiring the host end cuts the link at
+	// once; deleting it (which takes the container end, its addresses and
+	// the host routes with it) is left to a reaper, see netconf.Retire.
+	// Order: addresses, link, then the network's rules if it was the last.
 	var errs []error
 	errs = append(errs, a.ipam.Del(context.Background()))
 	host, err := nsutil.CurrentHandle()
@@ -186,7 +190,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	defer host.Close()
-	errs = append(errs, netconf.DelLink(host, a.hostVeth))
+	errs = append(errs, netconf.Retire(host, a.hostVeth))
 	if a.conf.IPMasq {
 		errs = append(errs, a.removeNATIfUnused())
 	}
@@ -241,7 +245,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	defer host.Close()
-	var errs []error
+	errs := []error{netconf.ReapRetired(host)}
 	links, err := netconf.Attachments(host, pluginName, a.conf.Name)
 	errs = append(errs, err)
 	for att, l := range links {

@@ -47,7 +47,7 @@ func (a *attachment) createVeth(h *nlHandles, target *nsutil.NS, mac net.Hardwar
 	}
 	hostLink, contLink, err := netconf.CreateVeth(h.host, h.cont, target, spec)
 	if errors.Is(err, netconf.ErrExists) {
-		if old, lerr := h.host.LinkByName(a.hostVeth); lerr == nil && old.Attrs().Alias == spec.Alias {
+		if old, lerr := h.host.LinkByName(a.hostVeth); lerr == nil && (old.Attrs().Alias == spec.Alias || old.Attrs().Alias == netconf.RetiredAlias) {
 			if derr := h.host.LinkDel(old); derr == nil {
 				hostLink, contLink, err = netconf.CreateVeth(h.host, h.cont, target, spec)
 			}

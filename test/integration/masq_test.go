@@ -182,7 +182,7 @@ func TestVethPTPMasquerade(t *testing.T) {
 				if err := w.del(list, w.rt("c2", pods[2], "eth0")); err != nil {
 					t.Fatalf("DEL after the namespace is gone: %v", err)
 				}
-				if after := w.hostState(t); after != before {
+				if after := w.settled(t, before); after != before {
 					t.Fatalf("host state after the last DEL differs:\n%s", stateDiff(before, after))
 				}
 			})

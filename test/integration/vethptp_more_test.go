@@ -42,7 +42,7 @@ func TestVethPTPFailureAfterEachStep(t *testing.T) {
 				if e := r.cniError(t); !strings.Contains(e.Msg, "injected failure after step \""+step+"\"") {
 					t.Fatalf("ADD failed otherwise: %+v", e)
 				}
-				if after := w.hostState(t); after != before {
+				if after := w.settled(t, before); after != before {
 					t.Fatalf("ADD failing after %s left:\n%s", step, stateDiff(before, after))
 				}
 				if got := linkNames(t, pod); len(got) != 1 {
@@ -98,7 +98,7 @@ func TestVethPTPDelWithoutPrevResult(t *testing.T) {
 			t.Fatalf("DEL %d: %s %s", i, r.stdout, r.stderr)
 		}
 	}
-	if after := w.hostState(t); after != before {
+	if after := w.settled(t, before); after != before {
 		t.Fatalf("DEL without prevResult left:\n%s", stateDiff(before, after))
 	}
 }
@@ -155,7 +155,7 @@ func TestVethPTPParallelAdds(t *testing.T) {
 		}()
 	}
 	dwg.Wait()
-	if after := w.hostState(t); after != before {
+	if after := w.settled(t, before); after != before {
 		t.Fatalf("after 32 DELs:\n%s", stateDiff(before, after))
 	}
 }
@@ -199,7 +199,7 @@ func TestVethPTPGCAndStatus(t *testing.T) {
 	if err := w.gc(list); err != nil {
 		t.Fatal(err)
 	}
-	if after := w.hostState(t); after != before {
+	if after := w.settled(t, before); after != before {
 		t.Fatalf("after GC of everything:\n%s", stateDiff(before, after))
 	}
 }
@@ -237,7 +237,7 @@ func TestVethPTPBadInput(t *testing.T) {
 			if e.Code != tc.code || !strings.Contains(e.Msg, tc.msgHas) {
 				t.Fatalf("got %d %q, want %d with %q", e.Code, e.Msg, tc.code, tc.msgHas)
 			}
-			if after := w.hostState(t); after != before {
+			if after := w.settled(t, before); after != before {
 				t.Fatalf("bad input left:\n%s", stateDiff(before, after))
 			}
 			if got := linkNames(t, pod); len(got) != 1 {
@@ -348,5 +348,54 @@ func TestVethPTPChainedWithPortmapAndTuning(t *testing.T) {
 	})
 	if len(cached) != 0 {
 		t.Fatalf("libcni cache left: %v", cached)
+	}
+}
+
+// TestVethPTPReAddRightAfterDel: DEL leaves the slow kernel delete to a
+// reaper; an ADD of the same attachment right after must not trip over
+// the remains, and GC collects retired links whose reaper never ran.
+func TestVethPTPReAddRightAfterDel(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	list := w.list("1.1.0", "readd", w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
+	pod := w.sb.PodT(t, "pod")
+	rt := w.rt("ctr", pod, "eth0")
+	for i := range 5 {
+		if _, err := w.add(list, rt); err != nil {
+			t.Fatalf("ADD %d: %v", i, err)
+		}
+		if err := w.check(list, rt); err != nil {
+			t.Fatalf("CHECK %d: %v", i, err)
+		}
+		if err := w.del(list, rt); err != nil {
+			t.Fatalf("DEL %d: %v", i, err)
+		}
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("after 5 ADD/DEL rounds:\n%s", stateDiff(before, after))
+	}
+
+	// A retired link whose reaper never ran: GC deletes it.
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	h, err := w.sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	links, _ := h.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Alias, "netns-cni:veth-ptp:") {
+			if err := h.LinkSetAlias(l, "netns-cni:retired"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.gc(list); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.hostState(t); after != before {
+		t.Fatalf("GC left:\n%s", stateDiff(before, after))
 	}
 }

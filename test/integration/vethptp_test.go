@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -139,6 +140,21 @@ func (w *world) hostState(t *testing.T) string {
 
 const unix_RT_TABLE_UNSPEC = unix.RT_TABLE_UNSPEC
 
+// settled waits until the host state equals want and returns the last
+// state seen. DEL leaves deleting the host veth to a reaper process (see
+// netconf.Retire), which finishes some milliseconds after DEL returns.
+func (w *world) settled(t *testing.T, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := w.hostState(t)
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // stateDiff shows the lines that differ between two hostState outputs.
 func stateDiff(before, after string) string {
 	var b strings.Builder
@@ -233,7 +249,7 @@ func TestVethPTPLifecycle(t *testing.T) {
 						t.Fatalf("DEL: %v", err)
 					}
 				}
-				if after := w.hostState(t); after != before {
+				if after := w.settled(t, before); after != before {
 					t.Fatalf("host state after DEL differs:\n%s", stateDiff(before, after))
 				}
 			})
