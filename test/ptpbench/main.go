@@ -93,12 +93,12 @@ func run(im impl, n, par int) (st stats, err error) {
 	if err != nil {
 		return st, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	sb, err := nstest.New(dir)
 	if err != nil {
 		return st, err
 	}
-	defer sb.Close()
+	defer func() { _ = sb.Close() }()
 	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"bench","plugins":[%s]}`,
 		replace(im.conf, "DATADIR", filepath.Join(dir, "ipam")))
 	list, err := libcni.ConfListFromBytes([]byte(conf))
