@@ -1,8 +1,9 @@
 // Command demo shows netns-cni at work without touching the machine's own
-// network: it builds a sandbox (a fake host namespace and pod namespaces
-// under a temporary directory), attaches the pods to each network of an
-// embedded configuration through libcni exactly as a runtime would, proves
-// what reaches what, tears everything down and shows that nothing leaked.
+// network: it builds a sandbox (a fake host namespace, pod namespaces and an
+// "outside" namespace standing in for the world, under a temporary
+// directory), attaches the pods to each network of an embedded
+// configuration through libcni exactly as a runtime would, proves what
+// reaches what, tears everything down and shows that nothing leaked.
 package main
 
 import (
@@ -24,10 +25,14 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
+// networks.json holds the conflists; DATADIR becomes the sandbox's IPAM
+// directory.
+//
 //go:embed networks.json
 var defaultNetworks []byte
 
@@ -43,10 +48,11 @@ func main() {
 }
 
 type demo struct {
-	out   io.Writer
-	sb    *nstest.Sandbox
-	cni   *libcni.CNIConfig
-	cache string
+	out     io.Writer
+	sb      *nstest.Sandbox
+	outside *nsutil.NS
+	cni     *libcni.CNIConfig
+	dir     string
 }
 
 func run(out io.Writer, bin string, pods int) (err error) {
@@ -59,23 +65,29 @@ func run(out io.Writer, bin string, pods int) (err error) {
 	if err != nil {
 		return err
 	}
-	d := &demo{out: out, sb: sb, cache: filepath.Join(dir, "cache")}
-	d.cni = libcni.NewCNIConfigWithCacheDir([]string{bin, "/usr/lib/cni"}, d.cache, nil)
+	d := &demo{out: out, sb: sb, dir: dir}
+	d.cni = libcni.NewCNIConfigWithCacheDir([]string{bin, "/usr/lib/cni"}, filepath.Join(dir, "cache"), nil)
 	defer func() {
-		if cerr := d.teardown(dir); cerr != nil {
+		if cerr := d.teardown(); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
+	if d.outside, err = sb.NewOutside(); err != nil {
+		return err
+	}
 
-	fmt.Fprintf(out, "netns-cni demo: sandbox in %s\n", dir)
-	fmt.Fprintf(out, "  fake host namespace %s; the machine's own network is not touched\n\n", filepath.Base(sb.Host.Path()))
+	d.say("netns-cni demo: sandbox in %s", dir)
+	d.say("  fake host namespace %s, with an uplink to an \"outside\" namespace (%s, %s)", filepath.Base(sb.Host.Path()), nstest.Outside4, nstest.Outside6)
+	d.say("  that has no route back to any pod: only masqueraded traffic gets an answer.")
+	d.say("  The machine's own network is not touched.\n")
 
 	var lists []json.RawMessage
 	if err := json.Unmarshal(defaultNetworks, &lists); err != nil {
 		return fmt.Errorf("embedded networks.json: %w", err)
 	}
 	for _, raw := range lists {
-		list, err := libcni.ConfListFromBytes(raw)
+		text := strings.ReplaceAll(string(raw), "DATADIR", filepath.Join(dir, "ipam"))
+		list, err := libcni.ConfListFromBytes([]byte(text))
 		if err != nil {
 			return fmt.Errorf("embedded network: %w", err)
 		}
@@ -86,68 +98,116 @@ func run(out io.Writer, bin string, pods int) (err error) {
 	return nil
 }
 
-// network attaches pods to one network, shows the result, checks, detaches.
+func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
+
+type pod struct {
+	name string
+	ns   *nsutil.NS
+	rt   *libcni.RuntimeConf
+	res  *current.Result
+}
+
+// network attaches pods to one network, shows what they got and what they
+// reach, checks and detaches them.
 func (d *demo) network(list *libcni.NetworkConfigList, n int) error {
 	var kinds []string
 	for _, p := range list.Plugins {
 		kinds = append(kinds, p.Network.Type)
 	}
-	fmt.Fprintf(d.out, "network %q (cniVersion %s, plugins: %s)\n", list.Name, list.CNIVersion, strings.Join(kinds, " → "))
-	ctx := context.Background()
-	type attached struct {
-		name string
-		ns   *nsutil.NS
-		rt   *libcni.RuntimeConf
+	d.say("network %q (cniVersion %s, plugins: %s)", list.Name, list.CNIVersion, strings.Join(kinds, " → "))
+	ifname := "eth0"
+	if kinds[0] == "loopback" {
+		ifname = "lo"
 	}
-	var all []attached
+	ctx := context.Background()
+	var pods []*pod
 	for i := range n {
-		name := fmt.Sprintf("pod-%c", 'a'+i)
+		name := fmt.Sprintf("%s-pod-%c", list.Name, 'a'+i)
 		ns, err := d.sb.NewPod(name)
 		if err != nil {
 			return err
 		}
-		rt := &libcni.RuntimeConf{ContainerID: "demo-" + name, NetNS: ns.Path(), IfName: "lo"}
+		p := &pod{name: name, ns: ns, rt: &libcni.RuntimeConf{ContainerID: "demo-" + name, NetNS: ns.Path(), IfName: ifname}}
 		var res types.Result
 		start := time.Now()
 		err = d.sb.Host.Do(func() (err error) {
-			res, err = d.cni.AddNetworkList(ctx, list, rt)
+			res, err = d.cni.AddNetworkList(ctx, list, p.rt)
 			return err
 		})
 		took := time.Since(start)
 		if err != nil {
 			return fmt.Errorf("ADD %s: %w", name, err)
 		}
-		all = append(all, attached{name, ns, rt})
-		cur, err := current.NewResultFromResult(res)
-		if err != nil {
+		if p.res, err = current.NewResultFromResult(res); err != nil {
 			return err
 		}
-		fmt.Fprintf(d.out, "  %s  ADD ok in %v\n", name, took.Round(10*time.Microsecond))
+		pods = append(pods, p)
+		d.say("  %s  ADD ok in %v", name, took.Round(10*time.Microsecond))
 		if err := d.showLinks(ns); err != nil {
 			return err
 		}
-		var ips []string
-		for _, ip := range cur.IPs {
-			ips = append(ips, ip.Address.String())
-		}
-		fmt.Fprintf(d.out, "         result: %d interface(s), addresses %s\n", len(cur.Interfaces), strings.Join(ips, " "))
-		fmt.Fprintf(d.out, "         ping 127.0.0.1 inside %s: %s\n", name, d.ping(ns, "127.0.0.1"))
 	}
-	for _, a := range all {
-		if err := d.sb.Host.Do(func() error { return d.cni.CheckNetworkList(ctx, list, a.rt) }); err != nil {
-			return fmt.Errorf("CHECK %s: %w", a.name, err)
+	for _, p := range pods {
+		for _, target := range d.targets(p, pods) {
+			d.say("    %s → %-28s %s", p.name, target[0], d.ping(p.ns, target[1]))
 		}
 	}
-	fmt.Fprintf(d.out, "  CHECK ok for %d pod(s)\n", len(all))
-	for _, a := range all {
-		if err := d.sb.Host.Do(func() error { return d.cni.DelNetworkList(ctx, list, a.rt) }); err != nil {
-			return fmt.Errorf("DEL %s: %w", a.name, err)
-		}
-		up, _ := linkUp(a.ns, "lo")
-		fmt.Fprintf(d.out, "  %s  DEL ok; lo up=%v\n", a.name, up)
+	if rules := d.natRules(list.Name); rules != "" {
+		d.say("  masquerade: %s", rules)
 	}
-	fmt.Fprintln(d.out)
+	for _, p := range pods {
+		if err := d.sb.Host.Do(func() error { return d.cni.CheckNetworkList(ctx, list, p.rt) }); err != nil {
+			return fmt.Errorf("CHECK %s: %w", p.name, err)
+		}
+	}
+	d.say("  CHECK ok for %d pod(s)", len(pods))
+	for _, p := range pods {
+		start := time.Now()
+		if err := d.sb.Host.Do(func() error { return d.cni.DelNetworkList(ctx, list, p.rt) }); err != nil {
+			return fmt.Errorf("DEL %s: %w", p.name, err)
+		}
+		d.say("  %s  DEL ok in %v", p.name, time.Since(start).Round(10*time.Microsecond))
+	}
+	d.say("")
 	return nil
+}
+
+// targets lists what a pod should reach: its gateways, the other pods, and
+// the outside (through masquerade) when the network has an uplink.
+func (d *demo) targets(p *pod, all []*pod) [][2]string {
+	var out [][2]string
+	v4, v6 := false, false
+	for _, ip := range p.res.IPs {
+		if ip.Address.IP.IsLoopback() {
+			out = append(out, [2]string{"itself (" + ip.Address.IP.String() + ")", ip.Address.IP.String()})
+			continue
+		}
+		if ip.Address.IP.To4() != nil {
+			v4 = true
+		} else {
+			v6 = true
+		}
+		if ip.Gateway != nil {
+			out = append(out, [2]string{"gateway " + ip.Gateway.String(), ip.Gateway.String()})
+		}
+	}
+	for _, o := range all {
+		if o == p {
+			continue
+		}
+		for _, ip := range o.res.IPs {
+			if !ip.Address.IP.IsLoopback() {
+				out = append(out, [2]string{o.name + " " + ip.Address.IP.String(), ip.Address.IP.String()})
+			}
+		}
+	}
+	if v4 {
+		out = append(out, [2]string{"outside " + nstest.Outside4, nstest.Outside4})
+	}
+	if v6 {
+		out = append(out, [2]string{"outside " + nstest.Outside6, nstest.Outside6})
+	}
+	return out
 }
 
 func (d *demo) showLinks(ns *nsutil.NS) error {
@@ -168,9 +228,11 @@ func (d *demo) showLinks(ns *nsutil.NS) error {
 		as, _ := h.AddrList(l, netlink.FAMILY_ALL)
 		var s []string
 		for _, a := range as {
-			s = append(s, a.IPNet.String())
+			if !a.IP.IsLinkLocalUnicast() {
+				s = append(s, a.IPNet.String())
+			}
 		}
-		fmt.Fprintf(d.out, "         %-6s %-4s %s\n", l.Attrs().Name, state, strings.Join(s, " "))
+		d.say("         %-6s %-4s %s", l.Attrs().Name, state, strings.Join(s, " "))
 	}
 	return nil
 }
@@ -185,49 +247,91 @@ func (d *demo) ping(ns *nsutil.NS, addr string) string {
 		return nil
 	})
 	if err != nil {
-		return "FAILED: " + strings.TrimSpace(string(out))
+		return "NO ANSWER"
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if i := strings.Index(line, "time="); i >= 0 {
-			return "reply, " + line[i:]
+			return "answers, " + line[i:]
 		}
 	}
-	return "reply"
+	return "answers"
 }
 
-func linkUp(ns *nsutil.NS, name string) (bool, error) {
-	h, err := ns.Handle()
-	if err != nil {
-		return false, err
+// natRules describes the masquerade rules of a network in the fake host.
+func (d *demo) natRules(network string) string {
+	var out []byte
+	_ = d.sb.Host.Do(func() error {
+		out, _ = exec.Command("nft", "list", "table", "inet", "netns-cni-"+network).Output()
+		return nil
+	})
+	n := strings.Count(string(out), "masquerade")
+	if n == 0 {
+		return ""
 	}
-	defer h.Close()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		return false, err
-	}
-	return l.Attrs().Flags&1 != 0, nil
+	return fmt.Sprintf("nftables table inet netns-cni-%s holds %d rule(s): one per subnet, not one per pod", network, n)
 }
 
-// teardown removes the sandbox and proves nothing is left: no namespace
-// files, no cached attachments.
-func (d *demo) teardown(dir string) error {
-	fmt.Fprintln(d.out, "teardown:")
-	if err := d.sb.Close(); err != nil {
-		return err
+// teardown proves nothing is left in the fake host — no veth, no NAT
+// rule, no reservation, no cached attachment — then removes the sandbox.
+func (d *demo) teardown() error {
+	d.say("teardown:")
+	var errs []error
+	leftLinks := d.waitHostLinks()
+	d.say("  host veths left: %d", leftLinks)
+	var nft []byte
+	_ = d.sb.Host.Do(func() error {
+		nft, _ = exec.Command("nft", "list", "tables").Output()
+		return nil
+	})
+	tables := strings.Count(string(nft), "netns-cni")
+	d.say("  netns-cni NAT tables left: %d", tables)
+	reservations := 0
+	ents, _ := filepath.Glob(filepath.Join(d.dir, "ipam", "*", "*"))
+	for _, e := range ents {
+		if b := filepath.Base(e); b != "lock" && b != ".netns-cni" && !strings.HasPrefix(b, "last_reserved_ip.") {
+			reservations++
+		}
 	}
-	left, _ := filepath.Glob(filepath.Join(dir, "*-"+d.sb.ID))
-	fmt.Fprintf(d.out, "  namespaces left: %d\n", len(left))
+	d.say("  IP reservations left: %d", reservations)
 	cached := 0
-	_ = filepath.WalkDir(d.cache, func(_ string, e os.DirEntry, err error) error {
+	_ = filepath.WalkDir(filepath.Join(d.dir, "cache"), func(_ string, e os.DirEntry, err error) error {
 		if err == nil && !e.IsDir() {
 			cached++
 		}
 		return nil
 	})
-	fmt.Fprintf(d.out, "  cached attachments left: %d\n", cached)
-	if len(left) > 0 || cached > 0 {
-		return fmt.Errorf("leaked %d namespaces, %d cache entries", len(left), cached)
+	d.say("  cached attachments left: %d", cached)
+	if err := d.sb.Close(); err != nil {
+		errs = append(errs, err)
 	}
-	fmt.Fprintln(d.out, "  nothing leaked")
-	return nil
+	left, _ := filepath.Glob(filepath.Join(d.dir, "*-"+d.sb.ID))
+	d.say("  namespaces left: %d", len(left))
+	if leftLinks+tables+reservations+cached+len(left) > 0 {
+		errs = append(errs, errors.New("something leaked (see above)"))
+	} else {
+		d.say("  nothing leaked")
+	}
+	return errors.Join(errs...)
+}
+
+// waitHostLinks returns how many links of ours remain in the fake host,
+// waiting briefly for DEL's reapers (see netconf.Retire) to finish.
+func (d *demo) waitHostLinks() int {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n := 0
+		if h, err := d.sb.Host.Handle(); err == nil {
+			links, _ := h.LinkList()
+			for _, l := range links {
+				if _, ok := netconf.ParseAlias(l.Attrs().Alias); ok || l.Attrs().Alias == netconf.RetiredAlias {
+					n++
+				}
+			}
+			h.Close()
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

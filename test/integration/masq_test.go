@@ -8,48 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
-	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
 
-// outside makes a namespace routed behind the fake host, standing in for
-// the world beyond the node: 192.0.2.2 and 2001:db8:ff::2, with no route
-// back to any container network — only masqueraded traffic can get a
-// reply.
+// outside makes the sandbox's "outside" namespace (nstest.NewOutside).
 func (w *world) outside(t *testing.T) *nsutil.NS {
 	t.Helper()
-	out := w.sb.PodT(t, "outside")
-	host, err := w.sb.Host.Handle()
+	out, err := w.sb.NewOutside()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer host.Close()
-	oh, err := out.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oh.Close()
-	hl, ol, err := netconf.CreateVeth(host, oh, out, netconf.VethSpec{HostName: "uplink", ContName: "eth0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, x := range []struct {
-		h    nsutil.Handle
-		l    netlink.Link
-		a, b string
-	}{{host, hl, "192.0.2.1/24", "2001:db8:ff::1/64"}, {oh, ol, "192.0.2.2/24", "2001:db8:ff::2/64"}} {
-		for _, cidr := range []string{x.a, x.b} {
-			ip, n, _ := net.ParseCIDR(cidr)
-			n.IP = ip
-			if err := netconf.AddAddr(x.h, x.l, n, true); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := netconf.SetUp(x.h, x.l); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return out
 }

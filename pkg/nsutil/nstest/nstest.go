@@ -10,11 +10,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"os/exec"
+	"time"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
 
@@ -120,4 +126,80 @@ func (s *Sandbox) PodT(t testing.TB, name string) *nsutil.NS {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Outside addresses: the "outside" namespace stands in for the world beyond
+// the node, on TEST-NET addresses, with the fake host in front of it.
+const (
+	HostUplink4, Outside4 = "192.0.2.1", "192.0.2.2"
+	HostUplink6, Outside6 = "2001:db8:ff::1", "2001:db8:ff::2"
+)
+
+// NewOutside makes a namespace routed behind the fake host over a veth
+// named "uplink": 192.0.2.2 and 2001:db8:ff::2, with no route back to any
+// container network, so only masqueraded traffic from containers gets a
+// reply.
+func (s *Sandbox) NewOutside() (*nsutil.NS, error) {
+	out, err := s.NewPod("outside")
+	if err != nil {
+		return nil, err
+	}
+	host, err := s.Host.Handle()
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
+	oh, err := out.Handle()
+	if err != nil {
+		return nil, err
+	}
+	defer oh.Close()
+	hl, ol, err := netconf.CreateVeth(host, oh, out, netconf.VethSpec{HostName: "uplink", ContName: "eth0"})
+	if err != nil {
+		return nil, err
+	}
+	// Usable link-local addresses at once on both ends (see
+	// netconf.DisableDAD), so the first IPv6 packet through gets an answer.
+	for _, x := range []struct {
+		ns   *nsutil.NS
+		name string
+	}{{s.Host, "uplink"}, {out, "eth0"}} {
+		if err := x.ns.Do(func() error { return netconf.DisableDAD(x.name) }); err != nil {
+			return nil, err
+		}
+	}
+	for _, x := range []struct {
+		h    nsutil.Handle
+		l    netlink.Link
+		a, b string
+	}{{host, hl, HostUplink4 + "/24", HostUplink6 + "/64"}, {oh, ol, Outside4 + "/24", Outside6 + "/64"}} {
+		for _, cidr := range []string{x.a, x.b} {
+			ip, n, _ := net.ParseCIDR(cidr)
+			n.IP = ip
+			if err := netconf.AddAddr(x.h, x.l, n, true); err != nil {
+				return nil, err
+			}
+		}
+		if err := netconf.SetUp(x.h, x.l); err != nil {
+			return nil, err
+		}
+	}
+	// Ready when the host reaches both outside addresses.
+	for _, a := range []string{Outside4, Outside6} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var err error
+			_ = s.Host.Do(func() error {
+				err = exec.Command("ping", "-c", "1", "-W", "1", a).Run()
+				return nil
+			})
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("outside %s unreachable from the host: %w", a, err)
+			}
+		}
+	}
+	return out, nil
 }
