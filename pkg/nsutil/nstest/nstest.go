@@ -11,12 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
-	"time"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
