@@ -77,6 +77,7 @@ demo: deps build
 BENCH_TMPDIR ?= /dev/shm
 bench: deps build
 	TMPDIR=$(BENCH_TMPDIR) NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
+	./bin/ptpbench -n 100 -parallel 8
 
 tools: $(GOBIN)/golangci-lint
 
