@@ -10,6 +10,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// withStore runs fn on the network's store, open and locked, and closes it
+// (which stamps it when fn changed it).
+func (c *Config) withStore(fn func(*store) error) (err error) {
+	s, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := s.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	return fn(s)
+}
+
 // Lease is one address an owner holds, with its subnet and gateway.
 type Lease struct {
 	// Address is the address with its subnet's prefix length.
@@ -32,16 +47,14 @@ var ErrConflict = errors.New("address already reserved")
 // taken from the set containing them. On failure nothing this call
 // reserved is kept.
 func (c *Config) Allocate(o Owner) (leases []Lease, err error) {
-	s, err := openStore(c)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := s.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+	err = c.withStore(func(s *store) error {
+		leases, err = c.allocate(s, o)
+		return err
+	})
+	return leases, err
+}
 
+func (c *Config) allocate(s *store, o Owner) (leases []Lease, err error) {
 	held, err := s.held(o)
 	if err != nil {
 		return nil, err
@@ -168,16 +181,11 @@ func (c *Config) ReleaseAddrs(o Owner, addrs []netip.Addr) error {
 	return c.release(o, addrs)
 }
 
-func (c *Config) release(o Owner, only []netip.Addr) (err error) {
-	s, err := openStore(c)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := s.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+func (c *Config) release(o Owner, only []netip.Addr) error {
+	return c.withStore(func(s *store) error { return c.releaseIn(s, o, only) })
+}
+
+func (c *Config) releaseIn(s *store, o Owner, only []netip.Addr) error {
 	held, err := s.held(o)
 	if err != nil {
 		return err
@@ -204,15 +212,14 @@ func (c *Config) release(o Owner, only []netip.Addr) (err error) {
 
 // Leases returns what o holds, for CHECK.
 func (c *Config) Leases(o Owner) (leases []Lease, err error) {
-	s, err := openStore(c)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := s.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+	err = c.withStore(func(s *store) error {
+		leases, err = c.leases(s, o)
+		return err
+	})
+	return leases, err
+}
+
+func (c *Config) leases(s *store, o Owner) (leases []Lease, err error) {
 	held, err := s.held(o)
 	if err != nil {
 		return nil, err
@@ -259,16 +266,11 @@ func (c *Config) Check(o Owner, want []netip.Addr) error {
 // GC releases every reservation of the network whose owner is not in
 // valid; an empty valid releases all. The lock, cursors and bookkeeping
 // stay. It goes on past errors and returns them joined.
-func (c *Config) GC(valid []Owner) (err error) {
-	s, err := openStore(c)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := s.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+func (c *Config) GC(valid []Owner) error {
+	return c.withStore(func(s *store) error { return c.gc(s, valid) })
+}
+
+func (c *Config) gc(s *store, valid []Owner) error {
 	entries, err := s.scan()
 	if err != nil {
 		return err

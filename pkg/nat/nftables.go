@@ -51,20 +51,29 @@ func (b nftBackend) present(conn *nftables.Conn, network string) (map[string]boo
 	return have, nil
 }
 
-func (b nftBackend) Ensure(network string, subnets []netip.Prefix) error {
+// missing returns a connection and the planned rules not in place.
+func (b nftBackend) missing(network string, subnets []netip.Prefix) (*nftables.Conn, []Rule, error) {
 	conn, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
 	have, err := b.present(conn, network)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var missing []Rule
 	for _, r := range Plan(network, subnets) {
 		if !have[r.Comment] {
 			missing = append(missing, r)
 		}
+	}
+	return conn, missing, nil
+}
+
+func (b nftBackend) Ensure(network string, subnets []netip.Prefix) error {
+	conn, missing, err := b.missing(network, subnets)
+	if err != nil {
+		return err
 	}
 	if len(missing) == 0 {
 		return nil
@@ -97,22 +106,16 @@ func (b nftBackend) Remove(network string) error {
 }
 
 func (b nftBackend) Check(network string, subnets []netip.Prefix) error {
-	conn, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	have, err := b.present(conn, network)
+	_, missing, err := b.missing(network, subnets)
 	if err != nil {
 		return err
 	}
-	var missing []string
-	for _, r := range Plan(network, subnets) {
-		if !have[r.Comment] {
-			missing = append(missing, r.Subnet.String())
-		}
-	}
 	if len(missing) > 0 {
-		return fmt.Errorf("nftables table inet %s lacks the masquerade rule for %s", TableName(network), strings.Join(missing, ", "))
+		var s []string
+		for _, r := range missing {
+			s = append(s, r.Subnet.String())
+		}
+		return fmt.Errorf("nftables table inet %s lacks the masquerade rule for %s", TableName(network), strings.Join(s, ", "))
 	}
 	return nil
 }

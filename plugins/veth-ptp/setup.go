@@ -202,61 +202,49 @@ func subnets(res *current.Result) []netip.Prefix {
 	return out
 }
 
-func (a *attachment) natLock() (func(), error) {
+// withNAT runs fn with the network's NAT backend under the network's NAT
+// lock, which keeps one plugin's "was that the network's last container?"
+// and the removal that follows from interleaving with another's Ensure.
+func (a *attachment) withNAT(fn func(nat.Backend) error) error {
+	backend, err := nat.New(a.conf.IPMasqBackend)
+	if err != nil {
+		return err
+	}
 	unlock, err := nat.Lock(a.conf.Name, lockTimeout)
 	if errors.Is(err, nat.ErrBusy) {
-		return nil, plugin.TryAgainError("ipMasq: %v", err)
+		return plugin.TryAgainError("ipMasq: %v", err)
 	}
-	return unlock, err
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := fn(backend); err != nil {
+		return fmt.Errorf("ipMasq: %w", err)
+	}
+	return nil
 }
 
 // ensureNAT makes the network's masquerade rules cover this attachment's
 // subnets (usually they already do: one check, nothing written).
 func (a *attachment) ensureNAT(res *current.Result) error {
-	backend, err := nat.New(a.conf.IPMasqBackend)
-	if err != nil {
-		return err
-	}
-	unlock, err := a.natLock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := backend.Ensure(a.conf.Name, subnets(res)); err != nil {
-		return fmt.Errorf("ipMasq: %w", err)
-	}
-	return nil
+	return a.withNAT(func(b nat.Backend) error { return b.Ensure(a.conf.Name, subnets(res)) })
 }
 
 // removeNATIfUnused drops the network's rules when no container of it is
-// left on this host. The NAT lock keeps a concurrent ADD's Ensure from
-// slipping between the check and the removal.
+// left on this host.
 func (a *attachment) removeNATIfUnused() error {
-	backend, err := nat.New(a.conf.IPMasqBackend)
-	if err != nil {
-		return err
-	}
-	unlock, err := a.natLock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	host, err := nsutil.CurrentHandle()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	left, err := netconf.Attachments(host, pluginName, a.conf.Name)
-	if err != nil {
-		return err
-	}
-	if len(left) > 0 {
-		return nil
-	}
-	if err := backend.Remove(a.conf.Name); err != nil {
-		return fmt.Errorf("ipMasq: %w", err)
-	}
-	return nil
+	return a.withNAT(func(b nat.Backend) error {
+		host, err := nsutil.CurrentHandle()
+		if err != nil {
+			return err
+		}
+		defer host.Close()
+		left, err := netconf.Attachments(host, pluginName, a.conf.Name)
+		if err != nil || len(left) > 0 {
+			return err
+		}
+		return b.Remove(a.conf.Name)
+	})
 }
 
 // check verifies both sides against the previous result.
