@@ -219,6 +219,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err := a.check(h, prev); err != nil {
 		return err
 	}
+	// From here on only this plugin's addresses count, not those of
+	// interfaces earlier plugins of the chain made.
+	prev = ownAddresses(prev, plugin.FindInterface(prev, args.IfName))
 	if a.conf.IPMasq {
 		backend, err := nat.New(a.conf.IPMasqBackend)
 		if err != nil {
@@ -298,6 +301,18 @@ func (a *attachment) result(ipamRes *current.Result, hostLink, contLink linkLike
 		dns = a.conf.DNS
 	}
 	return plugin.Extend(a.conf.PrevResult, ifaces, ips, routes, dns)
+}
+
+// ownAddresses is res with only the addresses of interface idx.
+func ownAddresses(res *current.Result, idx int) *current.Result {
+	out := *res
+	out.IPs = nil
+	for _, ip := range res.IPs {
+		if ip.Interface != nil && *ip.Interface == idx {
+			out.IPs = append(out.IPs, ip)
+		}
+	}
+	return &out
 }
 
 // families says which address families a result uses.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -397,5 +398,88 @@ func TestVethPTPReAddRightAfterDel(t *testing.T) {
 	}
 	if after := w.hostState(t); after != before {
 		t.Fatalf("GC left:\n%s", stateDiff(before, after))
+	}
+}
+
+// TestVethPTPOptionsAndChainPosition: mtu on both ends, the requested MAC,
+// DNS from the config over IPAM's, and a correct result when veth-ptp is
+// not first in the chain.
+func TestVethPTPOptionsAndChainPosition(t *testing.T) {
+	w := newWorld(t)
+	list := w.list("1.0.0", "opts",
+		`{"type":"loopback"}`,
+		w.ptpConf("veth-ptp", families[2], `"mtu":1400,"capabilities":{"mac":true},"dns":{"nameservers":["10.0.0.53"],"search":["example.org"]}`))
+	pod := w.sb.PodT(t, "pod")
+	rt := w.rt("ctr", pod, "eth0")
+	rt.CapabilityArgs = map[string]any{"mac": "02:00:00:aa:bb:cc"}
+	res, err := w.add(list, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// [lo (from loopback), host veth, eth0]: veth-ptp's addresses point at eth0.
+	if len(res.Interfaces) != 3 || res.Interfaces[0].Name != "lo" || res.Interfaces[2].Name != "eth0" {
+		t.Fatalf("interfaces %+v", res.Interfaces)
+	}
+	for _, ip := range res.IPs {
+		if ip.Address.IP.IsLoopback() {
+			continue
+		}
+		if ip.Interface == nil || *ip.Interface != 2 {
+			t.Fatalf("ip %s indexed to %v, want 2", ip.Address.String(), ip.Interface)
+		}
+	}
+	if res.Interfaces[2].Mac != "02:00:00:aa:bb:cc" {
+		t.Fatalf("container MAC %s, want the requested one", res.Interfaces[2].Mac)
+	}
+	if len(res.DNS.Nameservers) != 1 || res.DNS.Nameservers[0] != "10.0.0.53" || res.DNS.Search[0] != "example.org" {
+		t.Fatalf("dns %+v", res.DNS)
+	}
+	for _, side := range []struct {
+		ns   *nsutil.NS
+		name string
+	}{{pod, "eth0"}, {w.sb.Host, res.Interfaces[1].Name}} {
+		h, err := side.ns.Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName(side.name)
+		h.Close()
+		if err != nil || l.Attrs().MTU != 1400 {
+			t.Fatalf("%s mtu: %v %v", side.name, l, err)
+		}
+	}
+	if err := w.check(list, rt); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+
+	// CHECK notices what goes missing on either side.
+	breakIt := func(ns *nsutil.NS, args ...string) {
+		t.Helper()
+		if err := ns.Do(func() error { return exec.Command("ip", args...).Run() }); err != nil {
+			t.Fatalf("ip %v: %v", args, err)
+		}
+	}
+	var v4 string
+	for _, ip := range res.IPs {
+		if ip.Interface != nil && *ip.Interface == 2 && ip.Address.IP.To4() != nil {
+			v4 = ip.Address.IP.String()
+		}
+	}
+	breakIt(w.sb.Host, "route", "del", v4+"/32")
+	if err := w.check(list, rt); err == nil || !strings.Contains(err.Error(), "host") {
+		t.Fatalf("CHECK with the host route gone: %v", err)
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	breakIt(pod, "-6", "route", "del", "default")
+	if err := w.check(list, rt); err == nil || !strings.Contains(err.Error(), "container") {
+		t.Fatalf("CHECK with the container's default route gone: %v", err)
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
 	}
 }
