@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -219,4 +221,49 @@ func DisableDAD(ifname string) error {
 		return nil // IPv6 is off on this host
 	}
 	return setSysctl(p, "0")
+}
+
+// Gateway is the address a container routes through: IPAM's gateway, else
+// the first address of the subnet.
+func Gateway(ip *current.IPConfig) (net.IP, error) {
+	if ip.Gateway != nil {
+		return ip.Gateway, nil
+	}
+	p, ok := netip.AddrFromSlice(ip.Address.IP.Mask(ip.Address.Mask))
+	if !ok {
+		return nil, fmt.Errorf("bad address %s", ip.Address.String())
+	}
+	gw := net.IP(p.Unmap().Next().AsSlice())
+	if gw.Equal(ip.Address.IP) {
+		return nil, fmt.Errorf("address %s is its own subnet's first address; give IPAM a gateway", ip.Address.String())
+	}
+	return gw, nil
+}
+
+// IfnameFree is ADD's first check: the spec says ADD fails when CNI_IFNAME
+// exists in the container. The remains of an attachment DEL'd a moment ago
+// (see Retire) are cleared instead.
+func IfnameFree(host, cont Handle, ifname, netns string) error {
+	if _, err := cont.LinkByName(ifname); err != nil {
+		return nil
+	}
+	if cleared, err := ClearRetiredPeer(host, cont, ifname); err == nil && cleared {
+		return nil
+	}
+	return fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", ifname, netns)
+}
+
+// CreateVethReplacing is CreateVeth that replaces a host end left with the
+// same name by this very attachment (its container was recreated without
+// a DEL) or retired; any other clash is an error.
+func CreateVethReplacing(host, contH Handle, cont *nsutil.NS, spec VethSpec) (netlink.Link, netlink.Link, error) {
+	hostLink, contLink, err := CreateVeth(host, contH, cont, spec)
+	if errors.Is(err, ErrExists) {
+		if old, lerr := host.LinkByName(spec.HostName); lerr == nil && (old.Attrs().Alias == spec.Alias || old.Attrs().Alias == RetiredAlias) {
+			if derr := host.LinkDel(old); derr == nil {
+				hostLink, contLink, err = CreateVeth(host, contH, cont, spec)
+			}
+		}
+	}
+	return hostLink, contLink, err
 }

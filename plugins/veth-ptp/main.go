@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -61,15 +60,13 @@ func (c *Config) Validate() []error {
 	return errs
 }
 
-// lockTimeout bounds waits for the NAT lock.
-const lockTimeout = 10 * time.Second
-
 // attachment is everything a verb needs about one attachment.
 type attachment struct {
 	conf     *Config
 	ipam     *plugin.IPAM
 	args     *skel.CmdArgs
 	hostVeth string
+	masq     plugin.Masq
 }
 
 func load(args *skel.CmdArgs) (*attachment, error) {
@@ -85,7 +82,8 @@ func load(args *skel.CmdArgs) (*attachment, error) {
 		return nil, plugin.ConfigError(`"ipam": missing; veth-ptp needs addresses, e.g. {"type": "host-local", "subnet": "10.22.0.0/16"}`)
 	}
 	return &attachment{conf: conf, ipam: m, args: args,
-		hostVeth: netconf.HostVethName("vp", args.ContainerID, args.IfName)}, nil
+		hostVeth: netconf.HostVethName("vp", args.ContainerID, args.IfName),
+		masq:     plugin.Masq{Plugin: pluginName, Network: conf.Name, Backend: conf.IPMasqBackend}}, nil
 }
 
 func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
@@ -102,18 +100,14 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 		return nil, err
 	}
 	defer target.Close()
-	h, err := handles(target)
+	h, err := plugin.OpenHandles(target)
 	if err != nil {
 		return nil, err
 	}
-	defer h.close()
-	// The spec: ADD fails when the interface exists. Checked before
-	// anything is acquired, so the existing attachment stays whole.
-	if _, err := h.cont.LinkByName(args.IfName); err == nil {
-		// Unless it is the remains of an attachment DEL'd a moment ago.
-		if cleared, err := netconf.ClearRetiredPeer(h.host, h.cont, args.IfName); err != nil || !cleared {
-			return nil, fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", args.IfName, args.Netns)
-		}
+	defer h.Close()
+	// Checked before anything is acquired, so an existing attachment stays whole.
+	if err := netconf.IfnameFree(h.Host, h.Cont, args.IfName, args.Netns); err != nil {
+		return nil, err
 	}
 
 	var rb plugin.Rollback
@@ -121,7 +115,7 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	// Undone last: whether the network still needs its NAT rules is
 	// decided after this ADD's veth and addresses are gone.
 	if a.conf.IPMasq {
-		if err := rb.Push("nat-prepare", a.removeNATIfUnused); err != nil {
+		if err := rb.Push("nat-prepare", a.masq.RemoveIfUnused); err != nil {
 			return nil, err
 		}
 	}
@@ -132,34 +126,37 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	if err := rb.Push("ipam", release); err != nil {
 		return nil, err
 	}
-	hostLink, contLink, err := a.createVeth(h, target, mac)
+	hostLink, contLink, err := netconf.CreateVethReplacing(h.Host, h.Cont, target, netconf.VethSpec{
+		HostName: a.hostVeth, ContName: args.IfName, MTU: a.conf.MTU, ContMAC: mac,
+		Alias: netconf.Alias(pluginName, a.conf.Name, args.ContainerID, args.IfName),
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := rb.Push("veth", func() error { return netconf.DelLink(h.host, a.hostVeth) }); err != nil {
+	if err := rb.Push("veth", func() error { return netconf.DelLink(h.Host, a.hostVeth) }); err != nil {
 		return nil, err
 	}
-	gws, routes, err := setupContainer(h.cont, contLink, ipamRes)
+	gws, routes, err := setupContainer(h.Cont, contLink, ipamRes)
 	if err != nil {
 		return nil, err
 	}
 	if err := rb.Push("container", noop); err != nil {
 		return nil, err
 	}
-	if err := setupHost(h.host, hostLink, ipamRes, gws); err != nil {
+	if err := setupHost(h.Host, hostLink, ipamRes, gws); err != nil {
 		return nil, err
 	}
 	if err := rb.Push("host", noop); err != nil {
 		return nil, err
 	}
-	if err := netconf.EnableForwarding(families(ipamRes)); err != nil {
+	if err := netconf.EnableForwarding(plugin.Families(ipamRes)); err != nil {
 		return nil, err
 	}
 	if err := rb.Push("forwarding", noop); err != nil {
 		return nil, err
 	}
 	if a.conf.IPMasq {
-		if err := a.ensureNAT(ipamRes); err != nil {
+		if err := a.masq.Ensure(ipamRes); err != nil {
 			return nil, err
 		}
 		if err := rb.Push("nat", noop); err != nil {
@@ -192,7 +189,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	defer host.Close()
 	errs = append(errs, netconf.Retire(host, a.hostVeth))
 	if a.conf.IPMasq {
-		errs = append(errs, a.removeNATIfUnused())
+		errs = append(errs, a.masq.RemoveIfUnused())
 	}
 	return errors.Join(errs...)
 }
@@ -211,24 +208,20 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return err
 	}
 	defer target.Close()
-	h, err := handles(target)
+	h, err := plugin.OpenHandles(target)
 	if err != nil {
 		return err
 	}
-	defer h.close()
+	defer h.Close()
 	if err := a.check(h, prev); err != nil {
 		return err
 	}
 	// From here on only this plugin's addresses count, not those of
 	// interfaces earlier plugins of the chain made.
-	prev = ownAddresses(prev, plugin.FindInterface(prev, args.IfName))
+	prev = plugin.OwnAddresses(prev, plugin.FindInterface(prev, args.IfName))
 	if a.conf.IPMasq {
-		backend, err := nat.New(a.conf.IPMasqBackend)
-		if err != nil {
+		if err := a.masq.Check(prev); err != nil {
 			return err
-		}
-		if err := backend.Check(a.conf.Name, subnets(prev)); err != nil {
-			return fmt.Errorf("check masquerade: %w", err)
 		}
 	}
 	return a.ipam.Check(context.Background(), prev)
@@ -258,7 +251,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	errs = append(errs, a.ipam.GC(context.Background(), a.conf.ValidAttachments))
 	if a.conf.IPMasq {
-		errs = append(errs, a.removeNATIfUnused())
+		errs = append(errs, a.masq.RemoveIfUnused())
 	}
 	return errors.Join(errs...)
 }
@@ -272,13 +265,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	if a.conf.IPMasq {
-		backend, err := nat.New(a.conf.IPMasqBackend)
-		if err == nil {
-			err = backend.Available()
-		}
-		if err != nil {
-			return plugin.UnavailableError("ipMasq: %v", err)
-		}
+		return a.masq.Available()
 	}
 	return nil
 }
@@ -301,28 +288,4 @@ func (a *attachment) result(ipamRes *current.Result, hostLink, contLink linkLike
 		dns = a.conf.DNS
 	}
 	return plugin.Extend(a.conf.PrevResult, ifaces, ips, routes, dns)
-}
-
-// ownAddresses is res with only the addresses of interface idx.
-func ownAddresses(res *current.Result, idx int) *current.Result {
-	out := *res
-	out.IPs = nil
-	for _, ip := range res.IPs {
-		if ip.Interface != nil && *ip.Interface == idx {
-			out.IPs = append(out.IPs, ip)
-		}
-	}
-	return &out
-}
-
-// families says which address families a result uses.
-func families(res *current.Result) (v4, v6 bool) {
-	for _, ip := range res.IPs {
-		if ip.Address.IP.To4() != nil {
-			v4 = true
-		} else {
-			v6 = true
-		}
-	}
-	return v4, v6
 }
