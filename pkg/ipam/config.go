@@ -89,8 +89,9 @@ type rawConfig struct {
 	} `json:"args"`
 }
 
-// ErrNoIPAM is returned by Parse when the config has no "ipam" object at all
-// (a bridge in L2 mode, say); callers decide whether that is allowed.
+// ErrNoIPAM is returned by Parse when the config has no "ipam" object, or
+// an empty one (a bridge in L2 mode, say); callers decide whether that is
+// allowed.
 var ErrNoIPAM = errors.New(`"ipam": missing`)
 
 // Parse reads the IPAM part of a network config (the plugin's whole stdin)
@@ -102,8 +103,12 @@ func Parse(stdin []byte, cniArgs string) (*Config, []error) {
 	if err := json.Unmarshal(stdin, &raw); err != nil {
 		return nil, []error{fmt.Errorf("decode ipam config: %w", err)}
 	}
-	if raw.IPAM == nil {
-		return nil, []error{ErrNoIPAM}
+	var empty struct {
+		IPAM map[string]json.RawMessage `json:"ipam"`
+	}
+	_ = json.Unmarshal(stdin, &empty)
+	if raw.IPAM == nil || len(empty.IPAM) == 0 {
+		return nil, []error{ErrNoIPAM} // absent, or "ipam": {} (L2 only)
 	}
 	c := &Config{Network: raw.Name, CNIVersion: raw.CNIVersion, Type: raw.IPAM.Type, LockTimeout: DefaultLockTimeout}
 	if c.Type == "" {

@@ -71,8 +71,10 @@ func TestParseOtherTypeIsDelegated(t *testing.T) {
 	if c.Type != "dhcp" || len(c.RangeSets) != 0 {
 		t.Fatalf("%+v", c)
 	}
-	if _, errs := Parse([]byte(`{"cniVersion":"1.0.0","name":"n"}`), ""); len(errs) != 1 || !errors.Is(errs[0], ErrNoIPAM) {
-		t.Fatalf("no ipam: %v", errs)
+	for _, stdin := range []string{`{"cniVersion":"1.0.0","name":"n"}`, `{"cniVersion":"1.0.0","name":"n","ipam":{}}`} {
+		if _, errs := Parse([]byte(stdin), ""); len(errs) != 1 || !errors.Is(errs[0], ErrNoIPAM) {
+			t.Fatalf("no ipam in %s: %v", stdin, errs)
+		}
 	}
 }
 
