@@ -108,11 +108,17 @@ var ErrBusy = errors.New("nat lock busy")
 // is an abstract unix socket, which lives in the network namespace the
 // rules live in and vanishes with a killed holder: no file, never stale.
 func Lock(network string, timeout time.Duration) (unlock func(), err error) {
+	return LockName("nat/"+network, timeout)
+}
+
+// LockName is Lock for any name: the bridge plugin locks its bridge with
+// it while it creates, attaches to or removes it.
+func LockName(name string, timeout time.Duration) (unlock func(), err error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("nat lock: %w", err)
 	}
-	addr := &unix.SockaddrUnix{Name: "@netns-cni/nat/" + shortHash(network)}
+	addr := &unix.SockaddrUnix{Name: "@netns-cni/" + shortHash(name)}
 	deadline := time.Now().Add(timeout)
 	wait := 100 * time.Microsecond
 	for {
@@ -126,7 +132,7 @@ func Lock(network string, timeout time.Duration) (unlock func(), err error) {
 		}
 		if time.Now().After(deadline) {
 			unix.Close(fd)
-			return nil, fmt.Errorf("%w: network %s, waited %v", ErrBusy, network, timeout)
+			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 10*time.Millisecond)

@@ -81,6 +81,8 @@ type VethSpec struct {
 	ContMAC net.HardwareAddr
 	// Alias is written on the host end.
 	Alias string
+	// MasterIndex, when set, makes the host end a port of that bridge.
+	MasterIndex int
 }
 
 // ErrExists means a link of that name already exists.
@@ -92,7 +94,7 @@ var ErrExists = errors.New("link already exists")
 // namespace, contH one in the container's.
 func CreateVeth(host Handle, contH Handle, cont *nsutil.NS, spec VethSpec) (hostLink, contLink netlink.Link, err error) {
 	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: spec.HostName, MTU: spec.MTU, Alias: spec.Alias, TxQLen: -1},
+		LinkAttrs:        netlink.LinkAttrs{Name: spec.HostName, MTU: spec.MTU, Alias: spec.Alias, TxQLen: -1, MasterIndex: spec.MasterIndex},
 		PeerName:         spec.ContName,
 		PeerHardwareAddr: spec.ContMAC,
 		PeerNamespace:    netlink.NsFd(cont.Fd()),
@@ -138,8 +140,14 @@ func DelLink(h Handle, name string) error {
 // route is made unless prefixRoute (the point-to-point setup routes by
 // hand).
 func AddAddr(h Handle, link netlink.Link, ip *net.IPNet, prefixRoute bool) error {
+	return AddAddrDAD(h, link, ip, prefixRoute, false)
+}
+
+// AddAddrDAD is AddAddr that runs IPv6 duplicate address detection when
+// dad is set (the bridge's "enabledad").
+func AddAddrDAD(h Handle, link netlink.Link, ip *net.IPNet, prefixRoute, dad bool) error {
 	a := &netlink.Addr{IPNet: ip}
-	if ip.IP.To4() == nil {
+	if ip.IP.To4() == nil && !dad {
 		a.Flags |= unix.IFA_F_NODAD
 	}
 	if !prefixRoute {

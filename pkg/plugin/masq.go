@@ -93,3 +93,17 @@ func (m Masq) Available() error {
 	}
 	return nil
 }
+
+// Locked runs fn under the network's NAT lock: for other per-network
+// rules (the bridge's MAC spoof checks) that must not race a removal.
+func (m Masq) Locked(fn func() error) error {
+	unlock, err := nat.Lock(m.Network, natLockTimeout)
+	if errors.Is(err, nat.ErrBusy) {
+		return TryAgainError("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return fn()
+}

@@ -1,0 +1,229 @@
+package netconf
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// BridgeAlias marks a bridge netns-cni created (so that only such a bridge
+// is ever removed).
+const BridgeAlias = "netns-cni:bridge"
+
+// BridgeSpec says how a bridge should be.
+type BridgeSpec struct {
+	Name          string
+	MTU           int
+	Promisc       bool
+	VlanFiltering bool
+	// DisableDAD keeps its IPv6 link-local usable at once (see DisableDAD).
+	DisableDAD bool
+}
+
+// EnsureBridge returns the bridge, creating it when missing, and whether
+// this call created it. It does not set the bridge up (see SetUp): a
+// failed ADD must not leave a bridge that was down up. A link of that name that is no bridge is an error.
+// A new bridge gets a fixed MAC derived from its name: left to itself a
+// Linux bridge takes the lowest MAC of its ports, which changes as
+// containers come and go and leaves every neighbour cache stale.
+func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
+	created := false
+	l, err := h.LinkByName(spec.Name)
+	if err != nil && nsutil.IsNotFound(err) {
+		sum := sha256.Sum256([]byte("netns-cni bridge " + spec.Name))
+		mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]} // locally administered, unicast
+		vf := spec.VlanFiltering
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: spec.Name, MTU: spec.MTU, HardwareAddr: mac, Alias: BridgeAlias, TxQLen: -1}}
+		if vf {
+			br.VlanFiltering = &vf
+		}
+		err = h.LinkAdd(br)
+		switch {
+		case err == nil:
+			created = true
+		case errors.Is(err, unix.EEXIST): // another ADD made it first
+		case vf && errors.Is(err, unix.EOPNOTSUPP):
+			return nil, false, ErrNoVlanFiltering
+		default:
+			return nil, false, fmt.Errorf("create bridge %s: %w", spec.Name, err)
+		}
+		if spec.DisableDAD {
+			if err := DisableDAD(spec.Name); err != nil {
+				return nil, created, err
+			}
+		}
+		l, err = h.LinkByName(spec.Name)
+	}
+	if err != nil {
+		return nil, created, fmt.Errorf("bridge %s: %w", spec.Name, err)
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, false, fmt.Errorf(`"bridge": %s exists and is a %s, not a bridge; choose another name`, spec.Name, l.Type())
+	}
+	if created && br.Alias != BridgeAlias { // not every kernel takes the alias on create
+		if err := h.LinkSetAlias(br, BridgeAlias); err != nil {
+			return nil, created, fmt.Errorf("mark bridge %s: %w", spec.Name, err)
+		}
+	}
+	if spec.MTU != 0 && br.MTU != spec.MTU && created {
+		_ = h.LinkSetMTU(br, spec.MTU)
+	}
+	if spec.Promisc && br.Promisc == 0 {
+		if err := h.SetPromiscOn(br); err != nil {
+			return nil, created, fmt.Errorf("promisc on %s: %w", spec.Name, err)
+		}
+	}
+	if spec.VlanFiltering && (br.VlanFiltering == nil || !*br.VlanFiltering) {
+		if err := h.BridgeSetVlanFiltering(br, true); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				return nil, created, ErrNoVlanFiltering
+			}
+			return nil, created, fmt.Errorf("vlan filtering on %s: %w", spec.Name, err)
+		}
+	}
+	return br, created, nil
+}
+
+// ErrNoVlanFiltering: the kernel's bridge has no VLAN filtering.
+var ErrNoVlanFiltering = errors.New(`"vlan"/"vlanTrunk": this kernel's bridge has no VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off), so VLANs cannot be used on this host`)
+
+// EnsureVlanLink returns the VLAN device "<bridge>.<vid>" on the bridge,
+// creating it when missing, for a gateway address in a VLAN: the bridge
+// itself joins the VLAN tagged and the device carries the address.
+func EnsureVlanLink(h Handle, br *netlink.Bridge, vid int, disableDAD bool) (netlink.Link, error) {
+	name := VlanLinkName(br.Name, vid)
+	if err := h.BridgeVlanAdd(br, uint16(vid), false, false, true, false); err != nil {
+		return nil, fmt.Errorf("add vlan %d to bridge %s: %w", vid, br.Name, err)
+	}
+	if l, err := h.LinkByName(name); err == nil {
+		return l, nil
+	}
+	v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: br.Index, Alias: BridgeAlias}, VlanId: vid}
+	if err := h.LinkAdd(v); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create vlan link %s: %w", name, err)
+	}
+	if disableDAD {
+		if err := DisableDAD(name); err != nil {
+			return nil, err
+		}
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("vlan link %s: %w", name, err)
+	}
+	return l, SetUp(h, l)
+}
+
+// VlanLinkName is the name of the bridge's VLAN link for vid, within 15 bytes.
+func VlanLinkName(bridge string, vid int) string {
+	suffix := "." + strconv.Itoa(vid)
+	if len(bridge)+len(suffix) > 15 {
+		bridge = bridge[:15-len(suffix)]
+	}
+	return bridge + suffix
+}
+
+// PortSpec says how a bridge port is set up.
+type PortSpec struct {
+	Hairpin, Isolated bool
+	// Vlan is the port's untagged VLAN (0: none); Trunk its tagged ones.
+	Vlan                int
+	Trunk               []int
+	PreserveDefaultVlan bool
+}
+
+// SetupPort applies hairpin, isolation and VLANs to a port and sets it up.
+func SetupPort(h Handle, port netlink.Link, spec PortSpec) error {
+	if spec.Hairpin {
+		if err := h.LinkSetHairpin(port, true); err != nil {
+			return fmt.Errorf("hairpin on %s: %w", port.Attrs().Name, err)
+		}
+	}
+	if spec.Isolated {
+		if err := h.LinkSetIsolated(port, true); err != nil {
+			return fmt.Errorf("isolate %s: %w", port.Attrs().Name, err)
+		}
+	}
+	if spec.Vlan > 0 || len(spec.Trunk) > 0 {
+		if !spec.PreserveDefaultVlan {
+			if err := h.BridgeVlanDel(port, 1, true, true, false, true); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("remove default vlan from %s: %w", port.Attrs().Name, err)
+			}
+		}
+		if spec.Vlan > 0 {
+			if err := h.BridgeVlanAdd(port, uint16(spec.Vlan), true, true, false, true); err != nil {
+				return fmt.Errorf("vlan %d on %s: %w", spec.Vlan, port.Attrs().Name, err)
+			}
+		}
+		for _, vid := range spec.Trunk {
+			if err := h.BridgeVlanAdd(port, uint16(vid), false, false, false, true); err != nil {
+				return fmt.Errorf("trunk vlan %d on %s: %w", vid, port.Attrs().Name, err)
+			}
+		}
+	}
+	return SetUp(h, port)
+}
+
+// Ports lists the bridge's ports that are in service (not retired).
+func Ports(h Handle, br netlink.Link) ([]netlink.Link, error) {
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []netlink.Link
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index && l.Attrs().Alias != RetiredAlias {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// EnsureGatewayAddr puts addr on link. An address of the same family that
+// differs is replaced when force, else it is an error that says what to
+// do (for IPv6, other addresses whose subnets do not overlap may stay). It
+// reports whether it added the address.
+func EnsureGatewayAddr(h Handle, link netlink.Link, addr *net.IPNet, force, nodad bool, key string) (bool, error) {
+	family := netlink.FAMILY_V4
+	if addr.IP.To4() == nil {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := h.AddrList(link, family)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if a.IP.Equal(addr.IP) && a.Mask.String() == addr.Mask.String() {
+			return false, nil
+		}
+		if family == netlink.FAMILY_V6 && !a.Contains(addr.IP) && !addr.Contains(a.IP) {
+			continue
+		}
+		if !force {
+			return false, fmt.Errorf(`%s %s already has address %s, not %s that this network's gateway needs; set "forceAddress": true to replace it, or give this network its own %s`,
+				key, link.Attrs().Name, a.IPNet, addr, key)
+		}
+		if err := h.AddrDel(link, &a); err != nil {
+			return false, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+		}
+	}
+	a := &netlink.Addr{IPNet: addr}
+	if family == netlink.FAMILY_V6 && nodad {
+		a.Flags |= unix.IFA_F_NODAD
+	}
+	if err := h.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+		return false, fmt.Errorf("add gateway %s to %s: %w", addr, link.Attrs().Name, err)
+	}
+	return true, nil
+}
