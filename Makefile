@@ -12,7 +12,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 # Plugins that exist so far; each is a directory under plugins/.
 PLUGINS   := $(notdir $(wildcard plugins/*))
-BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/ptpbench
+BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench
 
 # Debian packages the tests and the demo use, and the commands that tell
 # whether each is present.
@@ -77,7 +77,7 @@ demo: deps build
 BENCH_TMPDIR ?= /dev/shm
 bench: deps build
 	TMPDIR=$(BENCH_TMPDIR) NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
-	./bin/ptpbench -n 100 -parallel 8
+	./bin/cnibench -n 100 -parallel 8 -big 250
 
 tools: $(GOBIN)/golangci-lint
 

@@ -89,10 +89,15 @@ func indexKey(o Owner) string {
 // ErrBusy means the store lock could not be taken in time: CNI code 11.
 var ErrBusy = errors.New("store is busy")
 
-// state is the bookkeeping file.
+// state is the bookkeeping record.
 type state struct {
 	BootID string `json:"bootID"`
 	Stamp  string `json:"stamp"`
+	// Cursors are the round-robin positions per range set: the truth for
+	// us, since this record is rewritten in place by one write (a killed
+	// plugin cannot tear it). last_reserved_ip.N mirrors them for the
+	// reference plugin.
+	Cursors map[int]string `json:"cursors,omitempty"`
 }
 
 // store is an open, locked network directory. All file access goes through
@@ -105,6 +110,10 @@ type store struct {
 	bootID              string
 	bootTime            time.Time
 	dirty               bool // reservations or cursors changed: re-stamp on close
+	// st is the state read at open; current says nobody else wrote the
+	// directory since (so its cursors are the latest).
+	st      state
+	current bool
 }
 
 // clock tells the store which boot it runs in; tests replace it.
@@ -182,21 +191,35 @@ func lockWithTimeout(fd int, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	deadline := time.Now().Add(timeout)
-	wait := 100 * time.Microsecond
-	for {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return nil
+	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		return fmt.Errorf("lock: %w", err)
+	}
+	// Wait in the kernel, which wakes us the moment the holder lets go, on
+	// a thread of its own so that the wait can be bounded. After a timeout
+	// the blocked flock may still succeed; the lock then goes with the
+	// descriptor, which the caller closes.
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(fd, unix.LOCK_EX)
+			if !errors.Is(err, unix.EINTR) {
+				done <- err
+				return
+			}
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
 			return fmt.Errorf("lock: %w", err)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: another plugin held the lock for %v; try again", ErrBusy, timeout)
-		}
-		time.Sleep(wait)
-		wait = min(wait*2, 20*time.Millisecond)
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("%w: another plugin held the lock for %v; try again", ErrBusy, timeout)
 	}
 }
 
@@ -231,14 +254,14 @@ func (s *store) stamp() (string, error) {
 // stateSize is the fixed length of the state record, so that it can be
 // rewritten in place, without creating a file. A write torn by a crash
 // cannot match the directory, so it only costs one index rebuild.
-const stateSize = 256
+const stateSize = 512
 
 func (s *store) writeState() error {
 	stamp, err := s.stamp()
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(state{BootID: s.bootID, Stamp: stamp})
+	b, _ := json.Marshal(state{BootID: s.bootID, Stamp: stamp, Cursors: s.st.Cursors})
 	if len(b) > stateSize {
 		return fmt.Errorf("state record too long: %d bytes", len(b))
 	}
@@ -266,6 +289,7 @@ func (s *store) recover() error {
 	if err != nil {
 		return err
 	}
+	s.st, s.current = st, st.BootID == s.bootID && st.Stamp == stamp
 	switch {
 	case st.BootID != s.bootID:
 		// A different boot (or a store we never wrote): every reservation
@@ -492,6 +516,12 @@ func (s *store) unreserve(a netip.Addr, o Owner) error {
 }
 
 func (s *store) cursor(set int) netip.Addr {
+	if c, ok := s.st.Cursors[set]; ok && s.current {
+		if a, err := netip.ParseAddr(c); err == nil {
+			return a
+		}
+	}
+	// Another writer (the reference plugin) was here, or no state yet.
 	b, err := readFileAt(s.dirfd, cursorPrefix+strconv.Itoa(set))
 	if err != nil {
 		return netip.Addr{}
@@ -500,9 +530,35 @@ func (s *store) cursor(set int) netip.Addr {
 	return a
 }
 
+// setCursor records the cursor in the state (written on Close) and mirrors
+// it into last_reserved_ip.N in place, as the reference writes it: no new
+// file per allocation. A kill between the write and the truncate can leave
+// that mirror off by a digit; it only steers the reference's round-robin,
+// never ours.
 func (s *store) setCursor(set int, a netip.Addr) error {
 	s.dirty = true
-	return s.replaceAt(s.dirfd, cursorPrefix+strconv.Itoa(set), []byte(a.String()))
+	if s.st.Cursors == nil {
+		s.st.Cursors = map[int]string{}
+	}
+	s.st.Cursors[set] = a.String()
+	name := cursorPrefix + strconv.Itoa(set)
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK
+	fd, err := unix.Openat(s.dirfd, name, flags, 0o600)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENXIO) {
+		// Something planted where the cursor goes: replace it, never follow it.
+		_ = unix.Unlinkat(s.dirfd, name, 0)
+		_ = unix.Unlinkat(s.dirfd, name, unix.AT_REMOVEDIR)
+		fd, err = unix.Openat(s.dirfd, name, flags, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("open cursor %d: %w", set, err)
+	}
+	defer unix.Close(fd)
+	v := []byte(a.String())
+	if _, err := unix.Pwrite(fd, v, 0); err != nil {
+		return fmt.Errorf("write cursor %d: %w", set, err)
+	}
+	return unix.Ftruncate(fd, int64(len(v)))
 }
 
 // writeTmp writes data to a new file in tmp and returns its name.

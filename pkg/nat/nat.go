@@ -113,28 +113,44 @@ func Lock(network string, timeout time.Duration) (unlock func(), err error) {
 
 // LockName is Lock for any name: the bridge plugin locks its bridge with
 // it while it creates, attaches to or removes it.
+//
+// The holder binds the name and listens on it; a waiter connects and
+// sleeps until the holder's socket closes (its connection is reset then),
+// so it wakes the moment the lock is free instead of polling. A killed
+// holder's socket closes with it.
 func LockName(name string, timeout time.Duration) (unlock func(), err error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("nat lock: %w", err)
-	}
 	addr := &unix.SockaddrUnix{Name: "@netns-cni/" + shortHash(name)}
 	deadline := time.Now().Add(timeout)
-	wait := 100 * time.Microsecond
 	for {
-		err := unix.Bind(fd, addr)
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		err = unix.Bind(fd, addr)
 		if err == nil {
+			if err := unix.Listen(fd, 4096); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("lock %s: %w", name, err)
+			}
 			return func() { unix.Close(fd) }, nil
 		}
 		if !errors.Is(err, unix.EADDRINUSE) {
 			unix.Close(fd)
-			return nil, fmt.Errorf("nat lock: %w", err)
+			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
-		if time.Now().After(deadline) {
+		// Held: wait on a connection to the holder until it goes.
+		left := time.Until(deadline)
+		if left <= 0 {
 			unix.Close(fd)
 			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
 		}
-		time.Sleep(wait)
-		wait = min(wait*2, 10*time.Millisecond)
+		if err := unix.Connect(fd, addr); err == nil {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
+			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
+		} else {
+			// Between the holder's bind and listen, or just gone: look again.
+			time.Sleep(50 * time.Microsecond)
+		}
+		unix.Close(fd)
 	}
 }

@@ -164,9 +164,11 @@ func (n *NS) Do(fn func() error) error {
 // on it act on the namespace from any thread, without switching.
 type Handle = netlinksafe.Handle
 
-// Handle opens a netlink handle in the namespace. Close it when done.
+// Handle opens a netlink handle in the namespace. Close it when done. It
+// speaks rtnetlink only (links, addresses, routes): one socket, not one per
+// netlink family, which is what netlink.NewHandle opens by default.
 func (n *NS) Handle() (Handle, error) {
-	h, err := netlinksafe.NewHandleAt(netns.NsHandle(n.Fd()))
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(n.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
 		return Handle{}, fmt.Errorf("open netlink in %s: %w", n.path, err)
 	}
@@ -185,7 +187,7 @@ func IsNotFound(err error) bool {
 // CurrentHandle opens a netlink handle in the namespace the process runs
 // in: the host, for a plugin.
 func CurrentHandle() (Handle, error) {
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return Handle{}, fmt.Errorf("open netlink: %w", err)
 	}

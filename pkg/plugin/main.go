@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -46,6 +47,9 @@ type Plugin struct {
 
 // Main runs the plugin as a CNI binary and exits.
 func Main(p Plugin) {
+	// A plugin lives for milliseconds and allocates little: garbage
+	// collection would cost more than the memory it frees.
+	debug.SetGCPercent(-1)
 	// A plugin binary re-executed as the reaper of a retired link.
 	if reaper, err := netconf.Reap(); reaper {
 		if err != nil {

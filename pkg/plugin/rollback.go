@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 )
 
 // Rollback is a stack of undo steps for an ADD. Push an undo right after each
@@ -23,6 +24,7 @@ import (
 type Rollback struct {
 	steps     []undoStep
 	committed bool
+	last      time.Time
 }
 
 type undoStep struct {
@@ -39,6 +41,12 @@ const FailAfterEnv = "NETNS_CNI_TEST_FAIL_AFTER"
 // error only when FailAfterEnv names this step.
 func (r *Rollback) Push(what string, undo func() error) error {
 	r.steps = append(r.steps, undoStep{what, undo})
+	// With "logLevel": "debug", how long each step of an ADD took.
+	now := time.Now()
+	if !r.last.IsZero() {
+		slog.Debug("step done", "step", what, "took", now.Sub(r.last))
+	}
+	r.last = now
 	if v := os.Getenv(FailAfterEnv); v != "" && v == what {
 		return fmt.Errorf("injected failure after step %q", what)
 	}
