@@ -72,6 +72,7 @@ func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 		if err := h.LinkSetAlias(br, BridgeAlias); err != nil {
 			return nil, created, fmt.Errorf("mark bridge %s: %w", spec.Name, err)
 		}
+		br.Alias = BridgeAlias
 	}
 	if spec.MTU != 0 && br.MTU != spec.MTU && created {
 		_ = h.LinkSetMTU(br, spec.MTU)

@@ -1,0 +1,128 @@
+package netconf_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+func TestHostVethName(t *testing.T) {
+	a := netconf.HostVethName("vp", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "eth0")
+	if len(a) != 15 || !strings.HasPrefix(a, "vp") {
+		t.Fatalf("name %q: want 15 bytes starting with vp", a)
+	}
+	if netconf.HostVethName("vp", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "eth0") != a {
+		t.Fatal("not stable")
+	}
+	if netconf.HostVethName("vp", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "net1") == a {
+		t.Fatal("another ifname, same name")
+	}
+}
+
+func TestAlias(t *testing.T) {
+	al := netconf.Alias("veth-ptp", "net", "ctr-1", "eth0")
+	got, ok := netconf.ParseAlias(al)
+	if !ok || got != (netconf.Attachment{"veth-ptp", "net", "ctr-1", "eth0"}) {
+		t.Fatalf("netconf.ParseAlias(%q) = %+v %v", al, got, ok)
+	}
+	for _, bad := range []string{"", netconf.RetiredAlias, netconf.BridgeAlias, "other:veth-ptp:net:c:eth0", "netns-cni:a:b:c"} {
+		if _, ok := netconf.ParseAlias(bad); ok {
+			t.Errorf("netconf.ParseAlias(%q) accepted", bad)
+		}
+	}
+}
+
+func TestVlanLinkName(t *testing.T) {
+	for _, tc := range []struct {
+		bridge string
+		vid    int
+		want   string
+	}{{"cni0", 10, "cni0.10"}, {"a-long-bridge15", 4094, "a-long-bri.4094"}} {
+		if got := netconf.VlanLinkName(tc.bridge, tc.vid); got != tc.want || len(got) > 15 {
+			t.Errorf("netconf.VlanLinkName(%q, %d) = %q, want %q", tc.bridge, tc.vid, got, tc.want)
+		}
+	}
+}
+
+func TestGateway(t *testing.T) {
+	_, n, _ := net.ParseCIDR("10.1.2.0/24")
+	ip := &current.IPConfig{Address: net.IPNet{IP: net.ParseIP("10.1.2.7").To4(), Mask: n.Mask}}
+	gw, err := netconf.Gateway(ip)
+	if err != nil || gw.String() != "10.1.2.1" {
+		t.Fatalf("derived gateway %v %v", gw, err)
+	}
+	ip.Gateway = net.ParseIP("10.1.2.254")
+	if gw, _ := netconf.Gateway(ip); gw.String() != "10.1.2.254" {
+		t.Fatalf("IPAM's gateway not kept: %v", gw)
+	}
+	own := &current.IPConfig{Address: net.IPNet{IP: net.ParseIP("10.1.2.1").To4(), Mask: n.Mask}}
+	if _, err := netconf.Gateway(own); err == nil {
+		t.Fatal("an address that is its own gateway accepted")
+	}
+}
+
+func TestBridgeHelpers(t *testing.T) {
+	sb := nstest.NewT(t)
+	h, err := sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br, created, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-t"})
+	if err != nil || !created || br.Alias != netconf.BridgeAlias {
+		t.Fatalf("netconf.EnsureBridge: %v %v %v", br, created, err)
+	}
+	mac := br.HardwareAddr.String()
+	if _, created, _ := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-t"}); created {
+		t.Fatal("second netconf.EnsureBridge created again")
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "not-br"}, PeerName: "not-br-p"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "not-br"}); err == nil || !strings.Contains(err.Error(), "not a bridge") {
+		t.Fatalf("a veth taken for a bridge: %v", err)
+	}
+	// netconf.Gateway addresses: added once, a different one refused, then forced.
+	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
+	if added, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil || !added {
+		t.Fatalf("first gateway: %v %v", added, err)
+	}
+	if added, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil || added {
+		t.Fatalf("same gateway again: %v %v", added, err)
+	}
+	other := &net.IPNet{IP: net.ParseIP("10.8.0.1").To4(), Mask: net.CIDRMask(24, 32)}
+	if _, err := netconf.EnsureGatewayAddr(h, br, other, false, true, `"bridge"`); err == nil || !strings.Contains(err.Error(), `"forceAddress": true`) {
+		t.Fatalf("different gateway without force: %v", err)
+	}
+	if _, err := netconf.EnsureGatewayAddr(h, br, other, true, true, `"bridge"`); err != nil {
+		t.Fatalf("forced: %v", err)
+	}
+	as, _ := h.AddrList(br, netlink.FAMILY_V4)
+	if len(as) != 1 || as[0].IPNet.String() != "10.8.0.1/24" {
+		t.Fatalf("addresses after force: %v", as)
+	}
+	// The bridge's MAC stays put when ports come and go.
+	p, err := sb.NewPod("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, _ := p.Handle()
+	defer ph.Close()
+	if _, _, err := netconf.CreateVeth(h, ph, p, netconf.VethSpec{HostName: "port0", ContName: "eth0", MasterIndex: br.Index}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := h.LinkByName("br-t")
+	if l.Attrs().HardwareAddr.String() != mac {
+		t.Fatalf("bridge MAC changed from %s to %s when a port joined", mac, l.Attrs().HardwareAddr)
+	}
+	ports, err := netconf.Ports(h, l)
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("ports %v %v", ports, err)
+	}
+}
