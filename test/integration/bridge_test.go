@@ -605,3 +605,58 @@ func TestBridgeGCAndStatus(t *testing.T) {
 		t.Fatalf("after GC of everything:\n%s", stateDiff(before, after))
 	}
 }
+
+// TestBridgePortIsolationAndOptions: isolated ports reach the gateway but
+// not each other; promiscMode and disableContainerInterface do what they say.
+func TestBridgePortIsolationAndOptions(t *testing.T) {
+	w := newWorld(t)
+	list := w.list("1.1.0", "iso", w.brConf(families[0], `"bridge":"isobr","portIsolation":true,"promiscMode":true`))
+	a, b := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
+	resA, err := w.add(list, w.rt("a", a, "eth0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resB, err := w.add(list, w.rt("b", b, "eth0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(t, a, resA.IPs[0].Gateway.String()); err != nil {
+		t.Fatalf("isolated port cannot reach the gateway: %v", err)
+	}
+	if err := ping(t, a, resB.IPs[0].Address.IP.String()); err == nil {
+		t.Fatal("isolated ports reached each other")
+	}
+	h, err := w.sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName("isobr")
+	if err != nil || br.Attrs().Promisc == 0 {
+		t.Fatalf("promiscMode: bridge %v %v", br, err)
+	}
+	for _, p := range []struct {
+		id string
+		ns *nsutil.NS
+	}{{"a", a}, {"b", b}} {
+		if err := w.del(list, w.rt(p.id, p.ns, "eth0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// disableContainerInterface (L2 only): the interface exists, down.
+	l2 := w.confList(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[{"type":"bridge-nat","bridge":"downbr","disableContainerInterface":true,"ipam":{}}]}`, w.netName("down")))
+	c := w.sb.PodT(t, "c")
+	if _, err := w.add(l2, w.rt("c", c, "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	if linkUp(t, c, "eth0") {
+		t.Fatal("disableContainerInterface: eth0 is up")
+	}
+	if err := w.check(l2, w.rt("c", c, "eth0")); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := w.del(l2, w.rt("c", c, "eth0")); err != nil {
+		t.Fatal(err)
+	}
+}
