@@ -16,8 +16,10 @@ BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench
 
 # Debian packages the tests and the demo use, and the commands that tell
 # whether each is present.
-APT_PACKAGES := iproute2 iptables nftables iputils-ping containernetworking-plugins
-APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr/lib/cni/host-local
+APT_PACKAGES := iproute2 iptables nftables iputils-ping containernetworking-plugins \
+                containerd runc busybox-static
+APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr/lib/cni/host-local \
+                /usr/bin/containerd /usr/sbin/runc /bin/busybox
 
 # Go tools, pinned.
 GOBIN                 := $(CURDIR)/.tools
@@ -26,7 +28,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 TEST_FLAGS ?= -count=1
 FUZZTIME   ?= 10s
 
-.PHONY: all build test unit fuzz integration demo bench lint install install-config clean deps tools
+.PHONY: all build test unit fuzz integration e2e demo bench lint install install-config clean deps tools
 
 all: build
 
@@ -53,7 +55,7 @@ deps:
 
 # test: the whole suite. Unit tests first (no root needed), then the
 # integration tests that run the built binaries in sandboxed namespaces.
-test: deps build lint unit fuzz integration
+test: deps build lint unit fuzz integration e2e
 
 unit:
 	$(GO) vet ./...
@@ -66,6 +68,11 @@ fuzz:
 
 integration: build
 	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) ./test/integration/...
+
+# e2e: the plugins under real runtimes (containerd's ctr), each in a
+# private mount and network namespace of its own.
+e2e: build
+	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) ./test/e2e/...
 
 # demo: networks pods in a sandbox of its own and reports what happened.
 demo: deps build

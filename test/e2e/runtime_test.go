@@ -1,0 +1,200 @@
+// Package e2e runs netns-cni under real container runtimes from Debian's
+// packages — containerd with `ctr run --cni` — against the built binaries.
+// Each runtime runs inside a network namespace of the test's own (a fake
+// host) and a private mount namespace in which /etc, /opt and /var/lib are
+// overlays whose writes land in the test's temporary directory, /run is a
+// fresh tmpfs, and /etc/cni/net.d, /opt/cni/bin and /usr/lib/cni are bind
+// mounts from it; the runtime has its own root, state and socket there
+// too. The machine's real /etc/cni/net.d, /opt/cni/bin, /var/lib/cni, /run
+// and root network namespace are never touched. Every process the test
+// starts is stopped by PID.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+// binDir holds the netns-cni binaries (make sets NETNS_CNI_BIN).
+var binDir = os.Getenv("NETNS_CNI_BIN")
+
+// rig is a private world for one runtime: a fake host network namespace,
+// a mount namespace held open by a sleeping process, and a temp dir.
+type rig struct {
+	t       *testing.T
+	dir     string
+	sb      *nstest.Sandbox
+	holder  *exec.Cmd
+	confDir string
+	ipamDir string
+}
+
+func need(t *testing.T, bins ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: runtimes need root (CI runs as root)")
+	}
+	if binDir == "" {
+		t.Fatal("NETNS_CNI_BIN is not set: run through `make test`")
+	}
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s missing: `make deps` installs containerd, runc and busybox-static", b)
+		}
+	}
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	sb := nstest.NewT(t)
+	r := &rig{t: t, dir: sb.Dir, sb: sb, confDir: filepath.Join(sb.Dir, "net.d"), ipamDir: filepath.Join(sb.Dir, "ipam")}
+	for _, d := range []string{"net.d", "cni-bin", "etc-up", "etc-work", "opt-up", "opt-work", "varlib-up", "varlib-work", "ipam"} {
+		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The plugins the runtimes may look for: ours, and the reference ones
+	// (portmap and friends) beside them.
+	for _, src := range []string{binDir, "/usr/lib/cni"} {
+		ents, _ := os.ReadDir(src)
+		for _, e := range ents {
+			if src == binDir && !strings.Contains("loopback veth-ptp bridge-nat", e.Name()) {
+				continue // tools, not plugins
+			}
+			dst := filepath.Join(r.dir, "cni-bin", e.Name())
+			if _, err := os.Stat(dst); err == nil {
+				continue
+			}
+			if err := copyFile(filepath.Join(src, e.Name()), dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	script := fmt.Sprintf(`set -e
+mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/etc-up,workdir=%[1]s/etc-work /etc
+mount -t overlay overlay -o lowerdir=/opt,upperdir=%[1]s/opt-up,workdir=%[1]s/opt-work /opt
+mount -t overlay overlay -o lowerdir=/var/lib,upperdir=%[1]s/varlib-up,workdir=%[1]s/varlib-work /var/lib
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
+mount --bind %[1]s/net.d /etc/cni/net.d
+mount --bind %[1]s/cni-bin /opt/cni/bin
+mount --bind %[1]s/cni-bin /usr/lib/cni
+echo ready
+exec sleep 100000`, r.dir)
+	r.holder = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	var out bytes.Buffer
+	r.holder.Stdout, r.holder.Stderr = &out, &out
+	if err := r.holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = r.holder.Process.Kill()
+		_ = r.holder.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "ready") {
+		if time.Now().After(deadline) || r.holder.ProcessState != nil {
+			t.Fatalf("mount namespace holder: %s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return r
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
+
+// cmd makes a command that runs in the rig's mount and network namespaces.
+func (r *rig) cmd(name string, args ...string) *exec.Cmd {
+	full := append([]string{"--mount=/proc/" + strconv.Itoa(r.holder.Process.Pid) + "/ns/mnt", "--net=" + r.sb.Host.Path(), "--", name}, args...)
+	return exec.Command("nsenter", full...)
+}
+
+// run runs a command in the rig and returns its output, failing the test
+// with what it said.
+func (r *rig) run(name string, args ...string) string {
+	r.t.Helper()
+	out, err := r.cmd(name, args...).CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// start starts a long-running command in the rig, stopped by PID when the
+// test ends.
+func (r *rig) start(log string, name string, args ...string) *exec.Cmd {
+	r.t.Helper()
+	c := r.cmd(name, args...)
+	f, err := os.Create(filepath.Join(r.dir, log))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c.Stdout, c.Stderr = f, f
+	if err := c.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() {
+		if c.ProcessState == nil {
+			_ = c.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = c.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = c.Process.Kill()
+				<-done
+			}
+		}
+		f.Close()
+	})
+	return c
+}
+
+// logOf returns what a started command wrote.
+func (r *rig) logOf(log string) string {
+	b, _ := os.ReadFile(filepath.Join(r.dir, log))
+	return string(b)
+}
+
+// writeConf makes name the only network in the rig's /etc/cni/net.d.
+func (r *rig) writeConf(name, body string) {
+	r.t.Helper()
+	ents, _ := os.ReadDir(r.confDir)
+	for _, e := range ents {
+		_ = os.Remove(filepath.Join(r.confDir, e.Name()))
+	}
+	if err := os.WriteFile(filepath.Join(r.confDir, "10-"+name+".conflist"), []byte(body), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// waitFor polls f until it returns true or the time is up.
+func waitFor(ctx context.Context, f func() bool) bool {
+	for {
+		if f() {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
