@@ -201,7 +201,7 @@ func TestKilledProcessesLeaveAConsistentStore(t *testing.T) {
 	cfg := confJSON(dataDir, `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00::/120"}]]`)
 	c, _ := Parse([]byte(cfg), "")
 	rng := rand.New(rand.NewPCG(1, 2))
-	const rounds, procs = 12, 6
+	const rounds, procs = 25, 6
 	for round := range rounds {
 		var cmds []*exec.Cmd
 		for p := range procs {

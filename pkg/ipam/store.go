@@ -36,6 +36,11 @@ import (
 // reboot reconciliation below discards everything from the previous boot
 // anyway.
 //
+// The state record (rewritten in place, one write) holds the boot id, the
+// directory stamp, the round-robin cursors and a busy flag set before a
+// call changes anything: found set, the call died part-way, and the index
+// is rebuilt from the reservation files.
+//
 // The owner index is a cache over the reservation files, which stay the
 // truth. It is written before a reservation is made and pruned after one is
 // removed, so it always lists at least what we reserved; every address it
@@ -98,6 +103,10 @@ type state struct {
 	// plugin cannot tear it). last_reserved_ip.N mirrors them for the
 	// reference plugin.
 	Cursors map[int]string `json:"cursors,omitempty"`
+	// Busy is set before a call changes anything and cleared when it ends:
+	// found set, a plugin died mid-call and may have left an index entry
+	// for an address it never reserved, so the index is rebuilt.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // store is an open, locked network directory. All file access goes through
@@ -110,6 +119,7 @@ type store struct {
 	bootID              string
 	bootTime            time.Time
 	dirty               bool // reservations or cursors changed: re-stamp on close
+	busy                bool // the state says a change is under way
 	// st is the state read at open; current says nobody else wrote the
 	// directory since (so its cursors are the latest).
 	st      state
@@ -256,12 +266,26 @@ func (s *store) stamp() (string, error) {
 // cannot match the directory, so it only costs one index rebuild.
 const stateSize = 512
 
+// markBusy records, before the first change of a call, that a change is
+// under way (one in-place write).
+func (s *store) markBusy() error {
+	if s.busy {
+		return nil
+	}
+	s.busy, s.dirty = true, true
+	return s.putState(state{BootID: s.st.BootID, Stamp: s.st.Stamp, Cursors: s.st.Cursors, Busy: true})
+}
+
 func (s *store) writeState() error {
 	stamp, err := s.stamp()
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(state{BootID: s.bootID, Stamp: stamp, Cursors: s.st.Cursors})
+	return s.putState(state{BootID: s.bootID, Stamp: stamp, Cursors: s.st.Cursors})
+}
+
+func (s *store) putState(st state) error {
+	b, _ := json.Marshal(st)
 	if len(b) > stateSize {
 		return fmt.Errorf("state record too long: %d bytes", len(b))
 	}
@@ -289,7 +313,7 @@ func (s *store) recover() error {
 	if err != nil {
 		return err
 	}
-	s.st, s.current = st, st.BootID == s.bootID && st.Stamp == stamp
+	s.st, s.current = st, st.BootID == s.bootID && st.Stamp == stamp && !st.Busy
 	switch {
 	case st.BootID != s.bootID:
 		// A different boot (or a store we never wrote): every reservation
@@ -303,7 +327,7 @@ func (s *store) recover() error {
 			logf("released %d reservations left from before the last boot in %s", n, s.dir)
 		}
 		fallthrough
-	case st.Stamp != stamp:
+	case st.Stamp != stamp, st.Busy:
 		if err := s.rebuildIndex(); err != nil {
 			return fmt.Errorf("rebuild owner index: %w", err)
 		}
@@ -415,6 +439,9 @@ func (s *store) readIndex(o Owner) ([]netip.Addr, error) {
 // body starts with a magic line so that it can never read as a
 // reservation to host-local, which walks subdirectories too.
 func (s *store) writeIndex(o Owner, addrs []netip.Addr) error {
+	if err := s.markBusy(); err != nil {
+		return err
+	}
 	if len(addrs) == 0 {
 		err := unix.Unlinkat(s.ownfd, indexKey(o), 0)
 		if errors.Is(err, unix.ENOENT) {
@@ -480,6 +507,9 @@ func (s *store) held(o Owner) ([]netip.Addr, error) {
 // reserve makes the reservation file for a, atomically; false when a is
 // already taken.
 func (s *store) reserve(a netip.Addr, o Owner) (bool, error) {
+	if err := s.markBusy(); err != nil {
+		return false, err
+	}
 	tmp, err := s.writeTmp([]byte(o.content()))
 	if err != nil {
 		return false, err
@@ -507,6 +537,9 @@ func (s *store) unreserve(a netip.Addr, o Owner) error {
 	}
 	if !o.matches(string(body)) {
 		return nil // someone else's now
+	}
+	if err := s.markBusy(); err != nil {
+		return err
 	}
 	if err := unix.Unlinkat(s.dirfd, a.String(), 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("release %s: %w", a, err)
@@ -536,7 +569,9 @@ func (s *store) cursor(set int) netip.Addr {
 // that mirror off by a digit; it only steers the reference's round-robin,
 // never ours.
 func (s *store) setCursor(set int, a netip.Addr) error {
-	s.dirty = true
+	if err := s.markBusy(); err != nil {
+		return err
+	}
 	if s.st.Cursors == nil {
 		s.st.Cursors = map[int]string{}
 	}
