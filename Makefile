@@ -71,8 +71,8 @@ integration: build
 
 # e2e: the plugins under real runtimes (containerd's ctr), each in a
 # private mount and network namespace of its own.
-e2e: build
-	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) ./test/e2e/...
+e2e: build $(GOBIN)/cnitool
+	NETNS_CNI_BIN=$(CURDIR)/bin UPSTREAM_CNITOOL=$(GOBIN)/cnitool $(GO) test $(TEST_FLAGS) ./test/e2e/...
 
 # demo: networks pods in a sandbox of its own and reports what happened.
 demo: deps build
@@ -86,7 +86,12 @@ bench: deps build
 	TMPDIR=$(BENCH_TMPDIR) NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
 	./bin/cnibench -n 100 -parallel 8 -big 250
 
-tools: $(GOBIN)/golangci-lint
+tools: $(GOBIN)/golangci-lint $(GOBIN)/cnitool
+
+# The upstream cnitool, for the e2e tests.
+CNITOOL_VERSION := v1.3.1
+$(GOBIN)/cnitool:
+	GOBIN=$(GOBIN) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
 
 $(GOBIN)/golangci-lint:
 	GOBIN=$(GOBIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

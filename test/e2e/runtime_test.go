@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
@@ -30,7 +32,9 @@ import (
 var binDir = os.Getenv("NETNS_CNI_BIN")
 
 // rig is a private world for one runtime: a fake host network namespace,
-// a mount namespace held open by a sleeping process, and a temp dir.
+// a mount namespace held open by a sleeping process, and a temp dir. The
+// mount namespace is a slave of the machine's: network namespaces the test
+// makes later show up in it, and nothing mounted in it shows outside.
 type rig struct {
 	t       *testing.T
 	dir     string
@@ -81,6 +85,16 @@ func newRig(t *testing.T) *rig {
 			}
 		}
 	}
+	// Namespaces the test makes later are bind mounts under the temp dir:
+	// make it a shared mount of its own, so that they show up in the
+	// runtime's mount namespace (a slave of it) too.
+	if err := unix.Mount(r.dir, r.dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(r.dir, unix.MNT_DETACH) })
+	if err := unix.Mount("", r.dir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
 	script := fmt.Sprintf(`set -e
 mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/etc-up,workdir=%[1]s/etc-work /etc
 mount -t overlay overlay -o lowerdir=/opt,upperdir=%[1]s/opt-up,workdir=%[1]s/opt-work /opt
@@ -92,7 +106,7 @@ mount --bind %[1]s/cni-bin /opt/cni/bin
 mount --bind %[1]s/cni-bin /usr/lib/cni
 echo ready
 exec sleep 100000`, r.dir)
-	r.holder = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	r.holder = exec.Command("unshare", "--mount", "--propagation", "slave", "sh", "-c", script)
 	var out bytes.Buffer
 	r.holder.Stdout, r.holder.Stderr = &out, &out
 	if err := r.holder.Start(); err != nil {
