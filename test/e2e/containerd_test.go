@@ -31,6 +31,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		r.t.Fatal(err)
 	}
 	d := r.start("containerd.log", "containerd", "--config", cfg)
+	r.sock = sock
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if !waitFor(ctx, func() bool { return r.cmd("ctr", "-a", sock, "version").Run() == nil }) {
@@ -38,20 +39,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	}
 	// Stop tasks and shims before containerd itself goes (cleanups run in
 	// reverse): shims outlive their daemon otherwise.
-	r.t.Cleanup(func() { r.stopShims(sock) })
+	r.t.Cleanup(func() { r.stopShims(sock, "e2e"); r.stopShims(sock, "k8s.io") })
 	return sock
 }
 
 // stopShims kills whatever tasks are left and waits for their shims.
-func (r *rig) stopShims(sock string) {
-	out, _ := r.cmd("ctr", "-a", sock, "-n", "e2e", "tasks", "ls", "-q").Output()
+func (r *rig) stopShims(sock, ns string) {
+	out, _ := r.cmd("ctr", "-a", sock, "-n", ns, "tasks", "ls", "-q").Output()
 	for _, id := range strings.Fields(string(out)) {
-		_ = r.cmd("ctr", "-a", sock, "-n", "e2e", "tasks", "kill", "-s", "KILL", id).Run()
-		_ = r.cmd("ctr", "-a", sock, "-n", "e2e", "tasks", "delete", "-f", id).Run()
+		_ = r.cmd("ctr", "-a", sock, "-n", ns, "tasks", "kill", "-s", "KILL", id).Run()
+		_ = r.cmd("ctr", "-a", sock, "-n", ns, "tasks", "delete", "-f", id).Run()
 	}
-	out, _ = r.cmd("ctr", "-a", sock, "-n", "e2e", "containers", "ls", "-q").Output()
+	out, _ = r.cmd("ctr", "-a", sock, "-n", ns, "containers", "ls", "-q").Output()
 	for _, id := range strings.Fields(string(out)) {
-		_ = r.cmd("ctr", "-a", sock, "-n", "e2e", "containers", "delete", id).Run()
+		_ = r.cmd("ctr", "-a", sock, "-n", ns, "containers", "delete", id).Run()
 	}
 }
 

@@ -11,13 +11,20 @@ import (
 	"testing"
 )
 
-// imageName is the name the test image is imported under.
-const imageName = "docker.io/library/netns-cni-busybox:test"
+// imageName is the name the test image is imported under; pauseImage is
+// the same busybox that sleeps, for CRI's pod sandboxes.
+const (
+	imageName  = "docker.io/library/netns-cni-busybox:test"
+	pauseImage = "docker.io/library/netns-cni-pause:test"
+)
 
 // buildImage writes an OCI image archive holding /bin/busybox (Debian's
 // busybox-static) and its applets: no registry is reachable, so the test
 // makes its own image.
-func buildImage(t *testing.T, path string) {
+func buildImage(t *testing.T, path string) { buildImageAs(t, path, imageName, []string{"sh"}) }
+
+// buildImageAs writes the image under name, running cmd by default.
+func buildImageAs(t *testing.T, path, name string, cmd []string) {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -45,7 +52,7 @@ func buildImage(t *testing.T, path string) {
 	layerDigest, layerSize := put(layer.Bytes())
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/bin"}, "Cmd": []string{"sh"}},
+		"config": map[string]any{"Env": []string{"PATH=/bin"}, "Cmd": cmd},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	cfgDigest, cfgSize := put(cfg)
@@ -60,7 +67,7 @@ func buildImage(t *testing.T, path string) {
 		"manifests": []any{map[string]any{
 			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mDigest, "size": mSize,
 			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": imageName, "org.opencontainers.image.ref.name": "test"},
+			"annotations": map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "test"},
 		}},
 	})
 

@@ -42,6 +42,7 @@ type rig struct {
 	holder  *exec.Cmd
 	confDir string
 	ipamDir string
+	sock    string // containerd's, once started
 }
 
 func need(t *testing.T, bins ...string) {

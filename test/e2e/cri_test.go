@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestContainerdCRI is the kubelet's path: containerd's CRI plugin runs
+// our plugins for pod sandboxes. Two pods per network: RunPodSandbox,
+// PodSandboxStatus (the pod IP is reported and answers from the host),
+// StopPodSandbox, RemovePodSandbox, then nothing is left.
+func TestContainerdCRI(t *testing.T) {
+	need(t, "containerd", "ctr", "runc", "unshare", "nsenter")
+	r := newRig(t)
+	sock := r.startContainerd(fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
+    max_conf_num = 1
+`, pauseImage))
+	img := filepath.Join(r.dir, "pause.tar")
+	buildImageAs(t, img, pauseImage, []string{"sleep", "100000"})
+	r.run("ctr", "-a", sock, "-n", "k8s.io", "images", "import", "--snapshotter", "native", img)
+
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rs := cri.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	ipam := func(dual bool) string {
+		ranges := `[[{"subnet":"10.41.0.0/24"}]]`
+		if dual {
+			ranges = `[[{"subnet":"10.41.0.0/24"}],[{"subnet":"fd41::/64"}]]`
+		}
+		return fmt.Sprintf(`"ipam":{"type":"host-local","dataDir":%q,"ranges":%s}`, r.ipamDir, ranges)
+	}
+	for _, n := range []struct {
+		name, plugin string
+		dual         bool
+	}{{"cri-ptp-v4", `"type":"veth-ptp","ipMasq":true`, false}, {"cri-ptp-dual", `"type":"veth-ptp","ipMasq":true`, true},
+		{"cri-br-v4", `"type":"bridge-nat","bridge":"cribr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, false},
+		{"cri-br-dual", `"type":"bridge-nat","bridge":"cribr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, true}} {
+		t.Run(n.name, func(t *testing.T) {
+			r.t = t
+			r.writeConf(n.name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{%s,%s},{"type":"portmap","capabilities":{"portMappings":true}}]}`,
+				n.name, n.plugin, ipam(n.dual)))
+			// containerd rereads the config directory on its own; wait until
+			// the CRI status says the network is ready with this config.
+			loaded := waitFor(ctx, func() bool {
+				st, err := rs.Status(ctx, &cri.StatusRequest{Verbose: true})
+				return err == nil && strings.Contains(st.Info["cniconfig"], n.name)
+			})
+			if !loaded {
+				t.Fatalf("containerd never loaded the %s config:\n%s", n.name, tail(r.logOf("containerd.log"), 20))
+			}
+			var ids []string
+			for i := range 2 {
+				cfg := &cri.PodSandboxConfig{
+					Metadata: &cri.PodSandboxMetadata{Name: fmt.Sprintf("%s-%d", n.name, i), Uid: fmt.Sprintf("uid-%s-%d", n.name, i), Namespace: "e2e"},
+					Linux:    &cri.LinuxPodSandboxConfig{},
+				}
+				resp, err := rs.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: cfg})
+				if err != nil {
+					t.Fatalf("RunPodSandbox: %v\ncontainerd:\n%s", err, tail(r.logOf("containerd.log"), 20))
+				}
+				ids = append(ids, resp.PodSandboxId)
+				st, err := rs.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ips := []string{st.Status.Network.GetIp()}
+				for _, a := range st.Status.Network.GetAdditionalIps() {
+					ips = append(ips, a.Ip)
+				}
+				want := map[bool]int{false: 1, true: 2}[n.dual]
+				if len(ips) != want || !strings.HasPrefix(ips[0], "10.41.0.") {
+					t.Fatalf("pod IPs %v, want %d from 10.41.0.0/24 (and fd41::/64)", ips, want)
+				}
+				for _, ip := range ips {
+					if out, err := exec.Command("nsenter", "--net="+r.sb.Host.Path(), "ping", "-c", "1", "-W", "2", ip).CombinedOutput(); err != nil {
+						t.Fatalf("pod IP %s does not answer from the host: %v\n%s", ip, err, out)
+					}
+				}
+			}
+			for _, id := range ids {
+				if _, err := rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+					t.Fatalf("StopPodSandbox: %v", err)
+				}
+				if _, err := rs.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+					t.Fatalf("RemovePodSandbox: %v", err)
+				}
+			}
+			r.assertClean(t, n.name)
+		})
+	}
+}
