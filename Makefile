@@ -17,9 +17,9 @@ BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench
 # Debian packages the tests and the demo use, and the commands that tell
 # whether each is present.
 APT_PACKAGES := iproute2 iptables nftables iputils-ping containernetworking-plugins \
-                containerd runc busybox-static
+                containerd runc busybox-static podman
 APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr/lib/cni/host-local \
-                /usr/bin/containerd /usr/sbin/runc /bin/busybox
+                /usr/bin/containerd /usr/sbin/runc /bin/busybox /usr/bin/podman
 
 # Go tools, pinned.
 GOBIN                 := $(CURDIR)/.tools
@@ -69,8 +69,9 @@ fuzz:
 integration: build
 	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) ./test/integration/...
 
-# e2e: the plugins under real runtimes (containerd's ctr), each in a
-# private mount and network namespace of its own.
+# e2e: the plugins under real runtimes — containerd (ctr and CRI), podman,
+# the upstream cnitool — each in a private mount and network namespace of
+# its own.
 e2e: build $(GOBIN)/cnitool
 	NETNS_CNI_BIN=$(CURDIR)/bin UPSTREAM_CNITOOL=$(GOBIN)/cnitool $(GO) test $(TEST_FLAGS) ./test/e2e/...
 

@@ -1,5 +1,7 @@
 // Package e2e runs netns-cni under real container runtimes from Debian's
-// packages — containerd with `ctr run --cni` — against the built binaries.
+// packages — containerd with `ctr run --cni` and through its CRI plugin,
+// podman with its CNI backend, and the upstream cnitool — against the
+// built binaries.
 // Each runtime runs inside a network namespace of the test's own (a fake
 // host) and a private mount namespace in which /etc, /opt and /var/lib are
 // overlays whose writes land in the test's temporary directory, /run is a

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestPodmanCNI: podman 4 with its CNI backend, configured by a
+// containers.conf of the test's own. Two containers per network: the
+// address podman reports is from the network and on the interface, they
+// reach each other; stop/start releases the address and takes a new one;
+// rm leaves nothing.
+func TestPodmanCNI(t *testing.T) {
+	need(t, "podman", "conmon", "runc", "unshare", "nsenter")
+	r := newRig(t)
+	img := filepath.Join(r.dir, "image.tar")
+	buildImage(t, img)
+
+	// The VM withholds CAP_SYS_RESOURCE: podman's defaults (1048576 for
+	// both) cannot be set, so ulimits no higher than ours. runc is refused
+	// even the current nproc limit here; 4096 is plenty for a test.
+	var nofile, nproc unix.Rlimit
+	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile)
+	_ = unix.Getrlimit(unix.RLIMIT_NPROC, &nproc)
+	nproc.Cur = min(nproc.Cur, 4096)
+	conf := filepath.Join(r.dir, "containers.conf")
+	storage := filepath.Join(r.dir, "storage.conf")
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(conf, fmt.Sprintf(`[containers]
+default_ulimits = ["nofile=%[1]d:%[1]d", "nproc=%[2]d:%[2]d"]
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["/opt/cni/bin"]
+network_config_dir = "/etc/cni/net.d"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = %[3]q
+tmp_dir = %[4]q
+`, nofile.Cur, nproc.Cur, filepath.Join(r.dir, "podman-events.log"), filepath.Join(r.dir, "podman-tmp")))
+	write(storage, fmt.Sprintf(`[storage]
+driver = "vfs"
+graphroot = %q
+runroot = %q
+`, filepath.Join(r.dir, "podman-root"), filepath.Join(r.dir, "podman-runroot")))
+	podman := func(args ...string) (string, error) {
+		c := r.cmd("env", append([]string{"CONTAINERS_CONF=" + conf, "CONTAINERS_STORAGE_CONF=" + storage, "podman"}, args...)...)
+		out, err := c.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	mustPodman := func(args ...string) string {
+		t := r.t
+		t.Helper()
+		out, err := podman(args...)
+		if err != nil {
+			t.Fatalf("podman %s: %v\n%s\nstate left:\n%s", strings.Join(args, " "), err, out, r.hostLeftovers(""))
+		}
+		return out
+	}
+	t.Cleanup(func() { _, _ = podman("rm", "-a", "-f", "-t", "0") })
+	loaded := mustPodman("load", "-i", img)
+	if !strings.Contains(loaded, "netns-cni-busybox") {
+		mustPodman("tag", strings.TrimSpace(loaded[strings.LastIndex(loaded, " ")+1:]), imageName)
+	}
+
+	ipam := func(dual bool) string {
+		ranges := `[[{"subnet":"10.42.0.0/24"}]]`
+		if dual {
+			ranges = `[[{"subnet":"10.42.0.0/24"}],[{"subnet":"fd42::/64"}]]`
+		}
+		return fmt.Sprintf(`"ipam":{"type":"host-local","dataDir":%q,"ranges":%s}`, r.ipamDir, ranges)
+	}
+	for _, n := range []struct {
+		name, plugin string
+		dual         bool
+	}{{"pm-ptp-v4", `"type":"veth-ptp","ipMasq":true`, false}, {"pm-ptp-dual", `"type":"veth-ptp","ipMasq":true`, true},
+		{"pm-br-v4", `"type":"bridge-nat","bridge":"pmbr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, false},
+		{"pm-br-dual", `"type":"bridge-nat","bridge":"pmbr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, true}} {
+		t.Run(n.name, func(t *testing.T) {
+			r.t = t
+			r.writeConf(n.name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{%s,%s},{"type":"portmap","capabilities":{"portMappings":true}}]}`,
+				n.name, n.plugin, ipam(n.dual)))
+			ipOf := func(c string) []string {
+				out := mustPodman("inspect", c, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.GlobalIPv6Address}}{{end}}")
+				return strings.Fields(out)
+			}
+			var ips [][]string
+			for _, c := range []string{n.name + "-a", n.name + "-b"} {
+				mustPodman("run", "-d", "--name", c, "--network", n.name, imageName, "sleep", "600")
+				got := ipOf(c)
+				want := map[bool]int{false: 1, true: 2}[n.dual]
+				if len(got) != want || !strings.HasPrefix(got[0], "10.42.0.") {
+					t.Fatalf("podman inspect %s: %v, want %d addresses from 10.42.0.0/24 (and fd42::/64)", c, got, want)
+				}
+				addrs := mustPodman("exec", c, "ip", "addr", "show", "eth0")
+				for _, ip := range got {
+					if !strings.Contains(addrs, ip+"/") {
+						t.Fatalf("%s: podman says %s, the interface has:\n%s", c, ip, addrs)
+					}
+				}
+				ips = append(ips, got)
+			}
+			for _, ip := range ips[1] {
+				if out, err := podman("exec", n.name+"-a", "ping", "-c", "1", "-W", "2", ip); err != nil {
+					t.Fatalf("a cannot reach b at %s: %v\n%s", ip, err, out)
+				}
+			}
+			// stop releases the address; start takes the next one.
+			mustPodman("stop", "-t", "0", n.name+"-a")
+			if _, err := os.Stat(filepath.Join(r.ipamDir, n.name, ips[0][0])); !os.IsNotExist(err) {
+				t.Fatalf("%s still reserved after stop (%v)", ips[0][0], err)
+			}
+			mustPodman("start", n.name+"-a")
+			if again := ipOf(n.name + "-a"); len(again) == 0 || again[0] == ips[0][0] {
+				t.Fatalf("after stop/start %v, want a new address (round-robin), had %v", again, ips[0])
+			}
+			mustPodman("rm", "-f", "-t", "0", n.name+"-a", n.name+"-b")
+			r.assertClean(t, n.name)
+		})
+	}
+}
