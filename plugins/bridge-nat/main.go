@@ -74,12 +74,7 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	target, err := plugin.OpenNetns(args.Netns)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	h, err := plugin.OpenHandles(target)
+	h, err := plugin.OpenTarget(args.Netns)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +109,7 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	hostLink, contLink, err := netconf.CreateVethReplacing(h.Host, h.Cont, target, netconf.VethSpec{
+	hostLink, contLink, err := netconf.CreateVethReplacing(h.Host, h.Cont, h.NS, netconf.VethSpec{
 		HostName: a.hostVeth, ContName: args.IfName, MTU: a.conf.MTU, ContMAC: mac, MasterIndex: br.Attrs().Index,
 		Alias: netconf.Alias(pluginName, a.conf.Name, args.ContainerID, args.IfName),
 	})
@@ -214,18 +209,13 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if prev == nil {
 		return plugin.ConfigError(`"prevResult": missing; CHECK verifies the result of ADD`)
 	}
-	target, err := plugin.OpenNetns(args.Netns)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	h, err := plugin.OpenHandles(target)
+	h, err := plugin.OpenTarget(args.Netns)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
 	own := plugin.OwnAddresses(prev, plugin.FindInterface(prev, args.IfName))
-	if err := a.check(h, prev, own); err != nil {
+	if err := a.check(h.Handles, prev, own); err != nil {
 		return err
 	}
 	if a.conf.IPMasq {
@@ -244,26 +234,13 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid := map[[2]string]bool{}
-	for _, v := range a.conf.ValidAttachments {
-		valid[[2]string{v.ContainerID, v.IfName}] = true
-	}
+	live, err := plugin.CollectLinks(pluginName, a.conf.Name, a.conf.ValidAttachments)
+	errs := []error{err}
 	host, err := nsutil.CurrentHandle()
 	if err != nil {
 		return err
 	}
 	defer host.Close()
-	errs := []error{netconf.ReapRetired(host)}
-	links, err := netconf.Attachments(host, pluginName, a.conf.Name)
-	errs = append(errs, err)
-	live := map[string]bool{}
-	for att, l := range links {
-		if valid[[2]string{att.ContainerID, att.IfName}] {
-			live[l.Attrs().Name] = true
-			continue
-		}
-		errs = append(errs, netconf.DelLink(host, l.Attrs().Name))
-	}
 	if a.conf.MacSpoofChk {
 		errs = append(errs, a.masq.Locked(func() error {
 			ports, err := nat.SpoofCheckedPorts(a.conf.Name)

@@ -95,12 +95,7 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	target, err := plugin.OpenNetns(args.Netns)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	h, err := plugin.OpenHandles(target)
+	h, err := plugin.OpenTarget(args.Netns)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +121,7 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 	if err := rb.Push("ipam", release); err != nil {
 		return nil, err
 	}
-	hostLink, contLink, err := netconf.CreateVethReplacing(h.Host, h.Cont, target, netconf.VethSpec{
+	hostLink, contLink, err := netconf.CreateVethReplacing(h.Host, h.Cont, h.NS, netconf.VethSpec{
 		HostName: a.hostVeth, ContName: args.IfName, MTU: a.conf.MTU, ContMAC: mac,
 		Alias: netconf.Alias(pluginName, a.conf.Name, args.ContainerID, args.IfName),
 	})
@@ -203,17 +198,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if prev == nil {
 		return plugin.ConfigError(`"prevResult": missing; CHECK verifies the result of ADD`)
 	}
-	target, err := plugin.OpenNetns(args.Netns)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	h, err := plugin.OpenHandles(target)
+	h, err := plugin.OpenTarget(args.Netns)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	if err := a.check(h, prev); err != nil {
+	if err := a.check(h.Handles, prev); err != nil {
 		return err
 	}
 	// From here on only this plugin's addresses count, not those of
@@ -232,23 +222,8 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid := map[[2]string]bool{}
-	for _, v := range a.conf.ValidAttachments {
-		valid[[2]string{v.ContainerID, v.IfName}] = true
-	}
-	host, err := nsutil.CurrentHandle()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	errs := []error{netconf.ReapRetired(host)}
-	links, err := netconf.Attachments(host, pluginName, a.conf.Name)
-	errs = append(errs, err)
-	for att, l := range links {
-		if !valid[[2]string{att.ContainerID, att.IfName}] {
-			errs = append(errs, netconf.DelLink(host, l.Attrs().Name))
-		}
-	}
+	_, err = plugin.CollectLinks(pluginName, a.conf.Name, a.conf.ValidAttachments)
+	errs := []error{err}
 	errs = append(errs, a.ipam.GC(context.Background(), a.conf.ValidAttachments))
 	if a.conf.IPMasq {
 		errs = append(errs, a.masq.RemoveIfUnused())

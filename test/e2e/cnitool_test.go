@@ -2,13 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestCnitoolsWithReferenceChain drives both plugins with the upstream
@@ -92,36 +91,12 @@ func TestCnitoolsWithReferenceChain(t *testing.T) {
 // serveIn answers TCP connections on addr inside ns with "hello".
 func serveIn(t *testing.T, ns *nsutil.NS, addr string) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+	ln, err := nstest.Serve(ns, addr, "hello\n")
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, "hello\n")
-			c.Close()
-		}
-	}()
 	return ln
 }
 
 // fetchFrom connects from ns to addr and reads the answer.
-func fetchFrom(ns *nsutil.NS, addr string) (string, error) {
-	var got string
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		b, err := io.ReadAll(c)
-		got = string(b)
-		return err
-	})
-	return got, err
-}
+func fetchFrom(ns *nsutil.NS, addr string) (string, error) { return nstest.Fetch(ns, addr) }

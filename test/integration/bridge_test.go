@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -11,12 +10,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // brConf is a bridge-nat plugin config: the bridge as default gateway,
@@ -433,39 +432,15 @@ func TestBridgeHairpin(t *testing.T) {
 // serve answers every TCP connection on addr inside ns with a greeting.
 func serve(t *testing.T, ns *nsutil.NS, addr string) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+	ln, err := nstest.Serve(ns, addr, "hello from the container\n")
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, "hello from the container\n")
-			c.Close()
-		}
-	}()
 	return ln
 }
 
 // fetch connects from ns to addr and reads what comes back.
-func fetch(ns *nsutil.NS, addr string) (string, error) {
-	var got string
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		b, err := io.ReadAll(c)
-		got = string(b)
-		return err
-	})
-	return got, err
-}
+func fetch(ns *nsutil.NS, addr string) (string, error) { return nstest.Fetch(ns, addr) }
 
 // TestBridgeChain chains the reference portmap, firewall, bandwidth and
 // tuning after bridge-nat.

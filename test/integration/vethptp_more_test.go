@@ -3,15 +3,12 @@ package integration
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -274,37 +271,13 @@ func TestVethPTPChainedWithPortmapAndTuning(t *testing.T) {
 	rt.CapabilityArgs = map[string]any{"portMappings": []map[string]any{{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}}}
 
 	// A server in the container on port 80.
-	var ln net.Listener
-	if err := pod.Do(func() (err error) { ln, err = net.Listen("tcp", ":80"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	ln := serve(t, pod, ":80")
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, "hello from the container\n")
-			c.Close()
-		}
-	}()
 
 	if _, err := w.add(list, rt); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
-	var got string
-	err := out.Do(func() error {
-		c, err := net.DialTimeout("tcp", "192.0.2.1:8080", 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		b, err := io.ReadAll(c)
-		got = string(b)
-		return err
-	})
+	got, err := fetch(out, "192.0.2.1:8080")
 	if err != nil || got != "hello from the container\n" {
 		t.Fatalf("port mapping 192.0.2.1:8080 -> container:80: %q, %v", got, err)
 	}

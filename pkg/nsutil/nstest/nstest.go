@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -202,4 +203,41 @@ func (s *Sandbox) NewOutside() (*nsutil.NS, error) {
 		}
 	}
 	return out, nil
+}
+
+// Serve answers every TCP connection on addr inside ns with greeting, until
+// the listener is closed. The socket lives in ns; accepting needs no switch.
+func Serve(ns *nsutil.NS, addr, greeting string) (net.Listener, error) {
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, greeting)
+			_ = c.Close()
+		}
+	}()
+	return ln, nil
+}
+
+// Fetch connects from inside ns to addr and returns what it answers.
+func Fetch(ns *nsutil.NS, addr string) (string, error) {
+	var got string
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = c.Close() }()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		got = string(b)
+		return err
+	})
+	return got, err
 }
