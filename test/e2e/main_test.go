@@ -1,0 +1,29 @@
+package e2e
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMain makes the test process the reaper of the daemons the runtimes
+// double-fork (conmon, containerd shims): they are reparented here instead
+// of to init, and reaped before the test exits, so none is left as a zombie.
+func TestMain(m *testing.M) {
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	code := m.Run()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err != nil {
+			break // no children left
+		}
+		if pid == 0 {
+			time.Sleep(50 * time.Millisecond) // one still exiting
+		}
+	}
+	os.Exit(code)
+}
