@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
@@ -252,13 +253,22 @@ func Gateway(ip *current.IPConfig) (net.IP, error) {
 // exists in the container. The remains of an attachment DEL'd a moment ago
 // (see Retire) are cleared instead.
 func IfnameFree(host, cont Handle, ifname, netns string) error {
-	if _, err := cont.LinkByName(ifname); err != nil {
-		return nil
+	// The pair may be on its way out (its reaper deleting it right now):
+	// look again for a little while before calling it taken.
+	for range 100 {
+		if _, err := cont.LinkByName(ifname); err != nil {
+			return nil
+		}
+		cleared, err := ClearRetiredPeer(host, cont, ifname)
+		if err != nil {
+			return err
+		}
+		if !cleared {
+			return fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", ifname, netns)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	if cleared, err := ClearRetiredPeer(host, cont, ifname); err == nil && cleared {
-		return nil
-	}
-	return fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", ifname, netns)
+	return fmt.Errorf("CNI_IFNAME %s in %s: the remains of an earlier attachment are still going away; try again", ifname, netns)
 }
 
 // CreateVethReplacing is CreateVeth that replaces a host end left with the
@@ -267,9 +277,13 @@ func IfnameFree(host, cont Handle, ifname, netns string) error {
 func CreateVethReplacing(host, contH Handle, cont *nsutil.NS, spec VethSpec) (netlink.Link, netlink.Link, error) {
 	hostLink, contLink, err := CreateVeth(host, contH, cont, spec)
 	if errors.Is(err, ErrExists) {
-		if old, lerr := host.LinkByName(spec.HostName); lerr == nil && (old.Attrs().Alias == spec.Alias || old.Attrs().Alias == RetiredAlias) {
-			if derr := host.LinkDel(old); derr == nil {
-				hostLink, contLink, err = CreateVeth(host, contH, cont, spec)
+		old, lerr := host.LinkByName(spec.HostName)
+		switch {
+		case nsutil.IsNotFound(lerr): // its reaper removed it meanwhile
+			return CreateVeth(host, contH, cont, spec)
+		case lerr == nil && (old.Attrs().Alias == spec.Alias || old.Attrs().Alias == RetiredAlias):
+			if derr := host.LinkDel(old); derr == nil || nsutil.IsNotFound(derr) {
+				return CreateVeth(host, contH, cont, spec)
 			}
 		}
 	}

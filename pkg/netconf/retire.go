@@ -124,17 +124,20 @@ func ReapRetired(h Handle) error {
 
 // ClearRetiredPeer handles an ADD that finds CNI_IFNAME taken in the
 // container by the container end of a pair whose host end was retired
-// moments ago (its reaper has not run yet): it deletes the pair now and
+// moments ago: it deletes the pair now (or finds it already going) and
 // reports true. For any other link it reports false.
 func ClearRetiredPeer(host, cont Handle, ifname string) (bool, error) {
 	l, err := cont.LinkByName(ifname)
 	if err != nil {
-		return false, nil
+		return true, nil // gone meanwhile: its reaper was quicker
 	}
 	if _, ok := l.(*netlink.Veth); !ok || l.Attrs().ParentIndex == 0 {
 		return false, nil
 	}
 	peer, err := host.LinkByIndex(l.Attrs().ParentIndex)
+	if nsutil.IsNotFound(err) {
+		return true, nil // the host end is gone, the container end goes with it
+	}
 	if err != nil || peer.Attrs().Alias != RetiredAlias {
 		return false, nil
 	}
