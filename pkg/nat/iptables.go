@@ -38,9 +38,14 @@ func ipt(p iptables.Protocol) (*iptables.IPTables, error) {
 func iptSpecs(network string, rules []Rule) (jumps, body [][]string) {
 	c := comment(network)
 	chain := ChainName(network)
+	var except []netip.Prefix
 	for _, r := range rules {
 		jumps = append(jumps, []string{"-s", r.Subnet.String(), "-m", "comment", "--comment", c, "-j", chain})
 		body = append(body, []string{"-d", r.Subnet.String(), "-m", "comment", "--comment", c, "-j", "RETURN"})
+		except = append(except, r.NoMasq...)
+	}
+	for _, n := range sortedUnique(except) {
+		body = append(body, []string{"-d", n.String(), "-m", "comment", "--comment", c, "-j", "RETURN"})
 	}
 	if len(rules) > 0 {
 		body = append(body,
@@ -50,9 +55,9 @@ func iptSpecs(network string, rules []Rule) (jumps, body [][]string) {
 	return jumps, body
 }
 
-func byFamily(network string, subnets []netip.Prefix) map[iptables.Protocol][]Rule {
+func byFamily(s Spec) map[iptables.Protocol][]Rule {
 	m := map[iptables.Protocol][]Rule{}
-	for _, r := range Plan(network, subnets) {
+	for _, r := range Plan(s) {
 		p := iptables.ProtocolIPv6
 		if r.Subnet.Addr().Is4() {
 			p = iptables.ProtocolIPv4
@@ -102,8 +107,9 @@ func inPlace(t *iptables.IPTables, network string, body [][]string) (bool, error
 	return slices.Equal(have, want), nil
 }
 
-func (b *iptBackend) Ensure(network string, subnets []netip.Prefix) error {
-	for p, rules := range byFamily(network, subnets) {
+func (b *iptBackend) Ensure(s Spec) error {
+	network := s.Network
+	for p, rules := range byFamily(s) {
 		t, err := ipt(p)
 		if err != nil {
 			return err
@@ -175,8 +181,9 @@ func (b *iptBackend) Remove(network string) error {
 	return errors.Join(errs...)
 }
 
-func (b *iptBackend) Check(network string, subnets []netip.Prefix) error {
-	for p, rules := range byFamily(network, subnets) {
+func (b *iptBackend) Check(s Spec) error {
+	network := s.Network
+	for p, rules := range byFamily(s) {
 		t, err := ipt(p)
 		if err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,13 +30,13 @@ const (
 
 // Backend applies the masquerade rules of networks.
 type Backend interface {
-	// Ensure makes the network's rules cover subnets, adding what is
-	// missing and leaving what is there.
-	Ensure(network string, subnets []netip.Prefix) error
+	// Ensure makes the network's rules cover the spec's subnets, adding
+	// what is missing, replacing what is out of date, leaving the rest.
+	Ensure(s Spec) error
 	// Remove deletes every rule of the network; none is not an error.
 	Remove(network string) error
-	// Check reports what is missing for subnets.
-	Check(network string, subnets []netip.Prefix) error
+	// Check reports what is missing for the spec.
+	Check(s Spec) error
 	// Available reports whether the backend can work on this host.
 	Available() error
 }
@@ -51,12 +52,25 @@ func New(kind string) (Backend, error) {
 	return nil, fmt.Errorf("unknown backend %q", kind)
 }
 
-// Rule is one masquerade rule: traffic from Subnet to anywhere but Subnet
-// and multicast leaves with the host's address.
+// Spec is what a network wants masqueraded: traffic from Subnets to
+// anywhere but the subnets themselves, multicast and NoMasq (destinations
+// reached with the containers' own addresses, such as a cluster's pod
+// CIDR on other nodes).
+type Spec struct {
+	Network string
+	Subnets []netip.Prefix
+	NoMasq  []netip.Prefix
+}
+
+// Rule is one masquerade rule: traffic from Subnet to anywhere but Subnet,
+// NoMasq and multicast leaves with the host's address.
 type Rule struct {
 	Network string
 	Subnet  netip.Prefix
-	// Comment tags the rule so that it can be found again.
+	// NoMasq are the excepted destinations of Subnet's family.
+	NoMasq []netip.Prefix
+	// Comment tags the rule so that it can be found again; it changes when
+	// NoMasq does.
 	Comment string
 }
 
@@ -70,12 +84,35 @@ func (r Rule) Multicast() netip.Prefix {
 
 // Plan returns the rules for a network's subnets: one per distinct subnet,
 // sorted, whatever the number of containers.
-func Plan(network string, subnets []netip.Prefix) []Rule {
+func Plan(s Spec) []Rule {
+	uniq := sortedUnique(s.Subnets)
+	rules := make([]Rule, len(uniq))
+	for i, sub := range uniq {
+		var except []netip.Prefix
+		for _, n := range sortedUnique(s.NoMasq) {
+			if n.Addr().Is4() == sub.Addr().Is4() {
+				except = append(except, n)
+			}
+		}
+		c := subnetComment(s.Network, sub)
+		if len(except) > 0 {
+			var parts []string
+			for _, n := range except {
+				parts = append(parts, n.String())
+			}
+			c += " x" + shortHash(strings.Join(parts, ","))[:8]
+		}
+		rules[i] = Rule{Network: s.Network, Subnet: sub, NoMasq: except, Comment: c}
+	}
+	return rules
+}
+
+func sortedUnique(ps []netip.Prefix) []netip.Prefix {
 	var uniq []netip.Prefix
-	for _, s := range subnets {
-		s = s.Masked()
-		if !slices.Contains(uniq, s) {
-			uniq = append(uniq, s)
+	for _, p := range ps {
+		p = p.Masked()
+		if !slices.Contains(uniq, p) {
+			uniq = append(uniq, p)
 		}
 	}
 	slices.SortFunc(uniq, func(a, b netip.Prefix) int {
@@ -84,11 +121,13 @@ func Plan(network string, subnets []netip.Prefix) []Rule {
 		}
 		return a.Bits() - b.Bits()
 	})
-	rules := make([]Rule, len(uniq))
-	for i, s := range uniq {
-		rules[i] = Rule{Network: network, Subnet: s, Comment: comment(network) + " " + s.String()}
-	}
-	return rules
+	return uniq
+}
+
+// subnetComment is the part of a rule's comment that names its subnet;
+// a rule with that prefix and another ending is an out-of-date one.
+func subnetComment(network string, subnet netip.Prefix) string {
+	return comment(network) + " " + subnet.String()
 }
 
 func comment(network string) string { return "netns-cni:" + network }

@@ -28,7 +28,7 @@ func TestPlanIsPerNetworkNotPerContainer(t *testing.T) {
 		subnets = append(subnets, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 2)}), 24))
 		subnets = append(subnets, netip.MustParsePrefix("fd00::5/64"))
 	}
-	rules := Plan("net", subnets)
+	rules := Plan(Spec{Network: "net", Subnets: subnets})
 	if len(rules) != 2 || rules[0].Subnet.String() != "10.1.0.0/24" || rules[1].Subnet.String() != "fd00::/64" {
 		t.Fatalf("plan %+v", rules)
 	}
@@ -44,6 +44,22 @@ func TestPlanIsPerNetworkNotPerContainer(t *testing.T) {
 	}
 	if m := mask(netip.MustParsePrefix("10.0.0.0/12")); m[0] != 0xff || m[1] != 0xf0 || m[2] != 0 {
 		t.Fatalf("mask %x", m)
+	}
+}
+
+func TestPlanWithExceptions(t *testing.T) {
+	s := Spec{Network: "net", Subnets: pfx("10.1.0.0/24", "fd00::/64"), NoMasq: pfx("10.244.0.0/16", "fd00:244::/56", "10.244.0.0/16")}
+	rules := Plan(s)
+	if len(rules) != 2 || len(rules[0].NoMasq) != 1 || rules[0].NoMasq[0].String() != "10.244.0.0/16" || rules[1].NoMasq[0].String() != "fd00:244::/56" {
+		t.Fatalf("plan %+v", rules)
+	}
+	plain := Plan(Spec{Network: "net", Subnets: pfx("10.1.0.0/24")})
+	if plain[0].Comment == rules[0].Comment || !strings.HasPrefix(rules[0].Comment, plain[0].Comment+" ") {
+		t.Fatalf("comments %q %q: exceptions must change the comment, keeping the subnet's prefix", plain[0].Comment, rules[0].Comment)
+	}
+	_, body := iptSpecs("net", rules[:1])
+	if len(body) != 4 || sig(body[1]) != "10.244.0.0/16 RETURN" {
+		t.Fatalf("iptables body %v", body)
 	}
 }
 
@@ -122,12 +138,12 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				if err := b.Available(); err != nil {
 					return err
 				}
-				subnets := pfx("10.1.0.0/24", "fd00:1::/64")
-				if err := b.Check("net", subnets); err == nil {
+				spec := Spec{Network: "net", Subnets: pfx("10.1.0.0/24", "fd00:1::/64")}
+				if err := b.Check(spec); err == nil {
 					t.Error("Check passed before Ensure")
 				}
 				for range 3 { // idempotent: the rule count does not grow
-					if err := b.Ensure("net", subnets); err != nil {
+					if err := b.Ensure(spec); err != nil {
 						return err
 					}
 				}
@@ -135,22 +151,36 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				if n := ruleCount(t, kind, "net"); n != want {
 					t.Errorf("%d rules after 3 Ensures, want %d", n, want)
 				}
-				if err := b.Check("net", subnets); err != nil {
+				if err := b.Check(spec); err != nil {
 					t.Errorf("Check after Ensure: %v", err)
 				}
 				// Someone flushes everything: Check notices, Ensure puts it back.
 				flush(t, kind)
-				if err := b.Check("net", subnets); err == nil {
+				if err := b.Check(spec); err == nil {
 					t.Error("Check passed after a flush")
 				}
-				if err := b.Ensure("net", subnets); err != nil {
+				if err := b.Ensure(spec); err != nil {
 					return err
 				}
-				if err := b.Check("net", subnets); err != nil {
+				if err := b.Check(spec); err != nil {
 					t.Errorf("Check after re-Ensure: %v", err)
 				}
+				// Exceptions added later replace the rules, not add to them.
+				spec.NoMasq = pfx("10.244.0.0/16", "fd00:244::/56")
+				for range 2 {
+					if err := b.Ensure(spec); err != nil {
+						return err
+					}
+				}
+				if err := b.Check(spec); err != nil {
+					t.Errorf("Check with exceptions: %v", err)
+				}
+				withExcept := map[string]int{NFTables: 2, IPTables: 2*4 + 2}[kind]
+				if n := ruleCount(t, kind, "net"); n != withExcept {
+					t.Errorf("%d rules with exceptions, want %d", n, withExcept)
+				}
 				// Another network's rules are its own.
-				if err := b.Ensure("other", pfx("10.2.0.0/24")); err != nil {
+				if err := b.Ensure(Spec{Network: "other", Subnets: pfx("10.2.0.0/24")}); err != nil {
 					return err
 				}
 				for range 2 {
@@ -161,7 +191,7 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				if n := ruleCount(t, kind, "net"); n != 0 {
 					t.Errorf("%d rules left after Remove", n)
 				}
-				if err := b.Check("other", pfx("10.2.0.0/24")); err != nil {
+				if err := b.Check(Spec{Network: "other", Subnets: pfx("10.2.0.0/24")}); err != nil {
 					t.Errorf("Remove of net touched other: %v", err)
 				}
 				return b.Remove("other")

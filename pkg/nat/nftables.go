@@ -31,9 +31,9 @@ func (nftBackend) tables(network string) (*nftables.Table, *nftables.Chain) {
 	return t, c
 }
 
-// present returns the comments of the rules now in the network's chain;
-// nil with no error when the table or chain does not exist.
-func (b nftBackend) present(conn *nftables.Conn, network string) (map[string]bool, error) {
+// present returns the rules now in the network's chain by comment; nil
+// with no error when the table or chain does not exist.
+func (b nftBackend) present(conn *nftables.Conn, network string) (map[string]*nftables.Rule, error) {
 	t, c := b.tables(network)
 	rules, err := conn.GetRules(t, c)
 	if errors.Is(err, unix.ENOENT) {
@@ -42,45 +42,58 @@ func (b nftBackend) present(conn *nftables.Conn, network string) (map[string]boo
 	if err != nil {
 		return nil, fmt.Errorf("list nftables rules of %s: %w", t.Name, err)
 	}
-	have := map[string]bool{}
+	have := map[string]*nftables.Rule{}
 	for _, r := range rules {
 		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
-			have[s] = true
+			have[s] = r
 		}
 	}
 	return have, nil
 }
 
-// missing returns a connection and the planned rules not in place.
-func (b nftBackend) missing(network string, subnets []netip.Prefix) (*nftables.Conn, []Rule, error) {
+// missing returns a connection, the planned rules not in place, and the
+// rules in place for the same subnets that are out of date.
+func (b nftBackend) missing(s Spec) (*nftables.Conn, []Rule, []*nftables.Rule, error) {
 	conn, err := nftables.New()
 	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: %w", err)
+		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
 	}
-	have, err := b.present(conn, network)
+	have, err := b.present(conn, s.Network)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var missing []Rule
-	for _, r := range Plan(network, subnets) {
-		if !have[r.Comment] {
+	var stale []*nftables.Rule
+	for _, r := range Plan(s) {
+		if have[r.Comment] == nil {
 			missing = append(missing, r)
 		}
+		prefix := subnetComment(s.Network, r.Subnet)
+		for c, old := range have {
+			if c != r.Comment && (c == prefix || strings.HasPrefix(c, prefix+" ")) {
+				stale = append(stale, old)
+			}
+		}
 	}
-	return conn, missing, nil
+	return conn, missing, stale, nil
 }
 
-func (b nftBackend) Ensure(network string, subnets []netip.Prefix) error {
-	conn, missing, err := b.missing(network, subnets)
+func (b nftBackend) Ensure(s Spec) error {
+	conn, missing, stale, err := b.missing(s)
 	if err != nil {
 		return err
 	}
-	if len(missing) == 0 {
+	if len(missing) == 0 && len(stale) == 0 {
 		return nil
 	}
-	t, c := b.tables(network)
+	t, c := b.tables(s.Network)
 	conn.AddTable(t) // both are no-ops when they exist
 	conn.AddChain(c)
+	for _, r := range stale {
+		if err := conn.DelRule(r); err != nil {
+			return err
+		}
+	}
 	for _, r := range missing {
 		conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: nftExprs(r),
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment)})
@@ -105,17 +118,17 @@ func (b nftBackend) Remove(network string) error {
 	return nil
 }
 
-func (b nftBackend) Check(network string, subnets []netip.Prefix) error {
-	_, missing, err := b.missing(network, subnets)
+func (b nftBackend) Check(s Spec) error {
+	_, missing, _, err := b.missing(s)
 	if err != nil {
 		return err
 	}
 	if len(missing) > 0 {
-		var s []string
+		var subs []string
 		for _, r := range missing {
-			s = append(s, r.Subnet.String())
+			subs = append(subs, r.Subnet.String())
 		}
-		return fmt.Errorf("nftables table inet %s lacks the masquerade rule for %s", TableName(network), strings.Join(s, ", "))
+		return fmt.Errorf("nftables table inet %s lacks the masquerade rule for %s", TableName(s.Network), strings.Join(subs, ", "))
 	}
 	return nil
 }
@@ -151,6 +164,9 @@ func nftExprs(r Rule) []expr.Any {
 	}
 	exprs = append(exprs, match(saddrOff, r.Subnet, expr.CmpOpEq)...)
 	exprs = append(exprs, match(daddrOff, r.Subnet, expr.CmpOpNeq)...)
+	for _, n := range r.NoMasq {
+		exprs = append(exprs, match(daddrOff, n, expr.CmpOpNeq)...)
+	}
 	exprs = append(exprs, match(daddrOff, r.Multicast(), expr.CmpOpNeq)...)
 	return append(exprs, &expr.Masq{})
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -23,6 +24,12 @@ type Masq struct {
 	Plugin, Network string
 	// Backend is ipMasqBackend ("" for the default).
 	Backend string
+	// NoMasq are destinations reached unmasqueraded ("nonMasqueradeCIDRs").
+	NoMasq []netip.Prefix
+}
+
+func (m Masq) spec(res *current.Result) nat.Spec {
+	return nat.Spec{Network: m.Network, Subnets: Subnets(res), NoMasq: m.NoMasq}
 }
 
 // with runs fn with the backend under the network's NAT lock, which keeps
@@ -50,7 +57,7 @@ func (m Masq) with(fn func(nat.Backend) error) error {
 // Ensure makes the rules cover the subnets of res (usually they already
 // do: one check, nothing written).
 func (m Masq) Ensure(res *current.Result) error {
-	return m.with(func(b nat.Backend) error { return b.Ensure(m.Network, Subnets(res)) })
+	return m.with(func(b nat.Backend) error { return b.Ensure(m.spec(res)) })
 }
 
 // RemoveIfUnused drops the rules when no container of the network is left
@@ -76,7 +83,7 @@ func (m Masq) Check(res *current.Result) error {
 	if err != nil {
 		return err
 	}
-	if err := backend.Check(m.Network, Subnets(res)); err != nil {
+	if err := backend.Check(m.spec(res)); err != nil {
 		return fmt.Errorf("check masquerade: %w", err)
 	}
 	return nil
@@ -106,4 +113,20 @@ func (m Masq) Locked(fn func() error) error {
 	}
 	defer unlock()
 	return fn()
+}
+
+// NoMasqCIDRs parses "nonMasqueradeCIDRs": destinations the containers
+// reach with their own addresses (a cluster's pod CIDR, say).
+func NoMasqCIDRs(vals []string) ([]netip.Prefix, []error) {
+	var out []netip.Prefix
+	var errs []error
+	for i, v := range vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf(`"nonMasqueradeCIDRs[%d]": %q is not a CIDR`, i, v))
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out, errs
 }

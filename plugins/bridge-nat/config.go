@@ -25,7 +25,10 @@ type Config struct {
 	IPMasq       bool `json:"ipMasq"`
 	// IPMasqBackend is "nftables" (the default) or "iptables".
 	IPMasqBackend string `json:"ipMasqBackend,omitempty"`
-	MTU           int    `json:"mtu,omitempty"`
+	// NonMasqueradeCIDRs are destinations reached unmasqueraded, with the
+	// containers' own addresses (a cluster's pod CIDR across nodes).
+	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
+	MTU                int      `json:"mtu,omitempty"`
 	// HairpinMode lets a container reach itself through the bridge (a
 	// port mapping to its own host port).
 	HairpinMode bool `json:"hairpinMode"`
@@ -81,6 +84,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.IPMasqBackend != "" && c.IPMasqBackend != nat.NFTables && c.IPMasqBackend != nat.IPTables {
 		errs = append(errs, fmt.Errorf(`"ipMasqBackend": must be "nftables" or "iptables", got %q`, c.IPMasqBackend))
+	}
+	if _, cerrs := plugin.NoMasqCIDRs(c.NonMasqueradeCIDRs); len(cerrs) > 0 {
+		errs = append(errs, cerrs...)
 	}
 	if len(c.Bridge) > 15 {
 		errs = append(errs, fmt.Errorf(`"bridge": %q is longer than 15 bytes`, c.Bridge))

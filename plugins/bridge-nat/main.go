@@ -60,9 +60,10 @@ func load(args *skel.CmdArgs) (*attachment, error) {
 	if m == nil && (conf.IsGateway || conf.IPMasq) {
 		return nil, plugin.ConfigError(`"isGateway"/"ipMasq" need addresses, but "ipam" is missing or empty (L2 mode)`)
 	}
+	noMasq, _ := plugin.NoMasqCIDRs(conf.NonMasqueradeCIDRs) // validated by Load
 	return &attachment{conf: conf, ipam: m, args: args,
 		hostVeth: netconf.HostVethName("vb", args.ContainerID, args.IfName),
-		masq:     plugin.Masq{Plugin: pluginName, Network: conf.Name, Backend: conf.IPMasqBackend}}, nil
+		masq:     plugin.Masq{Plugin: pluginName, Network: conf.Name, Backend: conf.IPMasqBackend, NoMasq: noMasq}}, nil
 }
 
 func cmdAdd(args *skel.CmdArgs) (types.Result, error) {

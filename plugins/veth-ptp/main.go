@@ -46,6 +46,9 @@ type Config struct {
 	IPMasqBackend string `json:"ipMasqBackend,omitempty"`
 	// MTU of both veth ends; 0 keeps the kernel's default.
 	MTU int `json:"mtu,omitempty"`
+	// NonMasqueradeCIDRs are destinations reached unmasqueraded, with the
+	// containers' own addresses (a cluster's pod CIDR across nodes).
+	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
 }
 
 // Validate reports every problem, each naming its key.
@@ -57,7 +60,8 @@ func (c *Config) Validate() []error {
 	if c.IPMasqBackend != "" && c.IPMasqBackend != nat.NFTables && c.IPMasqBackend != nat.IPTables {
 		errs = append(errs, fmt.Errorf(`"ipMasqBackend": must be "nftables" or "iptables", got %q`, c.IPMasqBackend))
 	}
-	return errs
+	_, cerrs := plugin.NoMasqCIDRs(c.NonMasqueradeCIDRs)
+	return append(errs, cerrs...)
 }
 
 // attachment is everything a verb needs about one attachment.
@@ -81,9 +85,10 @@ func load(args *skel.CmdArgs) (*attachment, error) {
 	if m == nil {
 		return nil, plugin.ConfigError(`"ipam": missing; veth-ptp needs addresses, e.g. {"type": "host-local", "subnet": "10.22.0.0/16"}`)
 	}
+	noMasq, _ := plugin.NoMasqCIDRs(conf.NonMasqueradeCIDRs) // validated by Load
 	return &attachment{conf: conf, ipam: m, args: args,
 		hostVeth: netconf.HostVethName("vp", args.ContainerID, args.IfName),
-		masq:     plugin.Masq{Plugin: pluginName, Network: conf.Name, Backend: conf.IPMasqBackend}}, nil
+		masq:     plugin.Masq{Plugin: pluginName, Network: conf.Name, Backend: conf.IPMasqBackend, NoMasq: noMasq}}, nil
 }
 
 func cmdAdd(args *skel.CmdArgs) (types.Result, error) {

@@ -156,3 +156,48 @@ func TestVethPTPMasquerade(t *testing.T) {
 		}
 	}
 }
+
+// TestNonMasqueradeCIDRs: destinations listed in nonMasqueradeCIDRs see
+// the containers' own addresses (pod-to-pod across nodes); others still
+// see the host's. A CIDR that does not parse is a code-7 error.
+func TestNonMasqueradeCIDRs(t *testing.T) {
+	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
+		t.Run(plugin, func(t *testing.T) {
+			w := newWorld(t)
+			out := w.outside(t)
+			extra := `"ipMasq":true,"nonMasqueradeCIDRs":["192.0.2.0/24"]`
+			if plugin == "bridge-nat" {
+				extra += `,"isDefaultGateway":true`
+			}
+			list := w.list("1.1.0", "nomasq", w.ptpConf(plugin, families[2], extra))
+			pod := w.sb.PodT(t, "pod")
+			res, err := w.add(list, w.rt("ctr", pod, "eth0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			own := ""
+			for _, ip := range res.IPs {
+				if ip.Address.IP.To4() != nil && ip.Interface != nil {
+					own = ip.Address.IP.String()
+				}
+			}
+			if src, err := sourceSeen(t, pod, out, "192.0.2.2"); err != nil || src != own {
+				t.Fatalf("excepted destination saw %q (%v), want the container's %s", src, err, own)
+			}
+			if src, err := sourceSeen(t, pod, out, "2001:db8:ff::2"); err != nil || src != "2001:db8:ff::1" {
+				t.Fatalf("other destination saw %q (%v), want the host's address", src, err)
+			}
+			if err := w.check(list, w.rt("ctr", pod, "eth0")); err != nil {
+				t.Fatalf("CHECK: %v", err)
+			}
+			if err := w.del(list, w.rt("ctr", pod, "eth0")); err != nil {
+				t.Fatal(err)
+			}
+			stdin := w.pluginStdin("1.1.0", "badcidr", plugin, families[0], `"ipMasq":true,"nonMasqueradeCIDRs":["10.244.0.0"]`)
+			e := w.exec(plugin, w.pluginEnv("ADD", "c2", pod.Path(), "eth0"), stdin).cniError(t)
+			if e.Code != 7 || !strings.Contains(e.Msg, `"nonMasqueradeCIDRs[0]"`) {
+				t.Fatalf("bad CIDR: %+v", e)
+			}
+		})
+	}
+}
