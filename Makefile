@@ -12,7 +12,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 # Plugins that exist so far; each is a directory under plugins/.
 PLUGINS   := $(notdir $(wildcard plugins/*))
-BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench
+BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench bin/netns-cni-node
 
 # Debian packages the tests and the demo use, and the commands that tell
 # whether each is present.
@@ -60,7 +60,7 @@ test: deps build lint unit fuzz integration e2e
 unit:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l . ; echo "gofmt: files above need formatting" >&2; exit 1; }
-	$(GO) test $(TEST_FLAGS) -short ./pkg/... ./plugins/... ./test/cnitool/... ./cmd/...
+	$(GO) test $(TEST_FLAGS) -short ./pkg/... ./plugins/... ./test/cnitool/... ./cmd/... ./deploy/...
 
 # fuzz runs each fuzz target for a short fixed time.
 fuzz:

@@ -1,0 +1,112 @@
+// Command netns-cni-node is the node agent of a Kubernetes install, run by
+// the DaemonSet in deploy/kubernetes: it installs the plugin binaries into
+// the node's CNI bin directory, writes the node's conflist from its Node
+// object's podCIDRs, and in host-gw mode keeps routes to the other nodes'
+// pod CIDRs. It serves /healthz and stops cleanly on SIGTERM, leaving
+// what it installed in place for the pods that use it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/netns-cni/netns-cni/pkg/agent"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/plugin"
+)
+
+func main() {
+	cfgPath := flag.String("config", "/etc/netns-cni/config.json", "agent configuration (the ConfigMap)")
+	srcBin := flag.String("src-bin", "/opt/netns-cni/bin", "where the image keeps the plugin binaries")
+	binDir := flag.String("cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
+	confDir := flag.String("cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config directory")
+	health := flag.String("health", ":9099", "address of the /healthz endpoint")
+	version := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *version {
+		fmt.Println("netns-cni-node", plugin.Version)
+		return
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, *cfgPath, *srcBin, *binDir, *confDir, *health); err != nil {
+		log.Error("stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, cfgPath, srcBin, binDir, confDir, health string) error {
+	var cfg agent.Config
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	node := os.Getenv("NODE_NAME")
+	if node == "" {
+		return errors.New("NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
+	}
+	done, err := agent.InstallBinaries(srcBin, binDir, []string{"loopback", "veth-ptp", "bridge-nat"})
+	if err != nil {
+		return err
+	}
+	log.Info("plugins installed", "dir", binDir, "replaced", done)
+
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, ConfPath: filepath.Join(confDir, "10-netns-cni.conflist"), Log: log}
+	if cfg.HostGW {
+		h, err := nsutil.CurrentHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		a.Routes = &h
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ready := make(chan struct{})
+	srv := &http.Server{Addr: health, ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-ready:
+			_, _ = w.Write([]byte("ok\n"))
+		default:
+			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
+		}
+	})}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health endpoint", "error", err)
+		}
+	}()
+	err = a.Run(ctx, ready)
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shut)
+	log.Info("stopped; plugins and config stay for the pods that use them")
+	return err
+}

@@ -1,0 +1,159 @@
+// Package agent is the node agent of a Kubernetes install (cmd/netns-cni-node,
+// run by a DaemonSet): it copies the plugin binaries into the node's CNI bin
+// directory, writes the node's conflist from its Node object's podCIDRs, and
+// in host-gw mode keeps a route to every other node's pod CIDRs via that
+// node's InternalIP. Everything it writes is written atomically and only
+// when it changes; it never removes what it did not make.
+package agent
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Config is the agent's configuration (the DaemonSet's ConfigMap).
+type Config struct {
+	// Plugin is "bridge-nat" (default) or "veth-ptp".
+	Plugin string `json:"plugin"`
+	// ClusterCIDRs are the whole cluster's pod CIDRs: traffic to them keeps
+	// its pod source address (no masquerade).
+	ClusterCIDRs []string `json:"clusterCIDRs"`
+	// Bridge is bridge-nat's bridge; default "cni0".
+	Bridge string `json:"bridge,omitempty"`
+	// MTU of the pods' interfaces; 0 keeps the kernel's default.
+	MTU int `json:"mtu,omitempty"`
+	// Portmap adds the reference portmap plugin to the chain (hostPort).
+	Portmap bool `json:"portmap"`
+	// HostGW routes other nodes' pod CIDRs via their InternalIP.
+	HostGW bool `json:"hostGW"`
+	// DataDir is the IPAM store directory on the node.
+	DataDir string `json:"dataDir,omitempty"`
+}
+
+// Validate reports what is wrong, naming keys.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Plugin {
+	case "", "bridge-nat", "veth-ptp":
+	default:
+		errs = append(errs, fmt.Errorf(`"plugin": must be "bridge-nat" or "veth-ptp", got %q`, c.Plugin))
+	}
+	if len(c.ClusterCIDRs) == 0 {
+		errs = append(errs, errors.New(`"clusterCIDRs": missing; list the cluster's pod CIDRs`))
+	}
+	return errors.Join(errs...)
+}
+
+// Conflist renders the node's network configuration from its podCIDRs.
+func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {
+	cidrs := node.Spec.PodCIDRs
+	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
+		cidrs = []string{node.Spec.PodCIDR}
+	}
+	if len(cidrs) == 0 {
+		return nil, fmt.Errorf("node %s has no podCIDRs yet", node.Name)
+	}
+	var ranges [][]map[string]string
+	for _, c := range cidrs {
+		ranges = append(ranges, []map[string]string{{"subnet": c}})
+	}
+	ipam := map[string]any{"type": "host-local", "ranges": ranges}
+	if cfg.DataDir != "" {
+		ipam["dataDir"] = cfg.DataDir
+	}
+	main := map[string]any{
+		"ipMasq":             true,
+		"nonMasqueradeCIDRs": cfg.ClusterCIDRs,
+		"ipam":               ipam,
+	}
+	if cfg.MTU != 0 {
+		main["mtu"] = cfg.MTU
+	}
+	switch cfg.Plugin {
+	case "veth-ptp":
+		main["type"] = "veth-ptp"
+	default:
+		main["type"] = "bridge-nat"
+		main["bridge"] = cfg.Bridge
+		if cfg.Bridge == "" {
+			main["bridge"] = "cni0"
+		}
+		main["isDefaultGateway"] = true
+		main["hairpinMode"] = true
+	}
+	plugins := []any{main}
+	if cfg.Portmap {
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+	}
+	return json.MarshalIndent(map[string]any{"cniVersion": "1.0.0", "name": "netns-cni", "plugins": plugins}, "", "  ")
+}
+
+// WriteIfChanged writes data to path atomically (a temporary file renamed
+// over it) unless the file already holds exactly data. It reports whether
+// it wrote.
+func WriteIfChanged(path string, data []byte, mode os.FileMode) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	if err := atomicWrite(path, bytes.NewReader(data), mode); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func atomicWrite(path string, r io.Reader, mode os.FileMode) error {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// InstallBinaries copies each named file from src into dst, replacing a
+// different one atomically, so that a runtime never execs a half-written
+// plugin. It reports the names it (re)installed.
+func InstallBinaries(src, dst string, names []string) ([]string, error) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join(src, n))
+		if err != nil {
+			return done, fmt.Errorf("read %s: %w", n, err)
+		}
+		changed, err := WriteIfChanged(filepath.Join(dst, n), data, 0o755)
+		if err != nil {
+			return done, fmt.Errorf("install %s: %w", n, err)
+		}
+		if changed {
+			done = append(done, n)
+		}
+	}
+	return done, nil
+}

@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+func node(name, ip string, cidrs ...string) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.NodeSpec{PodCIDRs: cidrs},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}},
+	}
+}
+
+func TestConflistDualStack(t *testing.T) {
+	cfg := Config{ClusterCIDRs: []string{"10.244.0.0/16", "fd00:244::/56"}, Portmap: true}
+	data, err := Conflist(cfg, node("n1", "192.168.1.1", "10.244.1.0/24", "fd00:244:0:1::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Plugins []struct {
+			Type  string   `json:"type"`
+			NoMas []string `json:"nonMasqueradeCIDRs"`
+			IPAM  struct {
+				Ranges [][]struct{ Subnet string } `json:"ranges"`
+			} `json:"ipam"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	p := got.Plugins[0]
+	if p.Type != "bridge-nat" || len(p.IPAM.Ranges) != 2 || p.IPAM.Ranges[1][0].Subnet != "fd00:244:0:1::/64" || len(p.NoMas) != 2 {
+		t.Fatalf("conflist %s", data)
+	}
+	if len(got.Plugins) != 2 || got.Plugins[1].Type != "portmap" {
+		t.Fatalf("no portmap: %s", data)
+	}
+	if _, err := Conflist(cfg, node("n2", "192.168.1.2")); err == nil {
+		t.Fatal("a node without podCIDRs got a conflist")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := (&Config{Plugin: "flannel"}).Validate(); err == nil {
+		t.Fatal("bad config accepted")
+	}
+	if err := (&Config{ClusterCIDRs: []string{"10.244.0.0/16"}}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInstallBinariesReplacesAtomicallyAndOnlyWhenChanged(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	for n, body := range map[string]string{"veth-ptp": "v1", "bridge-nat": "b1"} {
+		if err := os.WriteFile(filepath.Join(src, n), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := []string{"veth-ptp", "bridge-nat"}
+	done, err := InstallBinaries(src, dst, names)
+	if err != nil || len(done) != 2 {
+		t.Fatalf("first install: %v %v", done, err)
+	}
+	// A reader holding the old file keeps it whole while it is replaced.
+	old, _ := os.Open(filepath.Join(dst, "veth-ptp"))
+	defer old.Close()
+	_ = os.WriteFile(filepath.Join(src, "veth-ptp"), []byte("v2-longer"), 0o755)
+	done, err = InstallBinaries(src, dst, names)
+	if err != nil || len(done) != 1 || done[0] != "veth-ptp" {
+		t.Fatalf("second install: %v %v", done, err)
+	}
+	if b, _ := io.ReadAll(old); string(b) != "v1" {
+		t.Fatalf("the running binary changed under its reader: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "veth-ptp")); string(b) != "v2-longer" {
+		t.Fatalf("new binary %q", b)
+	}
+	if st, _ := os.Stat(filepath.Join(dst, "bridge-nat")); st.Mode().Perm() != 0o755 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+	ents, _ := os.ReadDir(dst)
+	if len(ents) != 2 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+}
+
+// TestRunRewritesOnceAndFollowsPodCIDRChanges runs the agent against a fake
+// API server: the conflist is written once, rewritten when the node's
+// podCIDRs change, and not touched when nothing changed.
+func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
+	client := fake.NewClientset(node("n1", "192.168.1.1", "10.244.1.0/24"), node("n2", "192.168.1.2", "10.244.2.0/24"))
+	conf := filepath.Join(t.TempDir(), "10-netns-cni.conflist")
+	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}, Client: client, NodeName: "n1", ConfPath: conf,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx, ready) }()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent never synced")
+	}
+	first, _ := os.Stat(conf)
+	// Another node changes: our conflist is not rewritten.
+	n2 := node("n2", "192.168.1.2", "10.244.9.0/24")
+	if _, err := client.CoreV1().Nodes().Update(ctx, n2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st, _ := os.Stat(conf); !st.ModTime().Equal(first.ModTime()) {
+		t.Fatal("conflist rewritten though our node did not change")
+	}
+	// Our node becomes dual-stack: rewritten with both ranges.
+	n1 := node("n1", "192.168.1.1", "10.244.1.0/24", "fd00:244:0:1::/64")
+	if _, err := client.CoreV1().Nodes().Update(ctx, n1, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(conf)
+		if json.Valid(b) && strings.Contains(string(b), "fd00:244:0:1::/64") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("conflist never followed the podCIDR change:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestSyncRoutes: in a sandbox node namespace with a link on 192.168.77.0/24,
+// routes to reachable peers' pod CIDRs are added, removed with their node,
+// unreachable peers are skipped, and other routes are left alone.
+func TestSyncRoutes(t *testing.T) {
+	sb := nstest.NewT(t)
+	peer := sb.PodT(t, "switch")
+	h, err := sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ph, _ := peer.Handle()
+	defer ph.Close()
+	l, _, err := netconf.CreateVeth(h, ph, peer, netconf.VethSpec{HostName: "eth0", ContName: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, n, _ := net.ParseCIDR("192.168.77.1/24")
+	n.IP = ip
+	if err := netconf.AddAddr(h, l, n, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := netconf.SetUp(h, l); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's route, which must stay.
+	_, foreign, _ := net.ParseCIDR("10.99.0.0/16")
+	if err := h.RouteAdd(&netlink.Route{Dst: foreign, Gw: net.ParseIP("192.168.77.254"), LinkIndex: l.Attrs().Index}); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*corev1.Node{
+		node("self", "192.168.77.1", "10.244.0.0/24"),
+		node("a", "192.168.77.2", "10.244.1.0/24"),
+		node("b", "192.168.77.3", "10.244.2.0/24"),
+		node("far", "172.31.0.9", "10.244.3.0/24"), // not on a connected subnet
+	}
+	added, removed, err := SyncRoutes(h, Peers("self", nodes))
+	if err != nil || added != 2 || removed != 0 {
+		t.Fatalf("first sync: +%d -%d %v", added, removed, err)
+	}
+	if added, removed, _ := SyncRoutes(h, Peers("self", nodes)); added+removed != 0 {
+		t.Fatalf("second sync changed things: +%d -%d", added, removed)
+	}
+	// Node b is deleted, node a moves.
+	nodes = []*corev1.Node{nodes[0], node("a", "192.168.77.4", "10.244.1.0/24")}
+	added, removed, err = SyncRoutes(h, Peers("self", nodes))
+	if err != nil || added != 1 || removed != 2 {
+		t.Fatalf("after changes: +%d -%d %v", added, removed, err)
+	}
+	ours, _ := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL)
+	if len(ours) != 1 || !ours[0].Gw.Equal(net.ParseIP("192.168.77.4")) {
+		t.Fatalf("our routes %v", ours)
+	}
+	all, _ := h.RouteList(l, netlink.FAMILY_V4)
+	found := false
+	for _, r := range all {
+		if r.Dst != nil && r.Dst.String() == "10.99.0.0/16" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("a route the agent did not make was removed")
+	}
+}
