@@ -12,7 +12,8 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 # Plugins that exist so far; each is a directory under plugins/.
 PLUGINS   := $(notdir $(wildcard plugins/*))
-BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench bin/netns-cni-node
+BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench bin/netns-cni-node bin/mkimage
+IMAGE     ?= docker.io/netns-cni/node:$(VERSION)
 
 # Debian packages the tests and the demo use, and the commands that tell
 # whether each is present.
@@ -28,7 +29,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 TEST_FLAGS ?= -count=1
 FUZZTIME   ?= 10s
 
-.PHONY: all build test unit fuzz integration e2e demo bench lint install install-config clean deps tools
+.PHONY: all build image test unit fuzz integration e2e demo bench lint install install-config clean deps tools
 
 all: build
 
@@ -41,6 +42,10 @@ bin/%: FORCE
 	 else $(GOBUILD) -o $@ ./cmd/$*; fi
 
 FORCE:
+
+# image: the DaemonSet's image as an OCI archive, without a Docker engine.
+image: build
+	./bin/mkimage -bin bin -out bin/netns-cni-node-image.tar -name $(IMAGE)
 
 # deps installs the Debian packages the tests and demo need, once, when any is
 # missing. It never touches the network configuration of the machine.
@@ -73,7 +78,9 @@ integration: build
 # the upstream cnitool — each in a private mount and network namespace of
 # its own.
 e2e: build $(GOBIN)/cnitool
-	NETNS_CNI_BIN=$(CURDIR)/bin UPSTREAM_CNITOOL=$(GOBIN)/cnitool $(GO) test $(TEST_FLAGS) ./test/e2e/...
+	./bin/mkimage -bin bin -out bin/netns-cni-node-image.tar -name docker.io/netns-cni/node:test
+	NETNS_CNI_BIN=$(CURDIR)/bin UPSTREAM_CNITOOL=$(GOBIN)/cnitool NETNS_CNI_IMAGE=$(CURDIR)/bin/netns-cni-node-image.tar \
+		$(GO) test $(TEST_FLAGS) ./test/e2e/...
 
 # demo: networks pods in a sandbox of its own and reports what happened.
 demo: deps build

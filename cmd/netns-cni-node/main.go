@@ -90,14 +90,7 @@ func run(log *slog.Logger, cfgPath, srcBin, binDir, confDir, health string) erro
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ready := make(chan struct{})
-	srv := &http.Server{Addr: health, ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-ready:
-			_, _ = w.Write([]byte("ok\n"))
-		default:
-			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
-		}
-	})}
+	srv := &http.Server{Addr: health, ReadHeaderTimeout: 5 * time.Second, Handler: agent.Health(ready)}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("health endpoint", "error", err)

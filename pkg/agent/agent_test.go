@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,5 +216,21 @@ func TestSyncRoutes(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("a route the agent did not make was removed")
+	}
+}
+
+func TestHealth(t *testing.T) {
+	ready := make(chan struct{})
+	h := Health(ready)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 503 {
+		t.Fatalf("before sync: %d", rec.Code)
+	}
+	close(ready)
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 200 {
+		t.Fatalf("after sync: %d", rec.Code)
 	}
 }

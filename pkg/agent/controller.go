@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -105,4 +106,16 @@ func (a *Agent) Run(ctx context.Context, ready chan<- struct{}) error {
 		case <-time.After(time.Minute):
 		}
 	}
+}
+
+// Health answers /healthz: 200 once the agent has synced, 503 before.
+func Health(ready <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-ready:
+			_, _ = w.Write([]byte("ok\n"))
+		default:
+			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
+		}
+	})
 }
