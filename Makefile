@@ -13,7 +13,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 # Plugins that exist so far; each is a directory under plugins/.
 PLUGINS   := $(notdir $(wildcard plugins/*))
 BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench bin/netns-cni-node bin/mkimage
-IMAGE     ?= docker.io/netns-cni/node:$(VERSION)
+IMAGE     ?= docker.io/netns-cni/node:dev
 
 # Debian packages the tests and the demo use, and the commands that tell
 # whether each is present.

@@ -148,6 +148,17 @@ func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Written once for the change: later syncs (another node's update
+	// here) leave it alone.
+	after, _ := os.Stat(conf)
+	n2.Spec.PodCIDRs = []string{"10.244.8.0/24"}
+	if _, err := client.CoreV1().Nodes().Update(ctx, n2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st, _ := os.Stat(conf); !st.ModTime().Equal(after.ModTime()) {
+		t.Fatal("conflist rewritten again without a change of our node")
+	}
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatalf("Run: %v", err)
