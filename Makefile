@@ -15,12 +15,12 @@ PLUGINS   := $(notdir $(wildcard plugins/*))
 BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench bin/netns-cni-node bin/mkimage
 IMAGE     ?= docker.io/netns-cni/node:dev
 
-# Debian packages the tests and the demo use, and the commands that tell
-# whether each is present.
-APT_PACKAGES := iproute2 iptables nftables iputils-ping containernetworking-plugins \
-                containerd runc busybox-static podman
-APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr/lib/cni/host-local \
-                /usr/bin/containerd /usr/sbin/runc /bin/busybox /usr/bin/podman
+# Debian packages the demo and the tests use, and the files that tell
+# whether each is present; the runtimes only for the end-to-end tests.
+APT_PACKAGES := iproute2 iptables nftables iputils-ping containernetworking-plugins
+APT_PROBES   := /usr/sbin/ip /usr/sbin/iptables /usr/sbin/nft /usr/bin/ping /usr/lib/cni/host-local
+E2E_PACKAGES := containerd runc busybox-static podman
+E2E_PROBES   := /usr/bin/containerd /usr/sbin/runc /bin/busybox /usr/bin/podman
 
 # Go tools, pinned.
 GOBIN                 := $(CURDIR)/.tools
@@ -29,7 +29,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 TEST_FLAGS ?= -count=1
 FUZZTIME   ?= 10s
 
-.PHONY: all build image test unit fuzz integration e2e demo bench lint install install-config clean deps tools
+.PHONY: all build image test unit fuzz integration e2e demo deps-e2e apt bench lint install install-config clean deps tools
 
 all: build
 
@@ -47,20 +47,28 @@ FORCE:
 image: build
 	./bin/mkimage -bin bin -out bin/netns-cni-node-image.tar -name $(IMAGE)
 
-# deps installs the Debian packages the tests and demo need, once, when any is
+# deps installs the Debian packages the tests and demo need (apt-get update
+# at most once an hour), when any is
 # missing. It never touches the network configuration of the machine.
 deps:
-	@missing=0; for p in $(APT_PROBES); do [ -e $$p ] || missing=1; done; \
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_PACKAGES)" PROBES="$(APT_PROBES)"
+
+deps-e2e: deps
+	@$(MAKE) --no-print-directory apt PKGS="$(E2E_PACKAGES)" PROBES="$(E2E_PROBES)"
+
+apt:
+	@missing=0; for p in $(PROBES); do [ -e $$p ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
-		if [ "$$(id -u)" != 0 ]; then echo "deps: run as root to install: $(APT_PACKAGES)" >&2; exit 1; fi; \
-		echo "deps: installing $(APT_PACKAGES)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "deps: run as root to install: $(PKGS)" >&2; exit 1; fi; \
+		echo "deps: installing $(PKGS)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+		find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | grep -q . || apt-get update -qq; \
+		apt-get install -y -qq --no-install-recommends $(PKGS) >/dev/null; \
 	fi
 
 # test: the whole suite. Unit tests first (no root needed), then the
 # integration tests that run the built binaries in sandboxed namespaces.
-test: deps build lint unit fuzz integration e2e
+test: deps deps-e2e build lint unit fuzz integration e2e
 
 unit:
 	$(GO) vet ./...
