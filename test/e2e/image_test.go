@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/netns-cni/netns-cni/pkg/ociimage"
 )
 
 // imageName is the name the test image is imported under; pauseImage is
@@ -30,65 +26,16 @@ func buildImageAs(t *testing.T, path, name string, cmd []string) {
 	if err != nil {
 		t.Fatalf("busybox: %v (`make deps` installs busybox-static)", err)
 	}
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	for _, d := range []string{"bin/", "etc/", "tmp/", "proc/", "sys/", "dev/", "root/"} {
-		_ = tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	_ = tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
-	_, _ = tw.Write(bb)
+	links := map[string]string{}
 	for _, app := range []string{"sh", "ip", "ping", "sleep", "cat", "nc", "wget", "true", "ls", "echo"} {
-		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + app, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+		links["bin/"+app] = "busybox"
 	}
-	_ = tw.Close()
-
-	blobs := map[string][]byte{}
-	put := func(b []byte) (string, int) {
-		sum := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(sum[:])
-		blobs[d] = b
-		return d, len(b)
+	im := ociimage.Image{
+		Name: name, Dirs: []string{"bin/", "etc/", "tmp/", "proc/", "sys/", "dev/", "root/"},
+		Files: map[string][]byte{"bin/busybox": bb}, Symlinks: links,
+		Cmd: cmd, Env: []string{"PATH=/bin"},
 	}
-	layerDigest, layerSize := put(layer.Bytes())
-	cfg, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/bin"}, "Cmd": cmd},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	cfgDigest, cfgSize := put(cfg)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfgDigest, "size": cfgSize},
-		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
-	})
-	mDigest, mSize := put(manifest)
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mDigest, "size": mSize,
-			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "test"},
-		}},
-	})
-
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := tar.NewWriter(f)
-	add := func(name string, b []byte) {
-		_ = out.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b))})
-		_, _ = out.Write(b)
-	}
-	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	add("index.json", index)
-	_ = out.WriteHeader(&tar.Header{Name: "blobs/", Typeflag: tar.TypeDir, Mode: 0o755})
-	_ = out.WriteHeader(&tar.Header{Name: "blobs/sha256/", Typeflag: tar.TypeDir, Mode: 0o755})
-	for d, b := range blobs {
-		add(filepath.Join("blobs/sha256", d[len("sha256:"):]), b)
-	}
-	if err := out.Close(); err != nil {
+	if err := im.Write(path); err != nil {
 		t.Fatal(err)
 	}
 }
