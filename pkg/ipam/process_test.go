@@ -61,6 +61,9 @@ func worker(mode string) int {
 			}
 		}
 	case "churn": // allocate and release in a loop until killed (or n rounds)
+		if os.Getenv("IPAM_TEST_READY") != "" {
+			fmt.Fprintln(os.Stderr, "ready") // the killer times its kill from here
+		}
 		for i := 0; n == 0 || i < n; i++ {
 			o := Owner{fmt.Sprintf("%s-%d", prefix, i%4), "eth0"}
 			if _, err := c.Allocate(o); err != nil {
@@ -80,11 +83,24 @@ func worker(mode string) int {
 
 func startWorker(t *testing.T, conf, mode, prefix string, n int) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
+	cmd := newWorker(conf, mode, prefix, n)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start(t, cmd)
+	return cmd, &out, &errb
+}
+
+// newWorker is the command that runs a worker.
+func newWorker(conf, mode, prefix string, n int) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "IPAM_TEST_WORKER="+mode, "IPAM_TEST_CONF="+conf,
 		"IPAM_TEST_PREFIX="+prefix, "IPAM_TEST_N="+strconv.Itoa(n))
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	return cmd
+}
+
+// start starts a worker that is killed when the test ends, if still alive.
+func start(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +110,25 @@ func startWorker(t *testing.T, conf, mode, prefix string, n int) (*exec.Cmd, *by
 			_ = cmd.Wait()
 		}
 	})
-	return cmd, &out, &errb
+}
+
+// startReadyWorker starts a churn worker and returns once it is at work,
+// so that a kill timed from now lands in its work, however slowly the
+// binary starts (under the race detector, several times slower).
+func startReadyWorker(t *testing.T, conf, prefix string) *exec.Cmd {
+	t.Helper()
+	cmd := newWorker(conf, "churn", prefix, 0)
+	cmd.Env = append(cmd.Env, "IPAM_TEST_READY=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, cmd)
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("worker did not start: %q %v", line, err)
+	}
+	return cmd
 }
 
 func confJSON(dataDir, ipam string) string {
@@ -205,8 +239,7 @@ func TestKilledProcessesLeaveAConsistentStore(t *testing.T) {
 	for round := range rounds {
 		var cmds []*exec.Cmd
 		for p := range procs {
-			cmd, _, _ := startWorker(t, cfg, "churn", fmt.Sprintf("r%dp%d", round, p), 0)
-			cmds = append(cmds, cmd)
+			cmds = append(cmds, startReadyWorker(t, cfg, fmt.Sprintf("r%dp%d", round, p)))
 		}
 		for _, cmd := range cmds {
 			time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond)
