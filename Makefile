@@ -10,9 +10,23 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/netns-cni/netns-cni/pkg/plugin.Version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
-# Plugins that exist so far; each is a directory under plugins/.
-PLUGINS   := $(notdir $(wildcard plugins/*))
-BINARIES  := $(addprefix bin/,$(PLUGINS)) bin/cnitool bin/demo bin/cnibench bin/netns-cni-node bin/mkimage
+# Every binary and the package it is built from. The node agent lives in a
+# module of its own (node/), so that client-go never reaches the plugins.
+PLUGINS   := loopback veth-ptp bridge-nat
+PKG_loopback       := ./plugins/loopback
+PKG_veth-ptp       := ./plugins/veth-ptp
+PKG_bridge-nat     := ./plugins/bridge-nat
+PKG_cnitool        := ./test/cnitool
+PKG_cnibench       := ./test/cnibench
+PKG_demo           := ./cmd/demo
+PKG_mkimage        := ./cmd/mkimage
+PKG_netns-cni-node := ./node/cmd/netns-cni-node
+BINARIES  := $(addprefix bin/,$(PLUGINS) cnitool cnibench demo mkimage netns-cni-node)
+# The plugins again, with the fault-injection hooks the integration tests
+# use (build tag faultinject); never installed.
+FAULT_BINARIES := $(addprefix bin/faultinject/,$(PLUGINS))
+# The Go modules: the plugins' own, the node agent's, the end-to-end tests'.
+MODULES   := . node test/e2e
 IMAGE     ?= docker.io/netns-cni/node:dev
 
 # Debian packages the demo and the tests use, and the files that tell
@@ -35,11 +49,17 @@ all: build
 
 build: $(BINARIES)
 
+bin/netns-cni-node: FORCE
+	@mkdir -p bin
+	cd node && $(GOBUILD) -o ../$@ $(patsubst ./node/%,./%,$(PKG_netns-cni-node))
+
+bin/faultinject/%: FORCE
+	@mkdir -p bin/faultinject
+	$(GO) build -tags faultinject -o $@ $(PKG_$*)
+
 bin/%: FORCE
 	@mkdir -p bin
-	@if [ -d plugins/$* ]; then $(GOBUILD) -o $@ ./plugins/$*; \
-	 elif [ -d test/$* ]; then $(GOBUILD) -o $@ ./test/$*; \
-	 else $(GOBUILD) -o $@ ./cmd/$*; fi
+	$(GOBUILD) -o $@ $(PKG_$*)
 
 FORCE:
 
@@ -70,25 +90,29 @@ apt:
 # integration tests that run the built binaries in sandboxed namespaces.
 test: deps deps-e2e build lint unit fuzz integration e2e
 
+# unit: vet, gofmt and the tests of every package but the integration and
+# end-to-end suites, with the race detector. Those that need root build a
+# sandbox of their own and skip without root.
 unit:
-	$(GO) vet ./...
+	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l . ; echo "gofmt: files above need formatting" >&2; exit 1; }
-	$(GO) test $(TEST_FLAGS) -short ./pkg/... ./plugins/... ./test/cnitool/... ./cmd/... ./deploy/...
+	$(GO) test $(TEST_FLAGS) -race -short ./pkg/... ./plugins/... ./test/cnitool/... ./cmd/...
+	cd node && NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) -race -short ./...
 
 # fuzz runs each fuzz target for a short fixed time.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/ipam
 
-integration: build
-	NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test $(TEST_FLAGS) ./test/integration/...
+integration: build $(FAULT_BINARIES)
+	NETNS_CNI_BIN=$(CURDIR)/bin NETNS_CNI_FAULT_BIN=$(CURDIR)/bin/faultinject $(GO) test $(TEST_FLAGS) ./test/integration/...
 
 # e2e: the plugins under real runtimes — containerd (ctr and CRI), podman,
 # the upstream cnitool — each in a private mount and network namespace of
 # its own.
 e2e: build $(GOBIN)/cnitool
 	./bin/mkimage -bin bin -out bin/netns-cni-node-image.tar -name docker.io/netns-cni/node:test
-	NETNS_CNI_BIN=$(CURDIR)/bin UPSTREAM_CNITOOL=$(GOBIN)/cnitool NETNS_CNI_IMAGE=$(CURDIR)/bin/netns-cni-node-image.tar \
-		$(GO) test $(TEST_FLAGS) ./test/e2e/...
+	cd test/e2e && NETNS_CNI_BIN=$(CURDIR)/bin UPSTREAM_CNITOOL=$(GOBIN)/cnitool NETNS_CNI_IMAGE=$(CURDIR)/bin/netns-cni-node-image.tar \
+		$(GO) test $(TEST_FLAGS) ./...
 
 # demo: networks pods in a sandbox of its own and reports what happened.
 demo: deps build
@@ -113,8 +137,7 @@ $(GOBIN)/golangci-lint:
 	GOBIN=$(GOBIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 lint: tools
-	$(GO) vet ./...
-	$(GOBIN)/golangci-lint run ./...
+	@for m in $(MODULES); do echo "lint $$m"; (cd $$m && $(GO) vet ./... && $(GOBIN)/golangci-lint run ./...) || exit 1; done
 
 install: build
 	install -d $(DESTDIR)$(BINDIR)

@@ -1,6 +1,9 @@
-// Package kubernetes holds the DaemonSet install; this test decodes its
-// manifests into real Kubernetes objects and checks what they grant.
-package kubernetes
+// Package node is the Kubernetes side of netns-cni, a module of its own so
+// that client-go never reaches the plugins' dependencies: the node agent
+// (agent/, cmd/netns-cni-node/) and its tests. This test decodes the
+// DaemonSet install (deploy/kubernetes) into real Kubernetes objects and
+// checks what it grants.
+package node
 
 import (
 	"encoding/json"
@@ -15,12 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/netns-cni/netns-cni/pkg/agent"
+	"github.com/netns-cni/netns-cni/node/agent"
 )
 
 func decode(t *testing.T) []runtime.Object {
 	t.Helper()
-	b, err := os.ReadFile("netns-cni.yaml")
+	b, err := os.ReadFile("../deploy/kubernetes/netns-cni.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

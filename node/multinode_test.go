@@ -1,12 +1,12 @@
-package integration
+package node
 
 import (
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -17,9 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/netns-cni/netns-cni/pkg/agent"
-	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/node/agent"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestMultiNodeHostGW simulates a three-node cluster on one machine: three
@@ -29,8 +29,9 @@ import (
 // source addresses (no NAT); the world outside the cluster sees the node's
 // address; deleting a node removes the routes to its pods.
 func TestMultiNodeHostGW(t *testing.T) {
-	w := newWorld(t)
-	sw := w.sb.PodT(t, "switch")
+	sb := nstest.NewT(t)
+	binDir := pluginBinaries(t)
+	sw := sb.PodT(t, "switch")
 	swh, err := sw.Handle()
 	if err != nil {
 		t.Fatal(err)
@@ -40,33 +41,21 @@ func TestMultiNodeHostGW(t *testing.T) {
 		t.Fatal(err)
 	}
 	br, _ := swh.LinkByName("sw0")
-	if err := netconf.SetUp(swh, br); err != nil {
+	if err := swh.LinkSetUp(br); err != nil {
 		t.Fatal(err)
 	}
 	// attach makes ns a host on the switch with addr.
 	attach := func(ns *nsutil.NS, port, addr string) {
-		h, err := ns.Handle()
-		if err != nil {
+		t.Helper()
+		if err := nstest.Wire(nstest.End{NS: sw, Name: port, Master: "sw0"}, nstest.End{NS: ns, Name: "eth0", Addrs: []string{addr}}); err != nil {
 			t.Fatal(err)
-		}
-		defer h.Close()
-		hl, cl, err := netconf.CreateVeth(swh, h, ns, netconf.VethSpec{HostName: port, ContName: "eth0", MasterIndex: br.Attrs().Index})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, n, _ := net.ParseCIDR(addr)
-		n.IP = ip
-		for _, err := range []error{netconf.SetUp(swh, hl), netconf.AddAddr(h, cl, n, true), netconf.SetUp(h, cl)} {
-			if err != nil {
-				t.Fatal(err)
-			}
 		}
 	}
 	const clusterCIDR = "10.244.0.0/16"
 	var nodes []*nsutil.NS
 	var objs []*corev1.Node
 	for i := 1; i <= 3; i++ {
-		n := w.sb.PodT(t, fmt.Sprintf("node%d", i))
+		n := sb.PodT(t, fmt.Sprintf("node%d", i))
 		attach(n, fmt.Sprintf("swp%d", i), fmt.Sprintf("192.168.50.%d/24", 10+i))
 		nodes = append(nodes, n)
 		objs = append(objs, &corev1.Node{
@@ -75,7 +64,7 @@ func TestMultiNodeHostGW(t *testing.T) {
 			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("192.168.50.%d", 10+i)}}},
 		})
 	}
-	outside := w.sb.PodT(t, "world")
+	outside := sb.PodT(t, "world")
 	attach(outside, "swp9", "192.168.50.100/24")
 	client := fake.NewClientset(objs[0], objs[1], objs[2])
 
@@ -84,14 +73,14 @@ func TestMultiNodeHostGW(t *testing.T) {
 	pods := make([]*nsutil.NS, 3)
 	podIPs := make([]string, 3)
 	lists := make([]*libcni.NetworkConfigList, 3)
-	cni := libcni.NewCNIConfigWithCacheDir([]string{binDir, refDir}, w.cacheDir, nil)
+	cni := libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(sb.Dir, "cache"), nil)
 	for i, n := range nodes {
 		h, err := n.Handle()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer h.Close()
-		dir := filepath.Join(w.sb.Dir, fmt.Sprintf("node%d", i+1))
+		dir := filepath.Join(sb.Dir, fmt.Sprintf("node%d", i+1))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +103,7 @@ func TestMultiNodeHostGW(t *testing.T) {
 		if lists[i], err = libcni.ConfListFromFile(agents[i].ConfPath); err != nil {
 			t.Fatal(err)
 		}
-		pods[i] = w.sb.PodT(t, fmt.Sprintf("pod%d", i+1))
+		pods[i] = sb.PodT(t, fmt.Sprintf("pod%d", i+1))
 		var res *current.Result
 		err = n.Do(func() error {
 			r, err := cni.AddNetworkList(context.Background(), lists[i], &libcni.RuntimeConf{ContainerID: fmt.Sprintf("p%d", i), NetNS: pods[i].Path(), IfName: "eth0"})
@@ -131,13 +120,13 @@ func TestMultiNodeHostGW(t *testing.T) {
 
 	// Pod to pod across nodes: their own source address arrives.
 	for _, pair := range [][2]int{{0, 1}, {1, 2}, {2, 0}} {
-		src, err := sourceSeen(t, pods[pair[0]], pods[pair[1]], podIPs[pair[1]])
+		src, err := nstest.SourceSeen(pods[pair[0]], pods[pair[1]], podIPs[pair[1]])
 		if err != nil || src != podIPs[pair[0]] {
 			t.Fatalf("pod%d -> pod%d arrived from %q (%v), want %s (no NAT inside the cluster)", pair[0]+1, pair[1]+1, src, err, podIPs[pair[0]])
 		}
 	}
 	// Out of the cluster: masqueraded to the node's address.
-	if src, err := sourceSeen(t, pods[0], outside, "192.168.50.100"); err != nil || src != "192.168.50.11" {
+	if src, err := nstest.SourceSeen(pods[0], outside, "192.168.50.100"); err != nil || src != "192.168.50.11" {
 		t.Fatalf("pod1 -> outside arrived from %q (%v), want node1's 192.168.50.11", src, err)
 	}
 
@@ -152,7 +141,7 @@ func TestMultiNodeHostGW(t *testing.T) {
 	if len(routes) != 1 || routes[0].Dst.String() != "10.244.2.0/24" {
 		t.Fatalf("node1's routes after node3 left: %v", routes)
 	}
-	if err := ping(t, pods[0], podIPs[2]); err == nil {
+	if _, err := nstest.Ping(pods[0], podIPs[2]); err == nil {
 		t.Fatal("node3's pod still reachable from node1 through a removed route")
 	}
 	for i, n := range nodes {
@@ -162,4 +151,18 @@ func TestMultiNodeHostGW(t *testing.T) {
 			t.Fatalf("DEL on node%d: %v", i+1, err)
 		}
 	}
+}
+
+// pluginBinaries is $NETNS_CNI_BIN (make sets it), or the plugins built
+// into a temporary directory.
+func pluginBinaries(t *testing.T) string {
+	if dir := os.Getenv("NETNS_CNI_BIN"); dir != "" {
+		return dir
+	}
+	dir := t.TempDir()
+	// The plugins are in the parent module: build there.
+	if out, err := exec.Command("go", "build", "-C", "..", "-o", dir+"/", "./plugins/...").CombinedOutput(); err != nil {
+		t.Fatalf("build plugins: %v %s", err, out)
+	}
+	return dir
 }

@@ -240,16 +240,11 @@ func (d *demo) showLinks(ns *nsutil.NS) error {
 // ping sends one echo request from inside ns to addr, an address in a
 // namespace the demo made.
 func (d *demo) ping(ns *nsutil.NS, addr string) string {
-	var out []byte
-	var err error
-	_ = ns.Do(func() error {
-		out, err = exec.Command("ping", "-c", "1", "-W", "1", addr).CombinedOutput()
-		return nil
-	})
+	out, err := nstest.Ping(ns, addr)
 	if err != nil {
 		return "NO ANSWER"
 	}
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		if i := strings.Index(line, "time="); i >= 0 {
 			return "answers, " + line[i:]
 		}

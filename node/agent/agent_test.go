@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
@@ -176,18 +175,11 @@ func TestSyncRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	ph, _ := peer.Handle()
-	defer ph.Close()
-	l, _, err := netconf.CreateVeth(h, ph, peer, netconf.VethSpec{HostName: "eth0", ContName: "eth0"})
+	if err := nstest.Wire(nstest.End{NS: sb.Host, Name: "eth0", Addrs: []string{"192.168.77.1/24"}}, nstest.End{NS: peer, Name: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := h.LinkByName("eth0")
 	if err != nil {
-		t.Fatal(err)
-	}
-	ip, n, _ := net.ParseCIDR("192.168.77.1/24")
-	n.IP = ip
-	if err := netconf.AddAddr(h, l, n, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := netconf.SetUp(h, l); err != nil {
 		t.Fatal(err)
 	}
 	// Someone else's route, which must stay.

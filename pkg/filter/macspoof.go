@@ -1,4 +1,9 @@
-package nat
+// Package filter holds the per-network filtering rules netns-cni keeps on
+// the host, as opposed to address translation (pkg/nat): the bridge's MAC
+// spoof check. Rules live in nftables tables of the network's own, changed
+// over netlink (no binary exec'd), and carry tags that let DEL and GC find
+// them without the container's namespace.
+package filter
 
 import (
 	"errors"
@@ -9,6 +14,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/lock"
 )
 
 // MAC spoof checking ("macspoofchk" of the bridge plugin): frames entering
@@ -20,16 +27,35 @@ import (
 
 const spoofChain = "macspoof"
 
+// tableName is the bridge-family table of a network.
+func tableName(network string) string { return "netns-cni-" + network }
+
 func spoofTables(network string) (*nftables.Table, *nftables.Chain) {
-	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName(network)}
+	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: tableName(network)}
 	policy := nftables.ChainPolicyAccept
 	c := &nftables.Chain{Name: spoofChain, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-300), Policy: &policy}
 	return t, c
 }
 
+// Rule changes of a network's table run under the network's lock
+// (pkg/lock): removing the last rule drops the table, which must not
+// interleave with another process adding one.
+func locked(network string, fn func() error) error {
+	unlock, err := lock.Network(network)
+	if err != nil {
+		return fmt.Errorf("mac spoof check: %w", err)
+	}
+	defer unlock()
+	return fn()
+}
+
 // AddSpoofCheck drops frames from port whose source MAC is not mac.
 func AddSpoofCheck(network, port string, mac net.HardwareAddr) error {
+	return locked(network, func() error { return addSpoofCheck(network, port, mac) })
+}
+
+func addSpoofCheck(network, port string, mac net.HardwareAddr) error {
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -63,7 +89,19 @@ func spoofRules(conn *nftables.Conn, network string) ([]*nftables.Rule, error) {
 }
 
 // RemoveSpoofCheck deletes port's rule, and the table with the last one.
+// A rule that is gone is no error.
 func RemoveSpoofCheck(network, port string) error {
+	return locked(network, func() error { return removeSpoofChecks(network, func(p string) bool { return p == port }) })
+}
+
+// RemoveSpoofChecksExcept deletes the rule of every port not in keep (GC).
+func RemoveSpoofChecksExcept(network string, keep map[string]bool) error {
+	return locked(network, func() error { return removeSpoofChecks(network, func(p string) bool { return !keep[p] }) })
+}
+
+// removeSpoofChecks deletes the rules of the ports drop selects, and the
+// table with the last rule.
+func removeSpoofChecks(network string, drop func(port string) bool) error {
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -74,7 +112,7 @@ func RemoveSpoofCheck(network, port string) error {
 	}
 	left := 0
 	for _, r := range rules {
-		if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == port {
+		if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); drop(s) {
 			if err := conn.DelRule(r); err != nil {
 				return err
 			}
@@ -87,12 +125,24 @@ func RemoveSpoofCheck(network, port string) error {
 		conn.DelTable(t)
 	}
 	if err := conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("remove mac spoof check for %s: %w", port, err)
+		return fmt.Errorf("remove mac spoof checks of %s: %w", network, err)
 	}
 	return nil
 }
 
-// HasSpoofCheck reports whether port has its rule (for CHECK).
+// CheckSpoofCheck reports port's rule missing (for CHECK).
+func CheckSpoofCheck(network, port string) error {
+	ok, err := HasSpoofCheck(network, port)
+	if err != nil {
+		return fmt.Errorf("host: mac spoof check of %s: %w", port, err)
+	}
+	if !ok {
+		return fmt.Errorf("host: mac spoof check of %s missing", port)
+	}
+	return nil
+}
+
+// HasSpoofCheck reports whether port has its rule.
 func HasSpoofCheck(network, port string) (bool, error) {
 	conn, err := nftables.New()
 	if err != nil {
@@ -108,23 +158,4 @@ func HasSpoofCheck(network, port string) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// SpoofCheckedPorts lists the ports that have a rule (for GC).
-func SpoofCheckedPorts(network string) ([]string, error) {
-	conn, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
-	}
-	rules, err := spoofRules(conn, network)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, r := range rules {
-		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
-			out = append(out, s)
-		}
-	}
-	return out, nil
 }

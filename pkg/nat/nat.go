@@ -12,14 +12,10 @@ package nat
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Backends by their config name (ipMasqBackend).
@@ -136,60 +132,4 @@ func comment(network string) string { return "netns-cni:" + network }
 func shortHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:8])
-}
-
-// ErrBusy means another plugin held the network's NAT lock too long.
-var ErrBusy = errors.New("nat lock busy")
-
-// Lock serializes rule changes of one network among plugin processes on
-// this host: the check "was that the network's last container?" and the
-// removal that follows must not interleave with an ADD's Ensure. The lock
-// is an abstract unix socket, which lives in the network namespace the
-// rules live in and vanishes with a killed holder: no file, never stale.
-func Lock(network string, timeout time.Duration) (unlock func(), err error) {
-	return LockName("nat/"+network, timeout)
-}
-
-// LockName is Lock for any name: the bridge plugin locks its bridge with
-// it while it creates, attaches to or removes it.
-//
-// The holder binds the name and listens on it; a waiter connects and
-// sleeps until the holder's socket closes (its connection is reset then),
-// so it wakes the moment the lock is free instead of polling. A killed
-// holder's socket closes with it.
-func LockName(name string, timeout time.Duration) (unlock func(), err error) {
-	addr := &unix.SockaddrUnix{Name: "@netns-cni/" + shortHash(name)}
-	deadline := time.Now().Add(timeout)
-	for {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", name, err)
-		}
-		err = unix.Bind(fd, addr)
-		if err == nil {
-			if err := unix.Listen(fd, 4096); err != nil {
-				unix.Close(fd)
-				return nil, fmt.Errorf("lock %s: %w", name, err)
-			}
-			return func() { unix.Close(fd) }, nil
-		}
-		if !errors.Is(err, unix.EADDRINUSE) {
-			unix.Close(fd)
-			return nil, fmt.Errorf("lock %s: %w", name, err)
-		}
-		// Held: wait on a connection to the holder until it goes.
-		left := time.Until(deadline)
-		if left <= 0 {
-			unix.Close(fd)
-			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
-		}
-		if err := unix.Connect(fd, addr); err == nil {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
-			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
-		} else {
-			// Between the holder's bind and listen, or just gone: look again.
-			time.Sleep(50 * time.Microsecond)
-		}
-		unix.Close(fd)
-	}
 }

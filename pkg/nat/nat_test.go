@@ -1,12 +1,10 @@
 package nat
 
 import (
-	"errors"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/nftables"
 
@@ -60,35 +58,6 @@ func TestPlanWithExceptions(t *testing.T) {
 	_, body := iptSpecs("net", rules[:1])
 	if len(body) != 4 || sig(body[1]) != "10.244.0.0/16 RETURN" {
 		t.Fatalf("iptables body %v", body)
-	}
-}
-
-func TestLock(t *testing.T) {
-	sb := nstest.NewT(t)
-	err := sb.Host.Do(func() error {
-		unlock, err := Lock("net", time.Second)
-		if err != nil {
-			return err
-		}
-		if _, err := Lock("net", 50*time.Millisecond); !errors.Is(err, ErrBusy) {
-			t.Errorf("second Lock = %v, want ErrBusy", err)
-		}
-		other, err := Lock("other", time.Second)
-		if err != nil {
-			t.Errorf("lock of another network: %v", err)
-		} else {
-			other()
-		}
-		unlock()
-		again, err := Lock("net", 50*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		again()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 

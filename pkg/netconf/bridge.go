@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -66,7 +67,7 @@ func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 	}
 	br, ok := l.(*netlink.Bridge)
 	if !ok {
-		return nil, false, fmt.Errorf(`"bridge": %s exists and is a %s, not a bridge; choose another name`, spec.Name, l.Type())
+		return nil, false, fmt.Errorf(`"bridge": %s exists and is a %s, %w; choose another name`, spec.Name, l.Type(), ErrNotBridge)
 	}
 	if created && br.Alias != BridgeAlias { // not every kernel takes the alias on create
 		if err := h.LinkSetAlias(br, BridgeAlias); err != nil {
@@ -93,8 +94,17 @@ func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 	return br, created, nil
 }
 
-// ErrNoVlanFiltering: the kernel's bridge has no VLAN filtering.
-var ErrNoVlanFiltering = errors.New(`"vlan"/"vlanTrunk": this kernel's bridge has no VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off), so VLANs cannot be used on this host`)
+// Sentinel errors of the bridge, for errors.Is: the config asks for what
+// this host cannot give.
+var (
+	// ErrNoVlanFiltering: the kernel's bridge has no VLAN filtering.
+	ErrNoVlanFiltering = errors.New(`"vlan"/"vlanTrunk": this kernel's bridge has no VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off), so VLANs cannot be used on this host`)
+	// ErrNotBridge: a link of the bridge's name exists and is no bridge.
+	ErrNotBridge = errors.New("not a bridge")
+	// ErrAddrConflict: the bridge has another address of the gateway's
+	// subnet, and the config does not allow replacing it.
+	ErrAddrConflict = errors.New("already has address")
+)
 
 // EnsureVlanLink returns the VLAN device "<bridge>.<vid>" on the bridge,
 // creating it when missing, for a gateway address in a VLAN: the bridge
@@ -188,6 +198,30 @@ func Ports(h Handle, br netlink.Link) ([]netlink.Link, error) {
 	return out, nil
 }
 
+// EnsureGateways puts the gateway of each of ips (see Gateway) on link,
+// the bridge, and sets it as the address's gateway for the result. It
+// returns the addresses it added, also when it fails part-way, so that a
+// rollback can take them off again. See EnsureGatewayAddr for force.
+func EnsureGateways(h Handle, link netlink.Link, ips []*current.IPConfig, force, nodad bool) ([]*net.IPNet, error) {
+	var added []*net.IPNet
+	for _, ip := range ips {
+		gw, err := Gateway(ip)
+		if err != nil {
+			return added, err
+		}
+		ip.Gateway = gw
+		gwNet := &net.IPNet{IP: gw, Mask: ip.Address.Mask}
+		ok, err := EnsureGatewayAddr(h, link, gwNet, force, nodad, `"bridge"`)
+		if err != nil {
+			return added, err
+		}
+		if ok {
+			added = append(added, gwNet)
+		}
+	}
+	return added, nil
+}
+
 // EnsureGatewayAddr puts addr on link. An address of the same family that
 // differs is replaced when force, else it is an error that says what to
 // do (for IPv6, other addresses whose subnets do not overlap may stay). It
@@ -212,8 +246,8 @@ func EnsureGatewayAddr(h Handle, link netlink.Link, addr *net.IPNet, force, noda
 			continue
 		}
 		if !force {
-			return false, fmt.Errorf(`%s %s already has address %s, not %s that this network's gateway needs; set "forceAddress": true to replace it, or give this network its own %s`,
-				key, link.Attrs().Name, a.IPNet, addr, key)
+			return false, fmt.Errorf(`%s %s %w %s, not %s that this network's gateway needs; set "forceAddress": true to replace it, or give this network its own %s`,
+				key, link.Attrs().Name, ErrAddrConflict, a.IPNet, addr, key)
 		}
 		if err := h.AddrDel(link, &a); err != nil {
 			return false, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
@@ -227,4 +261,78 @@ func EnsureGatewayAddr(h Handle, link netlink.Link, addr *net.IPNet, force, noda
 		return false, fmt.Errorf("add gateway %s to %s: %w", addr, link.Attrs().Name, err)
 	}
 	return true, nil
+}
+
+// unusedBridge returns the bridge when no container uses it (no port in
+// service), nil when it is in use or gone.
+func unusedBridge(h Handle, name string) (netlink.Link, error) {
+	br, err := h.LinkByName(name)
+	if nsutil.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %s: %w", name, err)
+	}
+	ports, err := Ports(h, br)
+	if err != nil || len(ports) > 0 {
+		return nil, err
+	}
+	return br, nil
+}
+
+// RemoveAddrsIfUnused takes addresses off link (the bridge or its VLAN
+// link) unless containers use the bridge: a failed ADD's gateways.
+func RemoveAddrsIfUnused(h Handle, bridge string, link netlink.Link, addrs []*net.IPNet) error {
+	br, err := unusedBridge(h, bridge)
+	if br == nil {
+		return err
+	}
+	for _, a := range addrs {
+		if err := h.AddrDel(link, &netlink.Addr{IPNet: a}); err != nil && !nsutil.IsNotFound(err) {
+			return fmt.Errorf("remove gateway %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// SetDownIfUnused sets the bridge down when no container uses it.
+func SetDownIfUnused(h Handle, bridge string) error {
+	br, err := unusedBridge(h, bridge)
+	if br == nil {
+		return err
+	}
+	if err := h.LinkSetDown(br); err != nil && !nsutil.IsNotFound(err) {
+		return fmt.Errorf("set %s down: %w", bridge, err)
+	}
+	return nil
+}
+
+// RemoveBridgeIfEmpty deletes the bridge when netns-cni made it (its
+// alias says so) and no container is on it. The caller holds the bridge's
+// lock.
+func RemoveBridgeIfEmpty(h Handle, bridge string) error {
+	br, err := unusedBridge(h, bridge)
+	if br == nil {
+		return err
+	}
+	if _, ok := br.(*netlink.Bridge); !ok || br.Attrs().Alias != BridgeAlias {
+		return nil // not ours to remove
+	}
+	return DelLink(h, bridge)
+}
+
+// CheckPort checks that the bridge exists, is up and is a bridge, and that
+// port is one of its ports (for CHECK). It returns the bridge.
+func CheckPort(h Handle, bridge string, port netlink.Link) (netlink.Link, error) {
+	br, err := CheckLink(h, bridge, "host")
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return nil, fmt.Errorf("host: %s is no longer a bridge", bridge)
+	}
+	if port.Attrs().MasterIndex != br.Attrs().Index {
+		return nil, fmt.Errorf("host: %s is not a port of %s", port.Attrs().Name, bridge)
+	}
+	return br, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 )
 
@@ -51,7 +52,29 @@ func CheckRoute(h Handle, link netlink.Link, dst *net.IPNet, gw net.IP, where st
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: no route to %s via %v on %s", where, dstString(dst), gw, link.Attrs().Name)
+	want := describeRoute(dst, gw)
+	if gw == nil {
+		want = dstString(dst)
+	}
+	return fmt.Errorf("%s: no route to %s on %s", where, want, link.Attrs().Name)
+}
+
+// CheckPointToPoint checks what PointToPoint and PointToPointHost made for
+// ips with their gateways gws: the container's on-link route to each
+// gateway, the gateway on the host end, the host route to each address.
+func CheckPointToPoint(host, cont Handle, hostLink, contLink netlink.Link, ips []*current.IPConfig, gws []net.IP) error {
+	for i, ip := range ips {
+		for _, err := range []error{
+			CheckRoute(cont, contLink, HostRoute(gws[i]), nil, "container"),
+			CheckAddr(host, hostLink, HostRoute(gws[i]), "host"),
+			CheckRoute(host, hostLink, HostRoute(ip.Address.IP), nil, "host"),
+		} {
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func sameDst(a, b *net.IPNet) bool {

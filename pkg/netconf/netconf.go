@@ -15,9 +15,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -57,15 +59,17 @@ func ParseAlias(alias string) (Attachment, bool) {
 	return Attachment{f[1], f[2], f[3], f[4]}, true
 }
 
-// Attachments lists the host links a plugin made for a network.
-func Attachments(h Handle, plugin, network string) (map[Attachment]netlink.Link, error) {
+// Attachments lists the host links of a network's attachments, whichever
+// netns-cni plugin made them: a network's host-wide state (its masquerade
+// rules) is the network's, not one plugin's.
+func Attachments(h Handle, network string) (map[Attachment]netlink.Link, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	out := map[Attachment]netlink.Link{}
 	for _, l := range links {
-		if a, ok := ParseAlias(l.Attrs().Alias); ok && a.Plugin == plugin && a.Network == network {
+		if a, ok := ParseAlias(l.Attrs().Alias); ok && a.Network == network {
 			out[a] = l
 		}
 	}
@@ -86,8 +90,18 @@ type VethSpec struct {
 	MasterIndex int
 }
 
-// ErrExists means a link of that name already exists.
-var ErrExists = errors.New("link already exists")
+// Sentinel errors, for errors.Is: pkg/plugin gives each its CNI code.
+var (
+	// ErrExists: a link of that name already exists (in the host).
+	ErrExists = errors.New("link already exists")
+	// ErrIfnameExists: CNI_IFNAME is taken in the container's namespace.
+	ErrIfnameExists = errors.New("already exists")
+	// ErrRetiring: CNI_IFNAME is held by the remains of an attachment that
+	// are still being deleted.
+	ErrRetiring = errors.New("the remains of an earlier attachment are still going away; try again")
+	// ErrNoGateway: an address has no gateway to route through.
+	ErrNoGateway = errors.New("no gateway")
+)
 
 // CreateVeth makes the pair with its container end created directly in
 // cont (no rename, no move: nothing half-made is ever visible), both ends
@@ -176,12 +190,147 @@ func HostRoute(ip net.IP) *net.IPNet {
 	return &net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}
 }
 
+// DefaultDst is the default route's destination of ip's family:
+// 0.0.0.0/0 or ::/0.
+func DefaultDst(ip net.IP) net.IPNet {
+	if ip.To4() != nil {
+		return net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	return net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+}
+
+// AddHostRoute routes ip (a /32 or /128) to link, on-link.
+func AddHostRoute(h Handle, link netlink.Link, ip net.IP) error {
+	return AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: HostRoute(ip), Scope: netlink.SCOPE_LINK})
+}
+
 // AddRoute adds (or replaces) a route.
 func AddRoute(h Handle, r *netlink.Route) error {
 	if err := h.RouteReplace(r); err != nil {
-		return fmt.Errorf("add route %s via %s: %w", r.Dst, r.Gw, err)
+		return fmt.Errorf("add route %s: %w", describeRoute(r.Dst, r.Gw), err)
 	}
 	return nil
+}
+
+// describeRoute says "10.1.0.0/16 via 10.1.0.1", "default via fd00::1" or
+// "10.1.0.1/32 on-link": never a Go zero value.
+func describeRoute(dst *net.IPNet, gw net.IP) string {
+	d := "default"
+	if dst != nil {
+		if ones, _ := dst.Mask.Size(); ones > 0 {
+			d = dst.String()
+		}
+	}
+	if gw == nil {
+		return d + " on-link"
+	}
+	return d + " via " + gw.String()
+}
+
+// AddRoutes installs routes on link, each via its gateway or, when it has
+// none, via gws' gateway of its family, or on-link when there is none (the
+// reference plugins' rule). It returns the routes as installed, gateways
+// filled in, for the result.
+func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP) ([]*types.Route, error) {
+	var out []*types.Route
+	for _, r := range routes {
+		gw := r.GW
+		if gw == nil {
+			gw = FamilyGateway(gws, r.Dst.IP.To4() != nil)
+		}
+		dst := r.Dst
+		if err := AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw}); err != nil {
+			return nil, err
+		}
+		out = append(out, &types.Route{Dst: r.Dst, GW: gw})
+	}
+	return out, nil
+}
+
+// FamilyGateway is the first of gws of the family (IPv4 when v4), or nil.
+func FamilyGateway(gws []net.IP, v4 bool) net.IP {
+	for _, g := range gws {
+		if g != nil && (g.To4() != nil) == v4 {
+			return g
+		}
+	}
+	return nil
+}
+
+// PointToPoint routes a container's subnet through its gateway over link:
+// the gateway itself on-link (a /32 or /128: the host end answers for it),
+// the rest of the subnet via the gateway. Written once for every
+// point-to-point setup, with the address added without a prefix route.
+func PointToPoint(h Handle, link netlink.Link, ip *current.IPConfig, gw net.IP) error {
+	if err := AddHostRoute(h, link, gw); err != nil {
+		return err
+	}
+	subnet := &net.IPNet{IP: ip.Address.IP.Mask(ip.Address.Mask), Mask: ip.Address.Mask}
+	if ones, bits := subnet.Mask.Size(); ones < bits {
+		return AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: subnet, Gw: gw})
+	}
+	return nil
+}
+
+// PointToPointHost is the host end of a point-to-point link: each gateway
+// on it as a /32 (/128), usable at once, and a route to each container
+// address through it; then it is set up.
+func PointToPointHost(h Handle, link netlink.Link, ips []*current.IPConfig, gws []net.IP) error {
+	if slices.ContainsFunc(ips, func(ip *current.IPConfig) bool { return ip.Address.IP.To4() == nil }) {
+		if err := DisableDAD(link.Attrs().Name); err != nil {
+			return err
+		}
+	}
+	if err := SetUp(h, link); err != nil {
+		return err
+	}
+	for i, gw := range gws {
+		if slices.ContainsFunc(gws[:i], gw.Equal) {
+			continue
+		}
+		if err := AddAddr(h, link, HostRoute(gw), false); err != nil {
+			return err
+		}
+	}
+	for _, ip := range ips {
+		if err := AddHostRoute(h, link, ip.Address.IP); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddrOptions say how container addresses are added.
+type AddrOptions struct {
+	// PrefixRoute keeps the kernel's route to the address's subnet.
+	PrefixRoute bool
+	// DAD runs IPv6 duplicate address detection (ADD then waits seconds).
+	DAD bool
+}
+
+// SetupLink sets link up and gives it the addresses of ips.
+func SetupLink(h Handle, link netlink.Link, ips []*current.IPConfig, opts AddrOptions) error {
+	if err := SetUp(h, link); err != nil {
+		return err
+	}
+	for _, ip := range ips {
+		if err := AddAddrDAD(h, link, &ip.Address, opts.PrefixRoute, opts.DAD); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LoopbackUp sets lo up in the namespace of h (a no-op when it is up).
+func LoopbackUp(h Handle) error {
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	return SetUp(h, lo)
 }
 
 // EnableForwarding turns IP forwarding on for the families in use, in the
@@ -244,14 +393,15 @@ func Gateway(ip *current.IPConfig) (net.IP, error) {
 	}
 	gw := net.IP(p.Unmap().Next().AsSlice())
 	if gw.Equal(ip.Address.IP) {
-		return nil, fmt.Errorf("address %s is its own subnet's first address; give IPAM a gateway", ip.Address.String())
+		return nil, fmt.Errorf("%w for %s: it is its own subnet's first address; give IPAM a gateway", ErrNoGateway, ip.Address.String())
 	}
 	return gw, nil
 }
 
 // IfnameFree is ADD's first check: the spec says ADD fails when CNI_IFNAME
-// exists in the container. The remains of an attachment DEL'd a moment ago
-// (see Retire) are cleared instead.
+// exists in the container (ErrIfnameExists). The remains of an attachment
+// DEL'd a moment ago (see Retire) are cleared instead; when they are still
+// going away after a while, the error wraps ErrRetiring.
 func IfnameFree(host, cont Handle, ifname, netns string) error {
 	// The pair may be on its way out (its reaper deleting it right now):
 	// look again for a little while before calling it taken.
@@ -264,11 +414,11 @@ func IfnameFree(host, cont Handle, ifname, netns string) error {
 			return err
 		}
 		if !cleared {
-			return fmt.Errorf("CNI_IFNAME %s already exists in %s; DEL the attachment first", ifname, netns)
+			return fmt.Errorf("CNI_IFNAME %s %w in %s; DEL the attachment first", ifname, ErrIfnameExists, netns)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	return fmt.Errorf("CNI_IFNAME %s in %s: the remains of an earlier attachment are still going away; try again", ifname, netns)
+	return fmt.Errorf("CNI_IFNAME %s in %s: %w", ifname, netns, ErrRetiring)
 }
 
 // CreateVethReplacing is CreateVeth that replaces a host end left with the

@@ -1,6 +1,7 @@
 package netconf_test
 
 import (
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -62,7 +63,7 @@ func TestGateway(t *testing.T) {
 		t.Fatalf("IPAM's gateway not kept: %v", gw)
 	}
 	own := &current.IPConfig{Address: net.IPNet{IP: net.ParseIP("10.1.2.1").To4(), Mask: n.Mask}}
-	if _, err := netconf.Gateway(own); err == nil {
+	if _, err := netconf.Gateway(own); !errors.Is(err, netconf.ErrNoGateway) {
 		t.Fatal("an address that is its own gateway accepted")
 	}
 }
@@ -85,7 +86,7 @@ func TestBridgeHelpers(t *testing.T) {
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "not-br"}, PeerName: "not-br-p"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "not-br"}); err == nil || !strings.Contains(err.Error(), "not a bridge") {
+	if _, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "not-br"}); !errors.Is(err, netconf.ErrNotBridge) || !strings.Contains(err.Error(), "not a bridge") {
 		t.Fatalf("a veth taken for a bridge: %v", err)
 	}
 	// netconf.Gateway addresses: added once, a different one refused, then forced.
@@ -97,7 +98,7 @@ func TestBridgeHelpers(t *testing.T) {
 		t.Fatalf("same gateway again: %v %v", added, err)
 	}
 	other := &net.IPNet{IP: net.ParseIP("10.8.0.1").To4(), Mask: net.CIDRMask(24, 32)}
-	if _, err := netconf.EnsureGatewayAddr(h, br, other, false, true, `"bridge"`); err == nil || !strings.Contains(err.Error(), `"forceAddress": true`) {
+	if _, err := netconf.EnsureGatewayAddr(h, br, other, false, true, `"bridge"`); !errors.Is(err, netconf.ErrAddrConflict) || !strings.Contains(err.Error(), `"forceAddress": true`) {
 		t.Fatalf("different gateway without force: %v", err)
 	}
 	if _, err := netconf.EnsureGatewayAddr(h, br, other, true, true, `"bridge"`); err != nil {
@@ -124,5 +125,108 @@ func TestBridgeHelpers(t *testing.T) {
 	ports, err := netconf.Ports(h, l)
 	if err != nil || len(ports) != 1 {
 		t.Fatalf("ports %v %v", ports, err)
+	}
+}
+
+// TestBridgeRemovalHelpers: an empty bridge netns-cni made goes down,
+// loses a failed ADD's gateways and is removed; one with a port, or one
+// someone else made, stays.
+func TestBridgeRemovalHelpers(t *testing.T) {
+	sb := nstest.NewT(t)
+	h, err := sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
+	if _, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil {
+		t.Fatal(err)
+	}
+	if err := netconf.SetUp(h, br); err != nil {
+		t.Fatal(err)
+	}
+	// In use: a port keeps everything in place.
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "port-r", MasterIndex: br.Index}, PeerName: "port-rp"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{netconf.RemoveAddrsIfUnused(h, "br-r", br, []*net.IPNet{gw}), netconf.SetDownIfUnused(h, "br-r"), netconf.RemoveBridgeIfEmpty(h, "br-r")} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l, err := h.LinkByName("br-r"); err != nil || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("bridge with a port taken down or removed: %v", err)
+	}
+	if as, _ := h.AddrList(br, netlink.FAMILY_V4); len(as) != 1 {
+		t.Fatalf("gateway of a bridge in use removed: %v", as)
+	}
+	// Empty: down, no gateway, gone.
+	if err := netconf.DelLink(h, "port-r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := netconf.RemoveAddrsIfUnused(h, "br-r", br, []*net.IPNet{gw}); err != nil {
+		t.Fatal(err)
+	}
+	if as, _ := h.AddrList(br, netlink.FAMILY_V4); len(as) != 0 {
+		t.Fatalf("gateway left on an empty bridge: %v", as)
+	}
+	if err := netconf.SetDownIfUnused(h, "br-r"); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := h.LinkByName("br-r"); l.Attrs().Flags&net.FlagUp != 0 {
+		t.Fatal("empty bridge still up")
+	}
+	if err := netconf.RemoveBridgeIfEmpty(h, "br-r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("br-r"); err == nil {
+		t.Fatal("empty bridge of ours not removed")
+	}
+	if err := netconf.RemoveBridgeIfEmpty(h, "br-r"); err != nil {
+		t.Fatalf("removing a bridge that is gone: %v", err)
+	}
+	// Someone else's bridge is never removed.
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netconf.RemoveBridgeIfEmpty(h, "br-x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("br-x"); err != nil {
+		t.Fatal("a bridge netns-cni did not make was removed")
+	}
+}
+
+// TestCheckMessages: what CHECK reports names routes without Go zero
+// values ("via <nil>").
+func TestCheckMessages(t *testing.T) {
+	sb := nstest.NewT(t)
+	h, err := sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dst, _ := net.ParseCIDR("10.77.0.0/16")
+	for _, tc := range []struct {
+		dst  *net.IPNet
+		gw   net.IP
+		want string
+	}{
+		{dst, nil, "container: no route to 10.77.0.0/16 on lo"},
+		{dst, net.ParseIP("10.0.0.1"), "container: no route to 10.77.0.0/16 via 10.0.0.1 on lo"},
+		{nil, net.ParseIP("fd00::1"), "container: no route to default via fd00::1 on lo"},
+	} {
+		err := netconf.CheckRoute(h, lo, tc.dst, tc.gw, "container")
+		if err == nil || err.Error() != tc.want || strings.Contains(err.Error(), "<nil>") {
+			t.Errorf("CheckRoute(%v, %v) = %v, want %q", tc.dst, tc.gw, err, tc.want)
+		}
 	}
 }

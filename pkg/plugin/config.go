@@ -34,7 +34,13 @@ type NetConf struct {
 	LogFile string `json:"logFile,omitempty"`
 	// LogLevel is debug, info, warn (the default) or error.
 	LogLevel string `json:"logLevel,omitempty"`
+
+	// cniArgs is CNI_ARGS, for validators that read requests from it.
+	cniArgs string
 }
+
+// CNIArgs is the CNI_ARGS the config was loaded with.
+func (c *NetConf) CNIArgs() string { return c.cniArgs }
 
 // Base returns the shared part of a plugin config.
 func (c *NetConf) Base() *NetConf { return c }
@@ -61,6 +67,8 @@ func Load[T any, P interface {
 	if err := json.Unmarshal(args.StdinData, conf); err != nil {
 		return nil, DecodeError("decode network config: %s", describeJSONError(err))
 	}
+	base := conf.Base()
+	base.cniArgs = args.Args
 	if d, ok := any(conf).(Defaulter); ok {
 		d.SetDefaults()
 	}
@@ -70,14 +78,13 @@ func Load[T any, P interface {
 			for i, e := range errs {
 				msgs[i] = e.Error()
 			}
-			return nil, ConfigError("invalid network config %q: %s", conf.Base().Name, strings.Join(msgs, "; "))
+			return nil, ConfigError("invalid network config %q: %s", base.Name, strings.Join(msgs, "; "))
 		}
 	}
-	base := conf.Base()
 	if err := base.parsePrevResult(); err != nil {
 		return nil, err
 	}
-	if err := setupLog(base.LogFile, base.LogLevel); err != nil {
+	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
 		return nil, err
 	}
 	return conf, nil

@@ -5,11 +5,16 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/netns-cni/netns-cni/pkg/ipam"
+	"github.com/netns-cni/netns-cni/pkg/lock"
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
 // Typed CNI errors. A plain error reaching the runtime becomes code 999
 // ("internal"), which tells an operator nothing; everything a user can fix
-// goes through one of these.
+// goes through one of these, or through a sentinel error of the packages
+// below that codes maps.
 
 // ConfigError is code 7: the network configuration is invalid. The message
 // should name the JSON key: `"mtu": must be 68-65535, got 9`.
@@ -28,11 +33,6 @@ func EnvError(format string, a ...any) *types.Error {
 	return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf(format, a...), "")
 }
 
-// TryAgainError is code 11: a transient condition, such as a busy store.
-func TryAgainError(format string, a ...any) *types.Error {
-	return types.NewError(types.ErrTryAgainLater, fmt.Sprintf(format, a...), "")
-}
-
 // UnavailableError is code 50, for STATUS: the plugin cannot serve ADDs now.
 func UnavailableError(format string, a ...any) *types.Error {
 	return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf(format, a...), "")
@@ -44,12 +44,39 @@ func VersionError(format string, a ...any) *types.Error {
 	return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf(format, a...), "")
 }
 
-// AsCNIError returns err as a *types.Error, wrapping anything untyped as
-// code 999 with its message.
-func AsCNIError(err error) *types.Error {
+// codes gives the sentinel errors of the packages below pkg/plugin their
+// CNI codes. This table is the one place that happens: those packages
+// wrap a sentinel with %w and know nothing of CNI. A kernel error is never
+// among them, so it is never reported as a config mistake.
+var codes = []struct {
+	err  error
+	code uint
+	hint string
+}{
+	{netconf.ErrIfnameExists, types.ErrInvalidEnvironmentVariables, ""},
+	{netconf.ErrRetiring, types.ErrTryAgainLater, ""},
+	{netconf.ErrNotBridge, types.ErrInvalidNetworkConfig, ""},
+	{netconf.ErrAddrConflict, types.ErrInvalidNetworkConfig, ""},
+	{netconf.ErrNoVlanFiltering, types.ErrInvalidNetworkConfig, ""},
+	{netconf.ErrNoGateway, types.ErrInvalidNetworkConfig, ""},
+	{lock.ErrBusy, types.ErrTryAgainLater, ""},
+	{ipam.ErrBusy, types.ErrTryAgainLater, ""},
+	{ipam.ErrExhausted, types.ErrTryAgainLater, "; free addresses by deleting containers (or GC), or widen the range"},
+	{ipam.ErrConflict, types.ErrInvalidNetworkConfig, ""},
+}
+
+// CNIError returns err as the *types.Error the runtime gets: a typed error
+// as it is, a sentinel of codes with its code, anything else as code 999
+// with its message.
+func CNIError(err error) *types.Error {
 	var e *types.Error
 	if errors.As(err, &e) {
 		return e
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return types.NewError(c.code, err.Error()+c.hint, "")
+		}
 	}
 	return types.NewError(types.ErrInternal, err.Error(), "")
 }

@@ -144,17 +144,11 @@ func (m *IPAM) Status(ctx context.Context) error {
 	return nil
 }
 
-// ipamError gives store errors their CNI codes.
+// ipamError wraps a store error with its context; CNIError gives the
+// store's sentinels their codes.
 func ipamError(err error) error {
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(err, ipam.ErrBusy):
-		return TryAgainError("ipam: %v", err)
-	case errors.Is(err, ipam.ErrExhausted):
-		return TryAgainError("ipam: %v; free addresses by deleting containers (or GC), or widen the range", err)
-	case errors.Is(err, ipam.ErrConflict):
-		return ConfigError("ipam: %v", err)
 	}
 	return fmt.Errorf("ipam: %w", err)
 }

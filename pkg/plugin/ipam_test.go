@@ -72,7 +72,7 @@ func TestLocalIPAM(t *testing.T) {
 		t.Fatalf("Status on a full pool: %v", err)
 	}
 	other, _ := LoadIPAM(ipamArgs(t, conf, "c2"))
-	if _, _, err := other.Add(ctx); code(err) != types.ErrTryAgainLater || !strings.Contains(err.Error(), "10.7.0.1-10.7.0.2") {
+	if _, _, err := other.Add(ctx); code(CNIError(err)) != types.ErrTryAgainLater || !strings.Contains(err.Error(), "10.7.0.1-10.7.0.2") {
 		t.Fatalf("Add on a full pool: %v", err)
 	}
 	if err := release(); err != nil {

@@ -11,12 +11,23 @@ import (
 // it) or to the file named by "logFile". Quiet by default: only warnings and
 // errors, unless "logLevel" asks for more.
 
-var logOut io.Writer = os.Stderr
+var (
+	logOut io.Writer = os.Stderr
+	// logAttrs go on every record: plugin, command, container, and the
+	// network once the config is loaded.
+	logAttrs []any
+)
+
+// withLogAttrs adds attributes to every record from now on.
+func withLogAttrs(attrs ...any) {
+	logAttrs = append(logAttrs, attrs...)
+	slog.SetDefault(slog.Default().With(attrs...))
+}
 
 // setupLog points the default slog logger at file (or stderr when empty) at
-// level ("debug", "info", "warn", "error"; default "warn"). Log records
-// carry the plugin name, command and container so one file can serve many
-// plugins.
+// level ("debug", "info", "warn", "error"; default "warn"). Records keep
+// the attributes set so far plus attrs, so one file can serve many
+// plugins and containers.
 func setupLog(file, level string, attrs ...any) error {
 	var lvl slog.Level
 	switch strings.ToLower(level) {
@@ -39,13 +50,15 @@ func setupLog(file, level string, attrs ...any) error {
 		}
 		w = f // closed by the process exit; plugins are short-lived.
 	}
+	logAttrs = append(logAttrs, attrs...)
 	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
-	slog.SetDefault(slog.New(h).With(attrs...))
+	slog.SetDefault(slog.New(h).With(logAttrs...))
 	return nil
 }
 
 // quietDefault installs the default logger before any config is read.
 func quietDefault(w io.Writer) {
 	logOut = w
+	logAttrs = nil
 	slog.SetDefault(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }

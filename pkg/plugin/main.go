@@ -155,9 +155,9 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 		}
 	}
 
-	slog.SetDefault(slog.Default().With("plugin", p.Name, "cmd", cmd, "container", args.ContainerID))
+	withLogAttrs("plugin", p.Name, "cmd", cmd, "container", args.ContainerID)
 	if err := call(p, cmd, args, cniVersion, stdout); err != nil {
-		e := AsCNIError(err)
+		e := CNIError(err)
 		slog.Warn("failed", "code", e.Code, "error", e.Error())
 		return fail(e)
 	}

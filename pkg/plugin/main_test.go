@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -209,53 +212,79 @@ func TestLoadParsesPrevResult(t *testing.T) {
 	}
 }
 
-func TestRollback(t *testing.T) {
+func TestStepsUndo(t *testing.T) {
 	var order []string
-	push := func(rb *Rollback, name string, fail bool) {
-		_ = rb.Push(name, func() error {
-			order = append(order, name)
-			if fail {
-				return errors.New(name + " failed")
-			}
-			return nil
+	run := func(s *steps, name Step, fail bool) {
+		err := s.run(name, func() (func() error, error) {
+			return func() error {
+				order = append(order, string(name))
+				if fail {
+					return errors.New(string(name) + " failed")
+				}
+				return nil
+			}, nil
 		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	var rb Rollback
-	push(&rb, "a", false)
-	push(&rb, "b", true)
-	push(&rb, "c", false)
-	err := rb.Undo()
-	if diff := cmp.Diff([]string{"c", "b", "a"}, order); diff != "" {
+	all := []Step{"a", "b", "c", "x"}
+	s := steps{declared: all}
+	run(&s, "a", false)
+	run(&s, "b", true)
+	run(&s, "c", false)
+	// A step with nothing of its own to undo keeps no undo; one that failed
+	// part-way keeps the undo of what it made.
+	if err := s.run("x", func() (func() error, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.run("x", func() (func() error, error) {
+		return func() error { order = append(order, "failed x"); return nil }, errors.New("no")
+	}); err == nil {
+		t.Fatal("a failing step succeeded")
+	}
+	err := s.Undo()
+	if diff := cmp.Diff([]string{"failed x", "c", "b", "a"}, order); diff != "" {
 		t.Fatalf("undo order (-want +got): %s", diff)
 	}
 	if err == nil || !strings.Contains(err.Error(), "b failed") {
 		t.Fatalf("Undo error = %v, want b's failure", err)
 	}
-	if err := rb.Undo(); err != nil || len(order) != 3 {
+	if err := s.Undo(); err != nil || len(order) != 4 {
 		t.Fatal("second Undo ran steps again")
 	}
-
 	order = nil
-	var kept Rollback
-	push(&kept, "x", false)
-	kept.Commit()
+	kept := steps{declared: all}
+	run(&kept, "a", false)
+	kept.commit()
 	if err := kept.Undo(); err != nil || len(order) != 0 {
-		t.Fatalf("Undo after Commit ran %v", order)
+		t.Fatalf("Undo after commit ran %v", order)
 	}
 }
 
-func TestRollbackInjectedFailure(t *testing.T) {
-	t.Setenv(FailAfterEnv, "veth")
-	var rb Rollback
-	if err := rb.Push("ipam", func() error { return nil }); err != nil {
+// TestLogsKeepContext: records written after the config is loaded, to the
+// config's logFile, carry plugin, command, container and network.
+func TestLogsKeepContext(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plugin.log")
+	p := Plugin{Name: "test", Del: func(a *skel.CmdArgs) error {
+		if _, err := Load[testConf](a); err != nil {
+			return err
+		}
+		slog.Info("released", "step", "x")
+		return nil
+	}}
+	stdin := `{"cniVersion":"1.1.0","name":"net1","logFile":"` + file + `","logLevel":"info"}`
+	var out bytes.Buffer
+	if code := Run(p, withCmd("DEL"), strings.NewReader(stdin), &out, &out); code != 0 {
+		t.Fatalf("DEL failed: %s", out.String())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
 		t.Fatal(err)
 	}
-	undone := false
-	if err := rb.Push("veth", func() error { undone = true; return nil }); err == nil {
-		t.Fatal("no injected failure")
-	}
-	_ = rb.Undo()
-	if !undone {
-		t.Fatal("the step that failed was not undone")
+	for _, want := range []string{"msg=released", "plugin=test", "cmd=DEL", "container=c1", "network=net1", "step=x"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("log %q lacks %s", b, want)
+		}
 	}
 }

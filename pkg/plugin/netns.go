@@ -42,3 +42,42 @@ func netnsError(err error) *types.Error {
 	}
 	return EnvError("CNI_NETNS %v", err)
 }
+
+// Handles are netlink handles in the host (where the plugin runs) and in a
+// container's namespace: with them no work needs a namespace switch.
+type Handles struct{ Host, Cont nsutil.Handle }
+
+// Target is the container side of an ADD or CHECK: its namespace and
+// netlink handles in it and in the host.
+type Target struct {
+	NS *nsutil.NS
+	Handles
+}
+
+// OpenTarget opens CNI_NETNS (a code-4 error unless it is another network
+// namespace) and the handles. Close it when done.
+func OpenTarget(netns string) (*Target, error) {
+	n, err := OpenNetns(netns)
+	if err != nil {
+		return nil, err
+	}
+	host, err := nsutil.CurrentHandle()
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	cont, err := n.Handle()
+	if err != nil {
+		host.Close()
+		n.Close()
+		return nil, err
+	}
+	return &Target{NS: n, Handles: Handles{host, cont}}, nil
+}
+
+// Close closes the handles and the namespace.
+func (t *Target) Close() {
+	t.Host.Close()
+	t.Cont.Close()
+	t.NS.Close()
+}

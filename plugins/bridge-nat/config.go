@@ -3,16 +3,16 @@ package main
 import (
 	"fmt"
 
-	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/plugin"
 )
 
 // Config is the bridge-nat network config: the reference bridge's keys and
-// defaults, plus removeEmptyBridge.
+// defaults, plus removeEmptyBridge. The keys it shares with veth-ptp
+// (mtu, ipMasq, ipMasqBackend, nonMasqueradeCIDRs, the MAC) are in
+// plugin.VethConf.
 type Config struct {
-	plugin.NetConf
-	plugin.MACArgs
+	plugin.VethConf
 	// Bridge is the bridge's name; default "cni0".
 	Bridge string `json:"bridge"`
 	// IsGateway puts each subnet's gateway address on the bridge.
@@ -22,13 +22,6 @@ type Config struct {
 	IsDefaultGateway bool `json:"isDefaultGateway"`
 	// ForceAddress replaces a different address the bridge already has.
 	ForceAddress bool `json:"forceAddress"`
-	IPMasq       bool `json:"ipMasq"`
-	// IPMasqBackend is "nftables" (the default) or "iptables".
-	IPMasqBackend string `json:"ipMasqBackend,omitempty"`
-	// NonMasqueradeCIDRs are destinations reached unmasqueraded, with the
-	// containers' own addresses (a cluster's pod CIDR across nodes).
-	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
-	MTU                int      `json:"mtu,omitempty"`
 	// HairpinMode lets a container reach itself through the bridge (a
 	// port mapping to its own host port).
 	HairpinMode bool `json:"hairpinMode"`
@@ -52,6 +45,9 @@ type Config struct {
 	// RemoveEmptyBridge deletes the bridge (if netns-cni made it) when the
 	// last container leaves it. Off by default, as in the reference.
 	RemoveEmptyBridge bool `json:"removeEmptyBridge"`
+
+	// port is the port's setup, parsed by Validate.
+	port netconf.PortSpec
 }
 
 // VlanTrunk is one VLAN id or a range of them.
@@ -78,16 +74,7 @@ func (c *Config) SetDefaults() {
 // Validate reports every problem, each naming its keys, before anything
 // is made.
 func (c *Config) Validate() []error {
-	var errs []error
-	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
-		errs = append(errs, fmt.Errorf(`"mtu": must be 68-65535, got %d`, c.MTU))
-	}
-	if c.IPMasqBackend != "" && c.IPMasqBackend != nat.NFTables && c.IPMasqBackend != nat.IPTables {
-		errs = append(errs, fmt.Errorf(`"ipMasqBackend": must be "nftables" or "iptables", got %q`, c.IPMasqBackend))
-	}
-	if _, cerrs := plugin.NoMasqCIDRs(c.NonMasqueradeCIDRs); len(cerrs) > 0 {
-		errs = append(errs, cerrs...)
-	}
+	errs := c.VethConf.Validate()
 	if len(c.Bridge) > 15 {
 		errs = append(errs, fmt.Errorf(`"bridge": %q is longer than 15 bytes`, c.Bridge))
 	}
@@ -103,9 +90,12 @@ func (c *Config) Validate() []error {
 	if c.Vlan < 0 || c.Vlan > 4094 {
 		errs = append(errs, fmt.Errorf(`"vlan": must be 0-4094, got %d`, c.Vlan))
 	}
-	if _, err := c.trunk(); err != nil {
+	trunk, err := c.trunk()
+	if err != nil {
 		errs = append(errs, err)
 	}
+	c.port = netconf.PortSpec{Hairpin: c.HairpinMode, Isolated: c.PortIsolation, Vlan: c.Vlan, Trunk: trunk,
+		PreserveDefaultVlan: *c.PreserveDefaultVlan}
 	if (c.Vlan > 0 || len(c.VlanTrunk) > 0) && c.IsGateway && c.Vlan == 0 {
 		errs = append(errs, fmt.Errorf(`"isGateway" with "vlanTrunk" needs "vlan": the gateway lives in the port's own VLAN`))
 	}
@@ -136,8 +126,18 @@ func (c *Config) trunk() ([]int, error) {
 	return ids, nil
 }
 
-func (c *Config) portSpec() netconf.PortSpec {
-	trunk, _ := c.trunk()
-	return netconf.PortSpec{Hairpin: c.HairpinMode, Isolated: c.PortIsolation, Vlan: c.Vlan, Trunk: trunk,
-		PreserveDefaultVlan: *c.PreserveDefaultVlan}
+// CheckIPAM refuses what cannot work with the addresses, or without them.
+func (c *Config) CheckIPAM(m *plugin.IPAM) error {
+	if m != nil && c.DisableContainerInterface {
+		return plugin.ConfigError(`"disableContainerInterface" and "ipam": a container interface left down cannot use addresses; drop one of them`)
+	}
+	if m == nil && (c.IsGateway || c.IPMasq) {
+		return plugin.ConfigError(`"isGateway"/"ipMasq" need addresses, but "ipam" is missing or empty (L2 mode)`)
+	}
+	return nil
+}
+
+// Traits: the host routes the network's traffic only as its gateway.
+func (c *Config) Traits() plugin.Traits {
+	return plugin.Traits{Forwarding: c.IsGateway || c.IPMasq, ContainerDown: c.DisableContainerInterface}
 }

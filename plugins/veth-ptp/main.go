@@ -3,269 +3,125 @@
 // gateway (an address on the host end) over the link, and the host routes
 // each container address to its veth. With ipMasq, traffic leaving the
 // container network is masqueraded by one set of rules per network. A
-// drop-in for the reference "ptp" plugin: same keys, same behaviour, faster
-// and leak-free.
+// drop-in for the reference "ptp" plugin: same keys, same behaviour,
+// faster and leak-free.
+//
+// pkg/plugin runs the verbs; this package is the config and the driver's
+// two steps.
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
+	"net"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
-	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/plugin"
 )
 
-const pluginName = "veth-ptp"
+func main() { plugin.VethMain[Config](info) }
 
-func main() {
-	plugin.Main(plugin.Plugin{
-		Name:   pluginName,
-		About:  "netns-cni veth-ptp: point-to-point veth, host routes, IP forwarding and masquerade",
-		Add:    cmdAdd,
-		Del:    cmdDel,
-		Check:  cmdCheck,
-		GC:     cmdGC,
-		Status: cmdStatus,
-	})
+// The driver's ADD steps, after the veth pair exists. Neither needs an
+// undo of its own: deleting the pair takes its addresses and routes along.
+const (
+	// stepContainer addresses the container end and routes through the gateway.
+	stepContainer plugin.Step = "container"
+	// stepHost puts the gateways on the host end and routes to the container.
+	stepHost plugin.Step = "host"
+)
+
+var info = plugin.Info{
+	Name:       "veth-ptp",
+	About:      "netns-cni veth-ptp: point-to-point veth, host routes, IP forwarding and masquerade",
+	VethPrefix: "vp",
+	Steps:      []plugin.Step{stepContainer, stepHost},
 }
 
-// Config is the veth-ptp network config: the reference ptp's keys.
+// Config is the veth-ptp network config: the reference ptp's keys, all of
+// them shared with bridge-nat (plugin.VethConf).
 type Config struct {
-	plugin.NetConf
-	plugin.MACArgs
-	// IPMasq masquerades traffic from the network to anywhere else.
-	IPMasq bool `json:"ipMasq"`
-	// IPMasqBackend is "nftables" (the default) or "iptables".
-	IPMasqBackend string `json:"ipMasqBackend,omitempty"`
-	// MTU of both veth ends; 0 keeps the kernel's default.
-	MTU int `json:"mtu,omitempty"`
-	// NonMasqueradeCIDRs are destinations reached unmasqueraded, with the
-	// containers' own addresses (a cluster's pod CIDR across nodes).
-	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
+	plugin.VethConf
 }
 
-// Validate reports every problem, each naming its key.
-func (c *Config) Validate() []error {
-	var errs []error
-	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
-		errs = append(errs, fmt.Errorf(`"mtu": must be 68-65535, got %d`, c.MTU))
-	}
-	if c.IPMasqBackend != "" && c.IPMasqBackend != nat.NFTables && c.IPMasqBackend != nat.IPTables {
-		errs = append(errs, fmt.Errorf(`"ipMasqBackend": must be "nftables" or "iptables", got %q`, c.IPMasqBackend))
-	}
-	_, cerrs := plugin.NoMasqCIDRs(c.NonMasqueradeCIDRs)
-	return append(errs, cerrs...)
-}
-
-// attachment is everything a verb needs about one attachment.
-type attachment struct {
-	conf     *Config
-	ipam     *plugin.IPAM
-	args     *skel.CmdArgs
-	hostVeth string
-	masq     plugin.Masq
-}
-
-func load(args *skel.CmdArgs) (*attachment, error) {
-	conf, err := plugin.Load[Config](args)
-	if err != nil {
-		return nil, err
-	}
-	m, err := plugin.LoadIPAM(args)
-	if err != nil {
-		return nil, err
-	}
+// CheckIPAM requires addresses: a point-to-point link routes them.
+func (c *Config) CheckIPAM(m *plugin.IPAM) error {
 	if m == nil {
-		return nil, plugin.ConfigError(`"ipam": missing; veth-ptp needs addresses, e.g. {"type": "host-local", "subnet": "10.22.0.0/16"}`)
-	}
-	noMasq, _ := plugin.NoMasqCIDRs(conf.NonMasqueradeCIDRs) // validated by Load
-	return &attachment{conf: conf, ipam: m, args: args,
-		hostVeth: netconf.HostVethName("vp", args.ContainerID, args.IfName),
-		masq:     plugin.Masq{Plugin: pluginName, Network: conf.Name, Backend: conf.IPMasqBackend, NoMasq: noMasq}}, nil
-}
-
-func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
-	a, err := load(args)
-	if err != nil {
-		return nil, err
-	}
-	mac, err := a.conf.MAC(args.Args)
-	if err != nil {
-		return nil, err
-	}
-	h, err := plugin.OpenTarget(args.Netns)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	// Checked before anything is acquired, so an existing attachment stays whole.
-	if err := netconf.IfnameFree(h.Host, h.Cont, args.IfName, args.Netns); err != nil {
-		return nil, err
-	}
-
-	var rb plugin.Rollback
-	defer func() { _ = rb.Undo() }()
-	// Undone last: whether the network still needs its NAT rules is
-	// decided after this ADD's veth and addresses are gone.
-	if a.conf.IPMasq {
-		if err := rb.Push("nat-prepare", a.masq.RemoveIfUnused); err != nil {
-			return nil, err
-		}
-	}
-	ipamRes, release, err := a.ipam.Add(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	if err := rb.Push("ipam", release); err != nil {
-		return nil, err
-	}
-	hostLink, contLink, err := netconf.CreateVethReplacing(h.Host, h.Cont, h.NS, netconf.VethSpec{
-		HostName: a.hostVeth, ContName: args.IfName, MTU: a.conf.MTU, ContMAC: mac,
-		Alias: netconf.Alias(pluginName, a.conf.Name, args.ContainerID, args.IfName),
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := rb.Push("veth", func() error { return netconf.DelLink(h.Host, a.hostVeth) }); err != nil {
-		return nil, err
-	}
-	gws, routes, err := setupContainer(h.Cont, contLink, ipamRes)
-	if err != nil {
-		return nil, err
-	}
-	if err := rb.Push("container", noop); err != nil {
-		return nil, err
-	}
-	if err := setupHost(h.Host, hostLink, ipamRes, gws); err != nil {
-		return nil, err
-	}
-	if err := rb.Push("host", noop); err != nil {
-		return nil, err
-	}
-	if err := netconf.EnableForwarding(plugin.Families(ipamRes)); err != nil {
-		return nil, err
-	}
-	if err := rb.Push("forwarding", noop); err != nil {
-		return nil, err
-	}
-	if a.conf.IPMasq {
-		if err := a.masq.Ensure(ipamRes); err != nil {
-			return nil, err
-		}
-		if err := rb.Push("nat", noop); err != nil {
-			return nil, err
-		}
-	}
-	res := a.result(ipamRes, hostLink, contLink, routes)
-	rb.Commit()
-	return res, nil
-}
-
-func noop() error { return nil }
-
-func cmdDel(args *skel.CmdArgs) error {
-	a, err := load(args)
-	if err != nil {
-		return err
-	}
-	// DEL works from the host side only: the container's namespace may be
-	// empty, gone or half torn down. Retiring the host end cuts the link at
-	// once; deleting it (which takes the container end, its addresses and
-	// the host routes with it) is left to a reaper, see netconf.Retire.
-	// Order: addresses, link, then the network's rules if it was the last.
-	var errs []error
-	errs = append(errs, a.ipam.Del(context.Background()))
-	host, err := nsutil.CurrentHandle()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	errs = append(errs, netconf.Retire(host, a.hostVeth))
-	if a.conf.IPMasq {
-		errs = append(errs, a.masq.RemoveIfUnused())
-	}
-	return errors.Join(errs...)
-}
-
-func cmdCheck(args *skel.CmdArgs) error {
-	a, err := load(args)
-	if err != nil {
-		return err
-	}
-	prev := a.conf.PrevResult
-	if prev == nil {
-		return plugin.ConfigError(`"prevResult": missing; CHECK verifies the result of ADD`)
-	}
-	h, err := plugin.OpenTarget(args.Netns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	if err := a.check(h.Handles, prev); err != nil {
-		return err
-	}
-	// From here on only this plugin's addresses count, not those of
-	// interfaces earlier plugins of the chain made.
-	prev = plugin.OwnAddresses(prev, plugin.FindInterface(prev, args.IfName))
-	if a.conf.IPMasq {
-		if err := a.masq.Check(prev); err != nil {
-			return err
-		}
-	}
-	return a.ipam.Check(context.Background(), prev)
-}
-
-func cmdGC(args *skel.CmdArgs) error {
-	a, err := load(args)
-	if err != nil {
-		return err
-	}
-	_, err = plugin.CollectLinks(pluginName, a.conf.Name, a.conf.ValidAttachments)
-	errs := []error{err}
-	errs = append(errs, a.ipam.GC(context.Background(), a.conf.ValidAttachments))
-	if a.conf.IPMasq {
-		errs = append(errs, a.masq.RemoveIfUnused())
-	}
-	return errors.Join(errs...)
-}
-
-func cmdStatus(args *skel.CmdArgs) error {
-	a, err := load(args)
-	if err != nil {
-		return err
-	}
-	if err := a.ipam.Status(context.Background()); err != nil {
-		return err
-	}
-	if a.conf.IPMasq {
-		return a.masq.Available()
+		return plugin.ConfigError(`"ipam": missing; veth-ptp needs addresses, e.g. {"type": "host-local", "subnet": "10.22.0.0/16"}`)
 	}
 	return nil
 }
 
-// result is the complete, chainable result: host veth, container
-// interface with its sandbox, addresses indexed to it, routes, DNS.
-func (a *attachment) result(ipamRes *current.Result, hostLink, contLink linkLike, routes []*types.Route) *current.Result {
-	ifaces := []*current.Interface{
-		{Name: hostLink.Attrs().Name, Mac: hostLink.Attrs().HardwareAddr.String()},
-		{Name: contLink.Attrs().Name, Mac: contLink.Attrs().HardwareAddr.String(), Sandbox: a.args.Netns},
+// Traits: the host routes every packet of the network.
+func (c *Config) Traits() plugin.Traits { return plugin.Traits{Forwarding: true} }
+
+// Setup addresses and routes both ends.
+func (c *Config) Setup(add *plugin.Add) error {
+	if err := add.Run(stepContainer, setupContainer); err != nil {
+		return err
 	}
-	ips := make([]*current.IPConfig, len(ipamRes.IPs))
-	for i, ip := range ipamRes.IPs {
-		c := *ip
-		c.Interface = plugin.IfaceIndex(1)
-		ips[i] = &c
+	return add.Run(stepHost, setupHost)
+}
+
+// setupContainer gives the container end its addresses (with their
+// subnet's prefix length but no prefix route), the point-to-point routes
+// to each gateway, and the configured routes (a default route per family
+// when none are configured).
+func setupContainer(add *plugin.Add) (func() error, error) {
+	h, link, ips := add.Target.Cont, add.ContLink, add.IPAMResult.IPs
+	gws, err := gateways(ips)
+	if err != nil {
+		return nil, err
 	}
-	dns := ipamRes.DNS
-	if !a.conf.DNS.IsEmpty() {
-		dns = a.conf.DNS
+	if err := netconf.SetupLink(h, link, ips, netconf.AddrOptions{}); err != nil {
+		return nil, err
 	}
-	return plugin.Extend(a.conf.PrevResult, ifaces, ips, routes, dns)
+	for i, ip := range ips {
+		if err := netconf.PointToPoint(h, link, ip, gws[i]); err != nil {
+			return nil, err
+		}
+	}
+	routes := add.IPAMResult.Routes
+	if len(routes) == 0 {
+		for _, v4 := range []bool{true, false} {
+			if gw := netconf.FamilyGateway(gws, v4); gw != nil {
+				routes = append(routes, &types.Route{Dst: netconf.DefaultDst(gw)})
+			}
+		}
+	}
+	add.Routes, err = netconf.AddRoutes(h, link, routes, gws)
+	return nil, err
+}
+
+// setupHost puts each gateway on the host end, routes each container
+// address to it, and sets it up.
+func setupHost(add *plugin.Add) (func() error, error) {
+	gws, err := gateways(add.IPAMResult.IPs)
+	if err != nil {
+		return nil, err
+	}
+	return nil, netconf.PointToPointHost(add.Target.Host, add.HostLink, add.IPAMResult.IPs, gws)
+}
+
+// Check verifies what point-to-point adds on both ends.
+func (c *Config) Check(k *plugin.Checked) error {
+	gws, err := gateways(k.Own.IPs)
+	if err != nil {
+		return err
+	}
+	t := k.Target
+	return netconf.CheckPointToPoint(t.Host, t.Cont, k.HostLink, k.ContLink, k.Own.IPs, gws)
+}
+
+// gateways are the addresses' gateways (netconf.Gateway), in order.
+func gateways(ips []*current.IPConfig) ([]net.IP, error) {
+	gws := make([]net.IP, len(ips))
+	for i, ip := range ips {
+		gw, err := netconf.Gateway(ip)
+		if err != nil {
+			return nil, err
+		}
+		gws[i] = gw
+	}
+	return gws, nil
 }

@@ -26,32 +26,47 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
-// binDir holds loopback, veth-ptp, bridge-nat and cnitool.
-var binDir string
+// binDir holds loopback, veth-ptp, bridge-nat and cnitool; faultDir the
+// plugins built with the faultinject tag, for the fault-injection tests
+// ($NETNS_CNI_FAULT_BIN, which make sets; else built into a temporary
+// directory).
+var binDir, faultDir string
 
 // refDir holds Debian's reference plugins, used as chain partners.
 const refDir = "/usr/lib/cni"
 
 func TestMain(m *testing.M) {
-	binDir = os.Getenv("NETNS_CNI_BIN")
-	if binDir == "" && os.Geteuid() == 0 {
+	binDir, faultDir = os.Getenv("NETNS_CNI_BIN"), os.Getenv("NETNS_CNI_FAULT_BIN")
+	var tmp []string
+	for _, b := range []struct {
+		dir  *string
+		args []string
+	}{
+		{&binDir, []string{"../../plugins/...", "../cnitool"}},
+		{&faultDir, []string{"-tags", "faultinject", "../../plugins/..."}},
+	} {
+		if *b.dir != "" || os.Geteuid() != 0 {
+			continue
+		}
 		dir, err := os.MkdirTemp("", "netns-cni-bin-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		build := exec.Command("go", "build", "-o", dir+"/", "../../plugins/...", "../cnitool")
+		tmp = append(tmp, dir)
+		build := exec.Command("go", append([]string{"build", "-o", dir + "/"}, b.args...)...)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build plugins:", err)
 			os.Exit(1)
 		}
-		binDir = dir
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
+		*b.dir = dir
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	for _, dir := range tmp {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
 }
 
 // world is one test's sandbox: a fake host namespace where the plugins run,
@@ -149,8 +164,14 @@ type execResult struct {
 // stdin: the way to feed a plugin input libcni would never produce.
 func (w *world) exec(name string, env []string, stdin string, args ...string) execResult {
 	w.t.Helper()
+	return w.execIn(binDir, name, env, stdin, args...)
+}
+
+// execIn is exec of the binary in dir.
+func (w *world) execIn(dir, name string, env []string, stdin string, args ...string) execResult {
+	w.t.Helper()
 	var out, errb bytes.Buffer
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	cmd := exec.Command(filepath.Join(dir, name), args...)
 	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -2,13 +2,12 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // outside makes the sandbox's "outside" namespace (nstest.NewOutside).
@@ -21,37 +20,9 @@ func (w *world) outside(t *testing.T) *nsutil.NS {
 	return out
 }
 
-// sourceSeen sends a UDP datagram from pod to dst (in outside) and returns
-// the source address outside saw.
-func sourceSeen(t *testing.T, pod, outside *nsutil.NS, dst string) (string, error) {
-	t.Helper()
-	var pc net.PacketConn
-	if err := outside.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp", net.JoinHostPort(dst, "9999"))
-		return err
-	}); err != nil {
-		return "", err
-	}
-	defer pc.Close()
-	if err := pod.Do(func() error {
-		c, err := net.Dial("udp", net.JoinHostPort(dst, "9999"))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write([]byte("hello"))
-		return err
-	}); err != nil {
-		return "", err
-	}
-	_ = pc.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 16)
-	_, from, err := pc.ReadFrom(buf)
-	if err != nil {
-		return "", fmt.Errorf("nothing arrived at %s: %w", dst, err)
-	}
-	host, _, _ := net.SplitHostPort(from.String())
-	return host, nil
+// sourceSeen is nstest.SourceSeen.
+func sourceSeen(_ *testing.T, pod, outside *nsutil.NS, dst string) (string, error) {
+	return nstest.SourceSeen(pod, outside, dst)
 }
 
 // natRules counts the NAT rules in the fake host, of both backends.

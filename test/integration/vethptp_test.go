@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // family is an address plan for a test network.
@@ -45,18 +46,9 @@ func (w *world) list(version, name string, plugins ...string) *libcni.NetworkCon
 }
 
 // ping sends one echo request from inside ns to addr and reports success.
-func ping(t *testing.T, ns *nsutil.NS, addr string) error {
-	t.Helper()
-	var out []byte
-	var err error
-	_ = ns.Do(func() error {
-		out, err = exec.Command("ping", "-c", "1", "-W", "2", addr).CombinedOutput()
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("ping %s from %s: %w: %s", addr, filepath.Base(ns.Path()), err, out)
-	}
-	return nil
+func ping(_ *testing.T, ns *nsutil.NS, addr string) error {
+	_, err := nstest.Ping(ns, addr)
+	return err
 }
 
 // hostState describes everything a plugin may change in the fake host:

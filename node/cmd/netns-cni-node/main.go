@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/netns-cni/netns-cni/pkg/agent"
+	"github.com/netns-cni/netns-cni/node/agent"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/plugin"
 )

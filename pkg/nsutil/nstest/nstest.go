@@ -21,7 +21,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
 
@@ -145,45 +144,9 @@ func (s *Sandbox) NewOutside() (*nsutil.NS, error) {
 	if err != nil {
 		return nil, err
 	}
-	host, err := s.Host.Handle()
-	if err != nil {
+	if err := Wire(End{NS: s.Host, Name: "uplink", Addrs: []string{HostUplink4 + "/24", HostUplink6 + "/64"}},
+		End{NS: out, Name: "eth0", Addrs: []string{Outside4 + "/24", Outside6 + "/64"}}); err != nil {
 		return nil, err
-	}
-	defer host.Close()
-	oh, err := out.Handle()
-	if err != nil {
-		return nil, err
-	}
-	defer oh.Close()
-	hl, ol, err := netconf.CreateVeth(host, oh, out, netconf.VethSpec{HostName: "uplink", ContName: "eth0"})
-	if err != nil {
-		return nil, err
-	}
-	// Usable link-local addresses at once on both ends (see
-	// netconf.DisableDAD), so the first IPv6 packet through gets an answer.
-	for _, x := range []struct {
-		ns   *nsutil.NS
-		name string
-	}{{s.Host, "uplink"}, {out, "eth0"}} {
-		if err := x.ns.Do(func() error { return netconf.DisableDAD(x.name) }); err != nil {
-			return nil, err
-		}
-	}
-	for _, x := range []struct {
-		h    nsutil.Handle
-		l    netlink.Link
-		a, b string
-	}{{host, hl, HostUplink4 + "/24", HostUplink6 + "/64"}, {oh, ol, Outside4 + "/24", Outside6 + "/64"}} {
-		for _, cidr := range []string{x.a, x.b} {
-			ip, n, _ := net.ParseCIDR(cidr)
-			n.IP = ip
-			if err := netconf.AddAddr(x.h, x.l, n, true); err != nil {
-				return nil, err
-			}
-		}
-		if err := netconf.SetUp(x.h, x.l); err != nil {
-			return nil, err
-		}
 	}
 	// Ready when the host reaches both outside addresses.
 	for _, a := range []string{Outside4, Outside6} {
@@ -240,4 +203,126 @@ func Fetch(ns *nsutil.NS, addr string) (string, error) {
 		return err
 	})
 	return got, err
+}
+
+// End is one end of a wire between two namespaces: the link's name there,
+// its addresses (CIDR strings, address and prefix) and, optionally, the
+// bridge in that namespace it becomes a port of.
+type End struct {
+	NS     *nsutil.NS
+	Name   string
+	Addrs  []string
+	Master string
+}
+
+// Wire connects two namespaces with a veth pair, addresses both ends and
+// sets them up. IPv6 duplicate address detection is off on both ends, so
+// the first IPv6 packet through gets an answer.
+func Wire(a, b End) error {
+	ha, err := a.NS.Handle()
+	if err != nil {
+		return err
+	}
+	defer ha.Close()
+	hb, err := b.NS.Handle()
+	if err != nil {
+		return err
+	}
+	defer hb.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a.Name}, PeerName: b.Name, PeerNamespace: netlink.NsFd(b.NS.Fd())}
+	if err := ha.LinkAdd(veth); err != nil {
+		return fmt.Errorf("wire %s-%s: %w", a.Name, b.Name, err)
+	}
+	for _, e := range []struct {
+		End
+		h nsutil.Handle
+	}{{a, ha}, {b, hb}} {
+		if err := e.setUp(e.h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e End) setUp(h nsutil.Handle) error {
+	l, err := h.LinkByName(e.Name)
+	if err != nil {
+		return err
+	}
+	if e.Master != "" {
+		m, err := h.LinkByName(e.Master)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetMaster(l, m); err != nil {
+			return fmt.Errorf("%s master %s: %w", e.Name, e.Master, err)
+		}
+	}
+	dad := "/proc/sys/net/ipv6/conf/" + e.Name + "/accept_dad"
+	if err := e.NS.Do(func() error { return os.WriteFile(dad, []byte("0"), 0o644) }); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, cidr := range e.Addrs {
+		a, err := netlink.ParseAddr(cidr)
+		if err != nil {
+			return err
+		}
+		if err := h.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("address %s on %s: %w", cidr, e.Name, err)
+		}
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", e.Name, err)
+	}
+	return nil
+}
+
+// Ping sends one echo request from inside ns to addr, waiting at most a
+// second for the answer, and returns ping's output.
+func Ping(ns *nsutil.NS, addr string) (string, error) {
+	var out []byte
+	var err error
+	if derr := ns.Do(func() error {
+		out, err = exec.Command("ping", "-c", "1", "-W", "1", addr).CombinedOutput()
+		return nil
+	}); derr != nil {
+		return "", derr
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("ping %s from %s: %w: %s", addr, filepath.Base(ns.Path()), err, out)
+	}
+	return string(out), nil
+}
+
+// SourceSeen sends a UDP datagram from inside from to dst (an address in
+// to, port 9999) and returns the source address it arrived with: the pod's
+// own, or the node's when masqueraded.
+func SourceSeen(from, to *nsutil.NS, dst string) (string, error) {
+	var pc net.PacketConn
+	if err := to.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(dst, "9999"))
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer func() { _ = pc.Close() }()
+	if err := from.Do(func() error {
+		c, err := net.Dial("udp", net.JoinHostPort(dst, "9999"))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = c.Close() }()
+		_, err = c.Write([]byte("hello"))
+		return err
+	}); err != nil {
+		return "", err
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 16)
+	_, src, err := pc.ReadFrom(buf)
+	if err != nil {
+		return "", fmt.Errorf("nothing arrived at %s: %w", dst, err)
+	}
+	host, _, _ := net.SplitHostPort(src.String())
+	return host, nil
 }

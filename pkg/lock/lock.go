@@ -1,0 +1,78 @@
+// Package lock serializes netns-cni plugin processes on one host around a
+// named resource: a network's host-wide rules, a bridge. A lock is an
+// abstract unix socket, which lives in the network namespace the resource
+// lives in and vanishes with a killed holder: no file, never stale.
+package lock
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrBusy means another process held the lock for the whole timeout.
+var ErrBusy = errors.New("lock busy")
+
+// Timeout is how long plugins wait for a lock before they answer "try
+// again later" (CNI code 11).
+const Timeout = 10 * time.Second
+
+// Network locks the host-wide state of one network (its masquerade and
+// filter rules): the question "was that the network's last attachment?"
+// and the removal that follows must not interleave with another ADD.
+func Network(network string) (unlock func(), err error) {
+	return Acquire("nat/"+network, Timeout)
+}
+
+// Bridge locks a bridge while it is created, attached to or removed.
+func Bridge(name string) (unlock func(), err error) {
+	return Acquire("bridge/"+name, Timeout)
+}
+
+// Acquire takes the lock called name, waiting at most timeout.
+//
+// The holder binds the name and listens on it; a waiter connects and
+// sleeps until the holder's socket closes (its connection is reset then),
+// so it wakes the moment the lock is free instead of polling. A killed
+// holder's socket closes with it.
+func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
+	sum := sha256.Sum256([]byte(name))
+	addr := &unix.SockaddrUnix{Name: "@netns-cni/" + hex.EncodeToString(sum[:8])}
+	deadline := time.Now().Add(timeout)
+	for {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		err = unix.Bind(fd, addr)
+		if err == nil {
+			if err := unix.Listen(fd, 4096); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("lock %s: %w", name, err)
+			}
+			return func() { unix.Close(fd) }, nil
+		}
+		if !errors.Is(err, unix.EADDRINUSE) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		// Held: wait on a connection to the holder until it goes.
+		left := time.Until(deadline)
+		if left <= 0 {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
+		}
+		if err := unix.Connect(fd, addr); err == nil {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
+			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
+		} else {
+			// Between the holder's bind and listen, or just gone: look again.
+			time.Sleep(50 * time.Microsecond)
+		}
+		unix.Close(fd)
+	}
+}

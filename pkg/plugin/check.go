@@ -1,0 +1,123 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+)
+
+// Checked is an attachment CHECK found in place so far, for the driver's
+// part of the check.
+type Checked struct {
+	*Attachment
+	Target *Target
+	// Prev is prevResult; Own is it with only this attachment's addresses.
+	Prev, Own *current.Result
+	// HostLink and ContLink are the pair's ends, found and up.
+	HostLink, ContLink netlink.Link
+}
+
+// check is CHECK, written once: prevResult names the container interface;
+// the host end and the container end are there and up; the container has
+// its addresses and prevResult's routes; then the driver's part; then
+// forwarding, the network's masquerade rules and the IPAM reservation.
+func (r runner[T, D]) check(args *skel.CmdArgs) error {
+	d, a, err := r.load(args)
+	if err != nil {
+		return err
+	}
+	prev := a.Conf.PrevResult
+	if prev == nil {
+		return ConfigError(`"prevResult": missing; CHECK verifies the result of ADD`)
+	}
+	idx := FindInterface(prev, args.IfName)
+	if idx < 0 {
+		return ConfigError(`"prevResult": has no interface %s with a sandbox`, args.IfName)
+	}
+	t, err := OpenTarget(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	c := &Checked{Attachment: a, Target: t, Prev: prev, Own: OwnAddresses(prev, idx)}
+	if c.HostLink, err = netconf.CheckLink(t.Host, a.HostVeth, "host"); err != nil {
+		return err
+	}
+	if c.ContLink, err = checkContainerLink(c); err != nil {
+		return err
+	}
+	for _, ip := range c.Own.IPs {
+		if err := netconf.CheckAddr(t.Cont, c.ContLink, &ip.Address, "container"); err != nil {
+			return err
+		}
+	}
+	for _, r := range prev.Routes {
+		dst := r.Dst
+		if err := netconf.CheckRoute(t.Cont, c.ContLink, &dst, r.GW, "container"); err != nil {
+			return err
+		}
+	}
+	if err := d.Check(c); err != nil {
+		return err
+	}
+	return checkHostState(c)
+}
+
+func checkContainerLink(c *Checked) (netlink.Link, error) {
+	if !c.Traits.ContainerDown {
+		return netconf.CheckLink(c.Target.Cont, c.Args.IfName, "container")
+	}
+	l, err := c.Target.Cont.LinkByName(c.Args.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("container: interface %s: %w", c.Args.IfName, err)
+	}
+	return l, nil
+}
+
+// checkHostState checks what is not on the links: forwarding, the
+// masquerade rules, the reservation.
+func checkHostState(c *Checked) error {
+	if c.Traits.Forwarding {
+		v4, v6 := Families(c.Own)
+		if v4 && !netconf.ForwardingOn(false) {
+			return errors.New("host: IPv4 forwarding is off")
+		}
+		if v6 && !netconf.ForwardingOn(true) {
+			return errors.New("host: IPv6 forwarding is off")
+		}
+	}
+	if c.Conf.IPMasq {
+		if err := c.Network().Check(c.Own); err != nil {
+			return err
+		}
+	}
+	if c.IPAM == nil { // L2 mode: no reservation to check
+		return nil
+	}
+	return c.IPAM.Check(context.Background(), c.Own)
+}
+
+// status is STATUS: code 50 when an ADD could not get addresses now, or
+// the masquerade backend cannot work here. Cheap: containerd runs it every
+// few seconds.
+func (r runner[T, D]) status(args *skel.CmdArgs) error {
+	_, a, err := r.load(args)
+	if err != nil {
+		return err
+	}
+	if a.IPAM != nil {
+		if err := a.IPAM.Status(context.Background()); err != nil {
+			return err
+		}
+	}
+	if a.Conf.IPMasq {
+		return a.Network().Available()
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package plugin
+
+import (
+	"os"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// A veth plugin connects a container to the host with a veth pair. Its
+// verbs are the same sequence whatever the plugin; pkg/plugin writes ADD,
+// DEL, CHECK, GC and STATUS once and asks the plugin's Driver only for
+// what is its own: a bridge to attach the host end to, or point-to-point
+// routes. A plugin package is its config, which implements Driver.
+
+// Info describes a veth plugin.
+type Info struct {
+	// Name is the binary name, in logs and in the host links' aliases.
+	Name string
+	// About is one line on what the plugin does, for a person who runs the
+	// binary by hand.
+	About string
+	// VethPrefix starts the host end's name ("vp", "vb"): 2 bytes.
+	VethPrefix string
+	// Steps are the driver's own ADD steps, in order.
+	Steps []Step
+}
+
+// steps are all the ADD steps of the plugin: the common ones and the
+// driver's.
+func (i Info) steps() []Step { return append(append([]Step(nil), CommonSteps...), i.Steps...) }
+
+// Traits are what the common verbs need to know of a driver's attachment.
+type Traits struct {
+	// Forwarding: the host routes the network's traffic, so ADD turns IP
+	// forwarding on and CHECK requires it.
+	Forwarding bool
+	// ContainerDown: the container interface is left down on purpose.
+	ContainerDown bool
+}
+
+// Driver is a veth plugin's own part of the verbs. The plugin's config
+// struct implements it (embedding VethConf); the optional Preparer and
+// Teardowner add host-side state of the driver's own.
+type Driver interface {
+	Config
+	// Veth is the shared config (promoted from the embedded VethConf).
+	Veth() *VethConf
+	// CheckIPAM reports a config that cannot work with the addresses m
+	// gives, or without any (m is nil when "ipam" is missing or empty).
+	CheckIPAM(m *IPAM) error
+	// Traits says how the common verbs treat the attachments.
+	Traits() Traits
+	// Setup configures both ends of the new pair in ADD: ports, addresses,
+	// routes, as steps of its own (Add.Run).
+	Setup(add *Add) error
+	// Check verifies the driver's part of an attachment against
+	// prevResult in CHECK.
+	Check(c *Checked) error
+}
+
+// Preparer is a driver with host-side links the pair attaches to.
+type Preparer interface {
+	// Prepare runs in ADD after IPAM and before the pair exists, as steps
+	// of its own. It sets add.Master to the link the host end becomes a
+	// port of, and may return a func that the common ADD calls once the
+	// port is attached (to release a lock on the master), or nil.
+	Prepare(add *Add) (attached func(), err error)
+}
+
+// Teardowner is a driver with host-side state beside the host link.
+type Teardowner interface {
+	// Teardown is DEL's part, after the host link went: remove what the
+	// driver made for this attachment. What is gone already is no error.
+	// host is a netlink handle in the host.
+	Teardown(a *Attachment, host nsutil.Handle) error
+	// Collect is GC's part: remove what the driver made for attachments
+	// whose host links are not in kept.
+	Collect(a *Attachment, host nsutil.Handle, kept map[string]bool) error
+}
+
+// Attachment is one container interface on a network, as every verb sees
+// it: the request, the config, the addresses' source and the host link's
+// name.
+type Attachment struct {
+	Args *skel.CmdArgs
+	Info Info
+	Conf *VethConf
+	// IPAM is nil when the network has no addresses (L2 mode).
+	IPAM *IPAM
+	// HostVeth is the host end's name, derived from the attachment so that
+	// DEL and GC find it without the container's namespace.
+	HostVeth string
+	Traits   Traits
+}
+
+// Network is the attachment's network: its host-wide state.
+func (a *Attachment) Network() *Network {
+	c := a.Conf
+	return &Network{Name: c.Name, Backend: c.IPMasqBackend, NoMasq: c.NoMasq()}
+}
+
+// alias is the ifalias of the attachment's host link (netconf.Alias).
+func (a *Attachment) alias() string {
+	return netconf.Alias(a.Info.Name, a.Conf.Name, a.Args.ContainerID, a.Args.IfName)
+}
+
+// Add is one ADD in progress, as a driver sees it.
+type Add struct {
+	*Attachment
+	// Target is the container's namespace and netlink handles in it and
+	// in the host.
+	Target *Target
+	// IPAMResult is what IPAM reserved (empty in L2 mode): IPs, routes,
+	// DNS. A driver may fill in each address's gateway for the result.
+	IPAMResult *current.Result
+	// Master is the link the host end becomes a port of (set by Prepare).
+	Master netlink.Link
+	// HostLink and ContLink are the pair's ends, once StepVeth ran.
+	HostLink, ContLink netlink.Link
+	// Routes are the container's routes as installed, for the result.
+	Routes []*types.Route
+
+	steps steps
+}
+
+// Run runs do as the ADD's step name. do returns the undo of whatever it
+// made — also when it fails part-way — or nil when nothing of its own needs
+// undoing (addresses on a link that a rollback deletes anyway); the ADD
+// runs the undo if it fails at this step or later.
+func (a *Add) Run(name Step, do func(*Add) (undo func() error, err error)) error {
+	return a.steps.run(name, func() (func() error, error) { return do(a) })
+}
+
+// VethMain runs a veth plugin: the dispatcher of Main with the common
+// verbs, D the plugin's config type.
+func VethMain[T any, D interface {
+	*T
+	Driver
+}](info Info) {
+	if listSteps(info) {
+		os.Exit(0)
+	}
+	r := runner[T, D]{info: info}
+	Main(Plugin{Name: info.Name, About: info.About,
+		Add: r.add, Del: r.del, Check: r.check, GC: r.gc, Status: r.status})
+}
+
+// runner loads the config and the attachment for each verb.
+type runner[T any, D interface {
+	*T
+	Driver
+}] struct {
+	info Info
+}
+
+// load decodes and validates the config (code 6 or 7), loads IPAM and
+// lets the driver check the two together.
+func (r runner[T, D]) load(args *skel.CmdArgs) (D, *Attachment, error) {
+	conf, err := Load[T, D](args)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := LoadIPAM(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := conf.CheckIPAM(m); err != nil {
+		return nil, nil, err
+	}
+	return conf, &Attachment{Args: args, Info: r.info, Conf: conf.Veth(), IPAM: m, Traits: conf.Traits(),
+		HostVeth: netconf.HostVethName(r.info.VethPrefix, args.ContainerID, args.IfName)}, nil
+}

@@ -1,0 +1,78 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// TestNetworkSharedByBothPlugins: a network's masquerade rules belong to
+// the network, not to the plugin that made them. Two configs share a name
+// and ipMasq, one bridge-nat and one veth-ptp — what the node agent writes
+// when its ConfigMap's plugin changes under live pods. Removing the
+// veth-ptp pod, by DEL or by GC, must leave the rules the bridge-nat pod
+// still needs; removing the last pod removes them.
+func TestNetworkSharedByBothPlugins(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		for _, how := range []string{"DEL", "GC"} {
+			t.Run(backend+"/"+how, func(t *testing.T) {
+				w := newWorld(t)
+				out := w.outside(t)
+				before := w.hostState(t)
+				masq := fmt.Sprintf(`"ipMasq":true,"ipMasqBackend":%q`, backend)
+				conf := func(plugin, extra string) *libcni.NetworkConfigList {
+					text := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, w.netName("shared"), w.ptpConf(plugin, families[0], masq+extra))
+					list, err := libcni.ConfListFromBytes([]byte(text))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return list
+				}
+				bridge, ptp := conf("bridge-nat", `,"bridge":"brs0","isGateway":true,"isDefaultGateway":true,"removeEmptyBridge":true`), conf("veth-ptp", "")
+				podA, podB := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
+				rtA, rtB := w.rt("pod-a", podA, "eth0"), w.rt("pod-b", podB, "eth0")
+				if _, err := w.add(bridge, rtA); err != nil {
+					t.Fatalf("ADD A (bridge-nat): %v", err)
+				}
+				if _, err := w.add(ptp, rtB); err != nil {
+					t.Fatalf("ADD B (veth-ptp): %v", err)
+				}
+				rules := w.natRules(t)
+				switch how {
+				case "DEL":
+					if err := w.del(ptp, rtB); err != nil {
+						t.Fatalf("DEL B: %v", err)
+					}
+				case "GC":
+					if err := w.gc(ptp, types.GCAttachment{ContainerID: "pod-a", IfName: "eth0"}); err != nil {
+						t.Fatalf("GC keeping A: %v", err)
+					}
+				}
+				if got := w.natRules(t); got != rules {
+					t.Fatalf("%s of the veth-ptp pod changed the network's NAT rules from %d to %d while the bridge-nat pod lives", how, rules, got)
+				}
+				src, err := sourceSeen(t, podA, out, "192.0.2.2")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if src != "192.0.2.1" {
+					t.Fatalf("after %s of B, outside saw A's traffic from %s, want the host's 192.0.2.1", how, src)
+				}
+				if err := w.check(bridge, rtA); err != nil {
+					t.Fatalf("CHECK A: %v", err)
+				}
+				if err := w.del(bridge, rtA); err != nil {
+					t.Fatalf("DEL A: %v", err)
+				}
+				if how == "GC" {
+					_ = w.del(ptp, rtB) // the runtime's cache entry
+				}
+				if after := w.settled(t, before); after != before {
+					t.Fatalf("after the last pod:\n%s", stateDiff(before, after))
+				}
+			})
+		}
+	}
+}
