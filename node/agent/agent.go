@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -63,10 +64,18 @@ func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {
 		return nil, fmt.Errorf("node %s has no podCIDRs yet", node.Name)
 	}
 	var ranges [][]map[string]string
+	var routes []map[string]string
 	for _, c := range cidrs {
 		ranges = append(ranges, []map[string]string{{"subnet": c}})
+		dst := "0.0.0.0/0"
+		if strings.Contains(c, ":") {
+			dst = "::/0"
+		}
+		routes = append(routes, map[string]string{"dst": dst})
 	}
-	ipam := map[string]any{"type": "host-local", "ranges": ranges}
+	// The pods' default route, per family, through the node: veth-ptp
+	// installs exactly IPAM's routes (as the reference ptp does).
+	ipam := map[string]any{"type": "host-local", "ranges": ranges, "routes": routes}
 	if cfg.DataDir != "" {
 		ipam["dataDir"] = cfg.DataDir
 	}

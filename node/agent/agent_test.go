@@ -41,6 +41,7 @@ func TestConflistDualStack(t *testing.T) {
 			NoMas []string `json:"nonMasqueradeCIDRs"`
 			IPAM  struct {
 				Ranges [][]struct{ Subnet string } `json:"ranges"`
+				Routes []struct{ Dst string }      `json:"routes"`
 			} `json:"ipam"`
 		} `json:"plugins"`
 	}
@@ -50,6 +51,10 @@ func TestConflistDualStack(t *testing.T) {
 	p := got.Plugins[0]
 	if p.Type != "bridge-nat" || len(p.IPAM.Ranges) != 2 || p.IPAM.Ranges[1][0].Subnet != "fd00:244:0:1::/64" || len(p.NoMas) != 2 {
 		t.Fatalf("conflist %s", data)
+	}
+	// A default route per family: veth-ptp installs only IPAM's routes.
+	if len(p.IPAM.Routes) != 2 || p.IPAM.Routes[0].Dst != "0.0.0.0/0" || p.IPAM.Routes[1].Dst != "::/0" {
+		t.Fatalf("routes: %s", data)
 	}
 	if len(got.Plugins) != 2 || got.Plugins[1].Type != "portmap" {
 		t.Fatalf("no portmap: %s", data)

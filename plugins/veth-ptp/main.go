@@ -13,7 +13,6 @@ package main
 import (
 	"net"
 
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -65,8 +64,9 @@ func (c *Config) Setup(add *plugin.Add) error {
 
 // setupContainer gives the container end its addresses (with their
 // subnet's prefix length but no prefix route), the point-to-point routes
-// to each gateway, and the configured routes (a default route per family
-// when none are configured).
+// to each gateway, and exactly IPAM's routes, as the reference ptp does:
+// no default route unless IPAM has one, so a container on several
+// networks keeps the default route of the network that has it.
 func setupContainer(add *plugin.Add) (func() error, error) {
 	h, link, ips := add.Target.Cont, add.ContLink, add.IPAMResult.IPs
 	gws, err := gateways(ips)
@@ -81,15 +81,7 @@ func setupContainer(add *plugin.Add) (func() error, error) {
 			return nil, err
 		}
 	}
-	routes := add.IPAMResult.Routes
-	if len(routes) == 0 {
-		for _, v4 := range []bool{true, false} {
-			if gw := netconf.FamilyGateway(gws, v4); gw != nil {
-				routes = append(routes, &types.Route{Dst: netconf.DefaultDst(gw)})
-			}
-		}
-	}
-	add.Routes, err = netconf.AddRoutes(h, link, routes, gws)
+	add.Routes, err = netconf.AddRoutes(h, link, add.IPAMResult.Routes, gws)
 	return nil, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -447,5 +448,58 @@ func TestStatusNamesAMissingNATBackend(t *testing.T) {
 		if r := w.exec(plugin, env, stdin); r.exit != 0 {
 			t.Fatalf("%s STATUS with iptables: %s", plugin, r.stdout)
 		}
+	}
+}
+
+// TestVethPTPRoutesAsReference: like the reference ptp, veth-ptp installs
+// exactly IPAM's routes, plus the point-to-point routes to the gateway: a
+// config without routes gives no default route (a container on a second
+// network keeps the first one's), one with routes gets them.
+func TestVethPTPRoutesAsReference(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name, routes string
+		want         []string
+	}{
+		{"none", ``, []string{"10.10.0.0/24 via 10.10.0.1 dev eth0", "10.10.0.1 dev eth0 scope link"}},
+		{"given", `,"routes":[{"dst":"0.0.0.0/0"},{"dst":"192.0.2.0/24","gw":"10.10.0.1"}]`,
+			[]string{"10.10.0.0/24 via 10.10.0.1 dev eth0", "10.10.0.1 dev eth0 scope link", "192.0.2.0/24 via 10.10.0.1 dev eth0", "default via 10.10.0.1 dev eth0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := fmt.Sprintf(`{"type":"veth-ptp","ipam":{"type":"host-local","dataDir":%q,"subnet":"10.10.0.0/24"%s}}`,
+				filepath.Join(w.sb.Dir, "ipam"), tc.routes)
+			list := w.list("1.1.0", "routes-"+tc.name, conf)
+			pod := w.sb.PodT(t, "p-"+tc.name)
+			rt := w.rt("c-"+tc.name, pod, "eth0")
+			res, err := w.add(list, rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []byte
+			_ = pod.Do(func() error {
+				out, err = exec.Command("ip", "-4", "route", "show").CombinedOutput()
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("ip route: %v %s", err, out)
+			}
+			var got []string
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				got = append(got, strings.TrimSpace(strings.Split(l, " proto")[0]))
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("container routes %q, want %q", got, tc.want)
+			}
+			if want := strings.Count(tc.routes, "dst"); len(res.Routes) != want {
+				t.Fatalf("result routes %v, want %d", res.Routes, want)
+			}
+			if err := w.check(list, rt); err != nil {
+				t.Fatalf("CHECK: %v", err)
+			}
+			if err := w.del(list, rt); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -33,12 +33,21 @@ var families = []family{
 }
 
 // pluginConf is one plugin's config object for a conflist.
+// Its IPAM has a default route per family, as a network that reaches
+// beyond its node needs.
 func (w *world) ptpConf(plugin string, fam family, extra string) string {
 	if extra != "" {
 		extra = "," + extra
 	}
-	return fmt.Sprintf(`{"type":%q,"ipam":{"type":"host-local","dataDir":%q,"ranges":%s}%s}`,
-		plugin, filepath.Join(w.sb.Dir, "ipam"), fam.ranges, extra)
+	var routes []string
+	if fam.v4 {
+		routes = append(routes, `{"dst":"0.0.0.0/0"}`)
+	}
+	if fam.v6 {
+		routes = append(routes, `{"dst":"::/0"}`)
+	}
+	return fmt.Sprintf(`{"type":%q,"ipam":{"type":"host-local","dataDir":%q,"ranges":%s,"routes":[%s]}%s}`,
+		plugin, filepath.Join(w.sb.Dir, "ipam"), fam.ranges, strings.Join(routes, ","), extra)
 }
 
 func (w *world) list(version, name string, plugins ...string) *libcni.NetworkConfigList {
