@@ -38,16 +38,37 @@ func HostVethName(prefix, containerID, ifname string) string {
 	return prefix + hex.EncodeToString(sum[:])[:15-len(prefix)]
 }
 
-// Alias is the ifalias written on a host veth: it names the plugin, the
-// network and the attachment, so GC can list a network's veths and DEL can
-// tell whether a network still has containers, with no state on disk.
-func Alias(plugin, network, containerID, ifname string) string {
-	return strings.Join([]string{"netns-cni", plugin, network, containerID, ifname}, ":")
+// Key is s (a network name or a container ID) as it goes into the names
+// and labels of kernel objects, each of which has a length limit (an
+// ifalias 255 bytes, an nftables table name or comment 255) while the spec
+// sets none: s itself up to 64 bytes, else its first 40 bytes, "~" and 16
+// hex digits of its SHA-256. "~" is in no valid network name or container
+// ID, so a key made this way never equals a name kept whole.
+func Key(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return s[:40] + "~" + hex.EncodeToString(sum[:8])
 }
 
-// Attachment is what an alias says.
+// Alias is the ifalias written on a host veth: it names the plugin, the
+// network and the attachment (network and container ID as Key), so GC can
+// list a network's veths and DEL can tell whether a network still has
+// containers, with no state on disk. It fits the kernel's 255 bytes
+// whatever the lengths of the names.
+func Alias(plugin, network, containerID, ifname string) string {
+	return strings.Join([]string{"netns-cni", plugin, Key(network), Key(containerID), ifname}, ":")
+}
+
+// Attachment is what an alias says. Network and ContainerID are Keys.
 type Attachment struct {
 	Plugin, Network, ContainerID, IfName string
+}
+
+// Is reports whether the alias names the attachment (containerID, ifname).
+func (a Attachment) Is(containerID, ifname string) bool {
+	return a.ContainerID == Key(containerID) && a.IfName == ifname
 }
 
 // ParseAlias reads an alias written by Alias.
@@ -69,7 +90,7 @@ func Attachments(h Handle, network string) (map[Attachment]netlink.Link, error) 
 	}
 	out := map[Attachment]netlink.Link{}
 	for _, l := range links {
-		if a, ok := ParseAlias(l.Attrs().Alias); ok && a.Network == network {
+		if a, ok := ParseAlias(l.Attrs().Alias); ok && a.Network == Key(network) {
 			out[a] = l
 		}
 	}

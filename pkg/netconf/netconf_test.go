@@ -39,6 +39,29 @@ func TestAlias(t *testing.T) {
 	}
 }
 
+func TestKey(t *testing.T) {
+	short := strings.Repeat("n", 64)
+	if netconf.Key(short) != short {
+		t.Fatal("a name of 64 bytes must stay as it is")
+	}
+	long := strings.Repeat("n", 255)
+	k := netconf.Key(long)
+	if len(k) > 64 || !strings.HasPrefix(k, strings.Repeat("n", 40)+"~") || netconf.Key(long) != k {
+		t.Fatalf("Key(255 bytes) = %q: want at most 64 bytes, its prefix, stable", k)
+	}
+	if netconf.Key(long[:254]+"m") == k {
+		t.Fatal("two long names, one key")
+	}
+	al := netconf.Alias("bridge-nat", long, strings.Repeat("c", 128), "eth0")
+	if len(al) > 255 {
+		t.Fatalf("alias of %d bytes passes the kernel's 255", len(al))
+	}
+	a, ok := netconf.ParseAlias(al)
+	if !ok || !a.Is(strings.Repeat("c", 128), "eth0") || a.Is(strings.Repeat("c", 127), "eth0") || a.Network != k {
+		t.Fatalf("ParseAlias(%q) = %+v", al, a)
+	}
+}
+
 func TestVlanLinkName(t *testing.T) {
 	for _, tc := range []struct {
 		bridge string

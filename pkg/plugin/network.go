@@ -27,8 +27,10 @@ type Network struct {
 	NoMasq []netip.Prefix
 }
 
+// spec names the network by its Key: the rules' table, chain and comments
+// have length limits its name may exceed.
 func (n *Network) spec(res *current.Result) nat.Spec {
-	return nat.Spec{Network: n.Name, Subnets: Subnets(res), NoMasq: n.NoMasq}
+	return nat.Spec{Network: netconf.Key(n.Name), Subnets: Subnets(res), NoMasq: n.NoMasq}
 }
 
 // locked runs fn with the backend under the network's lock, which keeps
@@ -64,7 +66,7 @@ func (n *Network) RemoveIfUnused(self string) error {
 		if err != nil || !unused {
 			return err
 		}
-		return b.Remove(n.Name)
+		return b.Remove(netconf.Key(n.Name))
 	})
 }
 

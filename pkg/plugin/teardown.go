@@ -95,7 +95,7 @@ func (r runner[T, D]) loadOnHost(args *skel.CmdArgs) (D, *Attachment, nsutil.Han
 func collectLinks(host nsutil.Handle, network string, valid []types.GCAttachment) (map[string]bool, error) {
 	keep := map[[2]string]bool{}
 	for _, v := range valid {
-		keep[[2]string{v.ContainerID, v.IfName}] = true
+		keep[[2]string{netconf.Key(v.ContainerID), v.IfName}] = true
 	}
 	errs := []error{netconf.ReapRetired(host)}
 	links, err := netconf.Attachments(host, network)

@@ -110,8 +110,8 @@ func (c *Config) setupPort(add *plugin.Add) (func() error, error) {
 }
 
 func (c *Config) addSpoofCheck(add *plugin.Add) (func() error, error) {
-	undo := func() error { return filter.RemoveSpoofCheck(c.Name, add.HostVeth) }
-	return undo, filter.AddSpoofCheck(c.Name, add.HostVeth, add.ContLink.Attrs().HardwareAddr)
+	undo := func() error { return filter.RemoveSpoofCheck(netconf.Key(c.Name), add.HostVeth) }
+	return undo, filter.AddSpoofCheck(netconf.Key(c.Name), add.HostVeth, add.ContLink.Attrs().HardwareAddr)
 }
 
 // setupContainer brings the container's interface up and addresses it
@@ -165,7 +165,7 @@ func (c *Config) Check(k *plugin.Checked) error {
 		}
 	}
 	if c.MacSpoofChk {
-		return filter.CheckSpoofCheck(c.Name, k.HostVeth)
+		return filter.CheckSpoofCheck(netconf.Key(c.Name), k.HostVeth)
 	}
 	return nil
 }
@@ -173,13 +173,13 @@ func (c *Config) Check(k *plugin.Checked) error {
 // Teardown removes the port's MAC check and, with removeEmptyBridge, the
 // bridge once its last port is gone.
 func (c *Config) Teardown(a *plugin.Attachment, host nsutil.Handle) error {
-	return c.collect(host, func() error { return filter.RemoveSpoofCheck(c.Name, a.HostVeth) })
+	return c.collect(host, func() error { return filter.RemoveSpoofCheck(netconf.Key(c.Name), a.HostVeth) })
 }
 
 // Collect removes the MAC checks of ports not kept and, with
 // removeEmptyBridge, an empty bridge.
 func (c *Config) Collect(_ *plugin.Attachment, host nsutil.Handle, kept map[string]bool) error {
-	return c.collect(host, func() error { return filter.RemoveSpoofChecksExcept(c.Name, kept) })
+	return c.collect(host, func() error { return filter.RemoveSpoofChecksExcept(netconf.Key(c.Name), kept) })
 }
 
 func (c *Config) collect(host nsutil.Handle, removeSpoofChecks func() error) error {
