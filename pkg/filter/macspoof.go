@@ -14,8 +14,6 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
-
-	"github.com/netns-cni/netns-cni/pkg/lock"
 )
 
 // MAC spoof checking ("macspoofchk" of the bridge plugin): frames entering
@@ -38,24 +36,12 @@ func spoofTables(network string) (*nftables.Table, *nftables.Chain) {
 	return t, c
 }
 
-// Rule changes of a network's table run under the network's lock
-// (pkg/lock): removing the last rule drops the table, which must not
-// interleave with another process adding one.
-func locked(network string, fn func() error) error {
-	unlock, err := lock.Network(network)
-	if err != nil {
-		return fmt.Errorf("mac spoof check: %w", err)
-	}
-	defer unlock()
-	return fn()
-}
+// Rule changes of a network's table must not interleave between processes
+// (removing the last rule drops the table while another process may be
+// adding one): callers hold the network's lock (pkg/lock).
 
 // AddSpoofCheck drops frames from port whose source MAC is not mac.
 func AddSpoofCheck(network, port string, mac net.HardwareAddr) error {
-	return locked(network, func() error { return addSpoofCheck(network, port, mac) })
-}
-
-func addSpoofCheck(network, port string, mac net.HardwareAddr) error {
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -91,12 +77,12 @@ func spoofRules(conn *nftables.Conn, network string) ([]*nftables.Rule, error) {
 // RemoveSpoofCheck deletes port's rule, and the table with the last one.
 // A rule that is gone is no error.
 func RemoveSpoofCheck(network, port string) error {
-	return locked(network, func() error { return removeSpoofChecks(network, func(p string) bool { return p == port }) })
+	return removeSpoofChecks(network, func(p string) bool { return p == port })
 }
 
 // RemoveSpoofChecksExcept deletes the rule of every port not in keep (GC).
 func RemoveSpoofChecksExcept(network string, keep map[string]bool) error {
-	return locked(network, func() error { return removeSpoofChecks(network, func(p string) bool { return !keep[p] }) })
+	return removeSpoofChecks(network, func(p string) bool { return !keep[p] })
 }
 
 // removeSpoofChecks deletes the rules of the ports drop selects, and the

@@ -265,30 +265,48 @@ func (c *Config) Check(o Owner, want []netip.Addr) error {
 
 // GC releases every reservation of the network whose owner is not in
 // valid; an empty valid releases all. The lock, cursors and bookkeeping
-// stay. It goes on past errors and returns them joined.
-func (c *Config) GC(valid []Owner) error {
-	return c.withStore(func(s *store) error { return c.gc(s, valid) })
+// stay. It goes on past errors and returns them joined, with the owners
+// whose reservations it released.
+func (c *Config) GC(valid []Owner) ([]Owner, error) {
+	return c.GCFunc(func(o Owner) bool {
+		return slices.ContainsFunc(valid, func(v Owner) bool {
+			return v.matches(o.content()) || (o.IfName == "" && v.ID == o.ID)
+		})
+	})
 }
 
-func (c *Config) gc(s *store, valid []Owner) error {
+// GCFunc is GC keeping the reservations of the owners keep reports true
+// for (a legacy reservation's owner has an empty IfName).
+func (c *Config) GCFunc(keep func(Owner) bool) (released []Owner, err error) {
+	err = c.withStore(func(s *store) error {
+		released, err = c.gc(s, keep)
+		return err
+	})
+	return released, err
+}
+
+func (c *Config) gc(s *store, keep func(Owner) bool) ([]Owner, error) {
 	entries, err := s.scan()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var errs []error
+	var released []Owner
 	for _, e := range entries {
-		if slices.ContainsFunc(valid, func(v Owner) bool {
-			return v.matches(e.owner.content()) || (e.owner.IfName == "" && v.ID == e.owner.ID)
-		}) {
+		if keep(e.owner) {
 			continue
 		}
 		if err := s.unreserve(e.addr, e.owner); err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if !slices.Contains(released, e.owner) {
+			released = append(released, e.owner)
 		}
 	}
 	errs = append(errs, s.rebuildIndex())
 	s.dirty = true
-	return errors.Join(errs...)
+	return released, errors.Join(errs...)
 }
 
 // Status reports whether an ADD could succeed now: the store is writable

@@ -311,7 +311,8 @@ func TestGC(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(c.Dir(), "10.1.0.200"), []byte("legacy-keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.GC([]Owner{{"b", "eth0"}, {"legacy-keep", "eth0"}}); err != nil {
+	released, err := c.GC([]Owner{{"b", "eth0"}, {"legacy-keep", "eth0"}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	res := reservations(t, c)
@@ -326,7 +327,11 @@ func TestGC(t *testing.T) {
 	if ls, _ := c.Leases(Owner{"a", "eth0"}); len(ls) != 0 {
 		t.Fatalf("a still indexed: %v", ls)
 	}
-	if err := c.GC(nil); err != nil {
+	slices.SortFunc(released, func(x, y Owner) int { return strings.Compare(x.ID, y.ID) })
+	if !slices.Equal(released, []Owner{{"a", "eth0"}, {"c", "eth0"}}) {
+		t.Fatalf("released %v, want a and c, once each", released)
+	}
+	if _, err := c.GC(nil); err != nil {
 		t.Fatal(err)
 	}
 	if res := reservations(t, c); len(res) != 0 {

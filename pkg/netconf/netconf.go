@@ -249,15 +249,19 @@ func describeRoute(dst *net.IPNet, gw net.IP) string {
 }
 
 // AddRoutes installs routes on link, each via its gateway or, when it has
-// none, via gws' gateway of its family, or on-link when there is none (the
-// reference plugins' rule). It returns the routes as installed, gateways
-// filled in, for the result.
-func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP) ([]*types.Route, error) {
+// none, via gws' gateway of its family (the reference plugins' rule); with
+// none of its family either, on-link when onLink (a bridge: one L2
+// segment), else ErrNoGateway (a point-to-point link). It returns the
+// routes as installed, gateways filled in, for the result.
+func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP, onLink bool) ([]*types.Route, error) {
 	var out []*types.Route
 	for _, r := range routes {
 		gw := r.GW
 		if gw == nil {
 			gw = FamilyGateway(gws, r.Dst.IP.To4() != nil)
+		}
+		if gw == nil && !onLink {
+			return nil, fmt.Errorf(`"ipam.routes": %s: %w of its family`, r.Dst.String(), ErrNoGateway)
 		}
 		dst := r.Dst
 		if err := AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw}); err != nil {
@@ -342,9 +346,13 @@ func SetupLink(h Handle, link netlink.Link, ips []*current.IPConfig, opts AddrOp
 	return nil
 }
 
-// LoopbackUp sets lo up in the namespace of h (a no-op when it is up).
+// LoopbackUp sets lo up in the namespace of h (a no-op when it is up, or
+// missing).
 func LoopbackUp(h Handle) error {
 	lo, err := h.LinkByName("lo")
+	if nsutil.IsNotFound(err) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
 	}

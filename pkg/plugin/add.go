@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -9,6 +10,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
@@ -102,10 +104,14 @@ func enableForwarding(add *Add) (func() error, error) {
 
 func masquerade(add *Add) (func() error, error) {
 	n := add.Network()
+	err := n.EnsureMasquerade(add.IPAMResult)
+	if errors.Is(err, lock.ErrBusy) {
+		return nil, err // nothing written; waiting again to undo nothing helps no one
+	}
 	// Undone whether Ensure failed part-way (iptables writes rule by rule)
 	// or a later step failed: the rules go unless another attachment of
 	// the network is left.
-	return func() error { return n.RemoveIfUnused(add.HostVeth) }, n.Ensure(add.IPAMResult)
+	return func() error { return n.RemoveMasqueradeIfUnused(add.HostVeth) }, err
 }
 
 // result is the complete, chainable result: the master (a bridge) when

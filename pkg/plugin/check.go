@@ -24,9 +24,10 @@ type Checked struct {
 }
 
 // check is CHECK, written once: prevResult names the container interface;
-// the host end and the container end are there and up; the container has
-// its addresses and prevResult's routes; then the driver's part; then
-// forwarding, the network's masquerade rules and the IPAM reservation.
+// the host end is there and up, the container end there and up (unless
+// the driver leaves it down); the container has its addresses and
+// prevResult's routes; then the driver's part; then forwarding, the
+// network's masquerade rules and the IPAM reservation.
 func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	d, a, err := r.load(args)
 	if err != nil {
@@ -93,7 +94,7 @@ func checkHostState(c *Checked) error {
 		}
 	}
 	if c.Conf.IPMasq {
-		if err := c.Network().Check(c.Own); err != nil {
+		if err := c.Network().CheckMasquerade(c.Own); err != nil {
 			return err
 		}
 	}

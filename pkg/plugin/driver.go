@@ -68,20 +68,22 @@ type Driver interface {
 type Preparer interface {
 	// Prepare runs in ADD after IPAM and before the pair exists, as steps
 	// of its own. It sets add.Master to the link the host end becomes a
-	// port of, and may return a func that the common ADD calls once the
-	// port is attached (to release a lock on the master), or nil.
+	// port of, and may return a func that the common ADD calls right after
+	// the veth step, attached or failed (to release a lock on the master),
+	// or nil. On an error it releases what it holds itself.
 	Prepare(add *Add) (attached func(), err error)
 }
 
 // Teardowner is a driver with host-side state beside the host link.
 type Teardowner interface {
 	// Teardown is DEL's part, after the host link went: remove what the
-	// driver made for this attachment. What is gone already is no error.
-	// host is a netlink handle in the host.
+	// driver made beside it that the network does not own (an empty
+	// bridge). What is gone already is no error. host is a netlink handle
+	// in the host.
 	Teardown(a *Attachment, host nsutil.Handle) error
-	// Collect is GC's part: remove what the driver made for attachments
-	// whose host links are not in kept.
-	Collect(a *Attachment, host nsutil.Handle, kept map[string]bool) error
+	// Collect is GC's part, once the host links of attachments not kept
+	// are gone.
+	Collect(a *Attachment, host nsutil.Handle) error
 }
 
 // Attachment is one container interface on a network, as every verb sees
@@ -102,7 +104,25 @@ type Attachment struct {
 // Network is the attachment's network: its host-wide state.
 func (a *Attachment) Network() *Network {
 	c := a.Conf
-	return &Network{Name: c.Name, Backend: c.IPMasqBackend, NoMasq: c.NoMasq()}
+	return &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq()}
+}
+
+// VethPrefixes start the host end's name of every netns-cni veth plugin
+// (Info.VethPrefix): DEL and GC find an attachment whichever of them made
+// it, as they must on a node whose conflist switched plugins under live
+// pods.
+var VethPrefixes = []string{"vp", "vb"}
+
+// hostVethNames are the names the attachment's host end can have: this
+// plugin's own first, then the other plugins'.
+func (a *Attachment) hostVethNames() []string {
+	names := []string{a.HostVeth}
+	for _, p := range VethPrefixes {
+		if n := netconf.HostVethName(p, a.Args.ContainerID, a.Args.IfName); n != a.HostVeth {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // alias is the ifalias of the attachment's host link (netconf.Alias).

@@ -121,16 +121,28 @@ func (m *IPAM) Check(ctx context.Context, prev *current.Result) error {
 	return ipamError(m.Local.Check(m.owner, want))
 }
 
-// GC releases every reservation of the network not in valid.
-func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment) error {
+// GC releases every reservation of the network not held by an attachment
+// in valid or one keep reports true for (nil: none), and returns the
+// owners it released (none known when the IPAM plugin is delegated).
+func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment, keep func(id, ifname string) bool) ([]ipam.Owner, error) {
 	if m.Local == nil {
-		return invoke.DelegateGC(ctx, m.Type, m.stdin, nil)
+		return nil, invoke.DelegateGC(ctx, m.Type, m.stdin, nil)
 	}
-	owners := make([]ipam.Owner, len(valid))
-	for i, v := range valid {
-		owners[i] = ipam.Owner{ID: v.ContainerID, IfName: v.IfName}
+	listed := map[ipam.Owner]bool{}
+	for _, v := range valid {
+		listed[ipam.Owner{ID: v.ContainerID, IfName: v.IfName}] = true
 	}
-	return ipamError(m.Local.GC(owners))
+	released, err := m.Local.GCFunc(func(o ipam.Owner) bool {
+		if o.IfName == "" { // a legacy reservation: the container ID alone
+			for v := range listed {
+				if v.ID == o.ID {
+					return true
+				}
+			}
+		}
+		return listed[o] || (keep != nil && keep(o.ID, o.IfName))
+	})
+	return released, ipamError(err)
 }
 
 // Status answers code 50 when an ADD could not get addresses now.

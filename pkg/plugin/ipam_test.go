@@ -93,7 +93,7 @@ func TestLocalIPAM(t *testing.T) {
 	if _, _, err := other.Add(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.GC(ctx, nil); err != nil {
+	if _, err := other.GC(ctx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Status(ctx); err != nil {

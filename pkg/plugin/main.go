@@ -1,8 +1,11 @@
 // Package plugin is the CNI glue every netns-cni plugin shares: the
-// dispatcher that reads the CNI_* environment and stdin and calls the verb,
-// configuration loading with typed errors, result conversion to the
-// requested version, a rollback stack for ADD and logging. A plugin's main
-// package only says what each verb does.
+// dispatcher that reads the CNI_* environment and stdin and calls the verb
+// (Main, Run), configuration loading with typed errors, result conversion
+// to the requested version and logging; and, for the veth plugins, the
+// verbs themselves, written once around a small Driver (VethMain: ADD as
+// named steps with their undo, DEL in one order, CHECK, GC, STATUS) and
+// the network's host-wide state (Network). A veth plugin's main package is
+// its config, which implements Driver.
 package plugin
 
 import (

@@ -1,11 +1,14 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -13,60 +16,98 @@ import (
 )
 
 // Network is the host-wide state of one network that no single attachment
-// owns: its masquerade rules. It belongs to the network, not to a plugin:
-// the rules stay while any attachment of the network is left on the host,
-// whichever netns-cni plugin made it (a node agent that switches a
-// network's plugin under live pods leaves attachments of both). Which
-// attachments are left is read from the host links' aliases, so no state
-// of its own is kept on disk.
+// owns: its masquerade rules and its filter rules (the MAC checks of its
+// bridge ports). It belongs to the network, not to a plugin: the
+// masquerade rules stay while any attachment of the network is left on the
+// host, and a port's filter rules go with the port, whichever netns-cni
+// plugin made it and whichever plugin's DEL or GC removes it (a node agent
+// that switches a network's plugin under live pods leaves attachments of
+// both). Which attachments are left is read from the host links' aliases,
+// so no state of its own is kept on disk. Every change runs under the
+// network's lock (pkg/lock).
 type Network struct {
 	Name string
-	// Backend is ipMasqBackend ("" for the default).
-	Backend string
+	// Masquerade is ipMasq; Backend is ipMasqBackend ("" for the default).
+	Masquerade bool
+	Backend    string
 	// NoMasq are destinations reached unmasqueraded ("nonMasqueradeCIDRs").
 	NoMasq []netip.Prefix
 }
 
-// spec names the network by its Key: the rules' table, chain and comments
-// have length limits its name may exceed.
+// key names the network in kernel objects (see netconf.Key).
+func (n *Network) key() string { return netconf.Key(n.Name) }
+
 func (n *Network) spec(res *current.Result) nat.Spec {
-	return nat.Spec{Network: netconf.Key(n.Name), Subnets: Subnets(res), NoMasq: n.NoMasq}
+	return nat.Spec{Network: n.key(), Subnets: Subnets(res), NoMasq: n.NoMasq}
 }
 
-// locked runs fn with the backend under the network's lock, which keeps
-// one process's "was that the network's last attachment?" and the removal
-// that follows from interleaving with another's Ensure.
-func (n *Network) locked(fn func(nat.Backend) error) error {
+// locked runs fn under the network's lock, which keeps one process's "was
+// that the network's last attachment?" and the removal that follows from
+// interleaving with another's ADD.
+func (n *Network) locked(fn func() error) error {
+	unlock, err := lock.Network(n.Name)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", n.Name, err)
+	}
+	defer unlock()
+	return fn()
+}
+
+// EnsureMasquerade makes the rules cover the subnets of res (usually they
+// already do: one check, nothing written).
+func (n *Network) EnsureMasquerade(res *current.Result) error {
 	backend, err := nat.New(n.Backend)
 	if err != nil {
 		return err
 	}
-	unlock, err := lock.Network(n.Name)
+	return n.locked(func() error { return wrap("masquerade", backend.Ensure(n.spec(res))) })
+}
+
+// AddSpoofCheck drops the frames port sends with a source MAC not mac.
+func (n *Network) AddSpoofCheck(port string, mac net.HardwareAddr) error {
+	return n.locked(func() error { return filter.AddSpoofCheck(n.key(), port, mac) })
+}
+
+// RemoveSpoofCheck removes port's MAC check; none is fine.
+func (n *Network) RemoveSpoofCheck(port string) error {
+	return n.locked(func() error { return filter.RemoveSpoofCheck(n.key(), port) })
+}
+
+// RemoveMasqueradeIfUnused drops the masquerade rules when no attachment
+// of the network other than the one whose host link is self ("" for none)
+// is left on the host.
+func (n *Network) RemoveMasqueradeIfUnused(self string) error {
+	return n.locked(func() error { return n.removeMasqueradeIfUnused(self) })
+}
+
+func (n *Network) removeMasqueradeIfUnused(self string) error {
+	if !n.Masquerade {
+		return nil
+	}
+	backend, err := nat.New(n.Backend)
 	if err != nil {
-		return fmt.Errorf("masquerade: %w", err)
+		return err
 	}
-	defer unlock()
-	if err := fn(backend); err != nil {
-		return fmt.Errorf("masquerade: %w", err)
+	unused, err := n.unused(self)
+	if err != nil || !unused {
+		return err
 	}
-	return nil
+	return wrap("masquerade", backend.Remove(n.key()))
 }
 
-// Ensure makes the rules cover the subnets of res (usually they already
-// do: one check, nothing written).
-func (n *Network) Ensure(res *current.Result) error {
-	return n.locked(func(b nat.Backend) error { return b.Ensure(n.spec(res)) })
+// Detach is DEL's part, once port (the attachment's host link) is gone:
+// port's filter rules, then the masquerade rules if no attachment is left.
+func (n *Network) Detach(port string) error {
+	return n.locked(func() error {
+		return errors.Join(filter.RemoveSpoofCheck(n.key(), port), n.removeMasqueradeIfUnused(""))
+	})
 }
 
-// RemoveIfUnused drops the rules when no attachment of the network other
-// than the one whose host link is self ("" for none) is left on the host.
-func (n *Network) RemoveIfUnused(self string) error {
-	return n.locked(func(b nat.Backend) error {
-		unused, err := n.unused(self)
-		if err != nil || !unused {
-			return err
-		}
-		return b.Remove(netconf.Key(n.Name))
+// Collect is GC's part: the filter rules of every port not in kept, then
+// the masquerade rules if no attachment is left.
+func (n *Network) Collect(kept map[string]bool) error {
+	return n.locked(func() error {
+		return errors.Join(filter.RemoveSpoofChecksExcept(n.key(), kept), n.removeMasqueradeIfUnused(""))
 	})
 }
 
@@ -89,19 +130,17 @@ func (n *Network) unused(self string) (bool, error) {
 	return true, nil
 }
 
-// Check reports rules missing for the subnets of res.
-func (n *Network) Check(res *current.Result) error {
+// CheckMasquerade reports rules missing for the subnets of res.
+func (n *Network) CheckMasquerade(res *current.Result) error {
 	backend, err := nat.New(n.Backend)
 	if err != nil {
 		return err
 	}
-	if err := backend.Check(n.spec(res)); err != nil {
-		return fmt.Errorf("check masquerade: %w", err)
-	}
-	return nil
+	return wrap("check masquerade", backend.Check(n.spec(res)))
 }
 
-// Available is STATUS's question: can the backend work here? Code 50 if not.
+// Available is STATUS's question: can the masquerade backend work here?
+// Code 50 if not.
 func (n *Network) Available() error {
 	backend, err := nat.New(n.Backend)
 	if err == nil {
@@ -111,4 +150,11 @@ func (n *Network) Available() error {
 		return UnavailableError("ipMasq: %v", err)
 	}
 	return nil
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

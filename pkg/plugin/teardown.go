@@ -19,11 +19,13 @@ import (
 //  1. The host link, retired at once (down and marked; see netconf.Retire),
 //     which takes the container off its link and the host routes with it.
 //     First, because an address must not return to the pool while the old
-//     port can still answer for it on the same L2 segment.
-//  2. The driver's teardown: what it made beside the link (a port's MAC
-//     check, an empty bridge).
-//  3. The network's masquerade rules, if no attachment of the network is
-//     left, whichever plugin made it.
+//     port can still answer for it on the same L2 segment. It is looked for
+//     under every netns-cni plugin's name for it, so a DEL through a config
+//     whose plugin changed finds the port the other plugin made.
+//  2. The driver's teardown: what it made beside the link that the network
+//     does not own (an empty bridge).
+//  3. The network's state (Network.Detach): the port's filter rules, and
+//     the masquerade rules if no attachment of the network is left.
 //  4. IPAM, last, and only once the link is gone: when the link could not
 //     be removed the addresses stay reserved, and the runtime's next DEL
 //     tries both again.
@@ -33,17 +35,15 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		return err
 	}
 	defer host.Close()
-	linkErr := netconf.Retire(host, a.HostVeth)
+	port, linkErr := retireHostLink(host, a)
 	errs := []error{linkErr}
 	if t, ok := any(d).(Teardowner); ok {
 		errs = append(errs, t.Teardown(a, host))
 	}
-	if a.Conf.IPMasq {
-		errs = append(errs, a.Network().RemoveIfUnused(""))
-	}
+	errs = append(errs, a.Network().Detach(port))
 	if a.IPAM != nil {
 		if linkErr != nil {
-			errs = append(errs, fmt.Errorf("addresses stay reserved until %s is gone", a.HostVeth))
+			errs = append(errs, fmt.Errorf("addresses stay reserved until %s is gone", port))
 		} else {
 			errs = append(errs, a.IPAM.Del(context.Background()))
 		}
@@ -51,27 +51,60 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	return errors.Join(errs...)
 }
 
+// retireHostLink retires the attachment's host end, under whichever
+// netns-cni plugin's name it has, and returns the name (the plugin's own
+// when there is none).
+func retireHostLink(host nsutil.Handle, a *Attachment) (string, error) {
+	for i, name := range a.hostVethNames() {
+		l, err := host.LinkByName(name)
+		if nsutil.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return name, fmt.Errorf("find %s: %w", name, err)
+		}
+		// Another plugin's name is taken only by that plugin's link of this
+		// very attachment (or a retired one), never by a stranger's link.
+		if i > 0 && !ofAttachment(l.Attrs().Alias, a) {
+			continue
+		}
+		return name, netconf.Retire(host, name)
+	}
+	return a.HostVeth, nil
+}
+
+// ofAttachment reports whether a host link's alias says it is a's, or
+// retired.
+func ofAttachment(alias string, a *Attachment) bool {
+	at, ok := netconf.ParseAlias(alias)
+	return ok && at.Is(a.Args.ContainerID, a.Args.IfName) || alias == netconf.RetiredAlias
+}
+
 // gc is GC, in DEL's order: the host links of attachments not in
 // cni.dev/valid-attachments (of any netns-cni plugin: the list is the
-// network's), the driver's state of those, the network's rules if nothing
-// is left, and the reservations of attachments not listed. It goes on past
-// failures and reports them all.
+// network's), the driver's part, the network's state (filter rules of the
+// ports gone, the masquerade rules if nothing is left), and the
+// reservations of attachments not listed — except those whose link could
+// not be deleted, which stay reserved as in DEL. It goes on past failures
+// and reports them all.
 func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 	d, a, host, err := r.loadOnHost(args)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
-	kept, err := collectLinks(host, a.Conf.Name, a.Conf.ValidAttachments)
+	kept, stuck, err := collectLinks(host, a.Conf.Name, a.Conf.ValidAttachments)
 	errs := []error{err}
 	if t, ok := any(d).(Teardowner); ok {
-		errs = append(errs, t.Collect(a, host, kept))
+		errs = append(errs, t.Collect(a, host))
 	}
-	if a.Conf.IPMasq {
-		errs = append(errs, a.Network().RemoveIfUnused(""))
+	if kept != nil { // without the list of links, no port's rules are known to be stale
+		errs = append(errs, a.Network().Collect(kept))
 	}
 	if a.IPAM != nil {
-		errs = append(errs, a.IPAM.GC(context.Background(), a.Conf.ValidAttachments))
+		keep := func(id, ifname string) bool { return stuck[[2]string{netconf.Key(id), ifname}] }
+		_, err := a.IPAM.GC(context.Background(), a.Conf.ValidAttachments, keep)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -91,22 +124,30 @@ func (r runner[T, D]) loadOnHost(args *skel.CmdArgs) (D, *Attachment, nsutil.Han
 }
 
 // collectLinks deletes every retired link and the host links of network
-// whose attachment is not in valid, and returns the names of those kept.
-func collectLinks(host nsutil.Handle, network string, valid []types.GCAttachment) (map[string]bool, error) {
+// whose attachment is not in valid. It returns the names of the links
+// kept (nil when the links could not be listed) and the attachments
+// (container ID as netconf.Key, ifname) whose links could not be deleted.
+func collectLinks(host nsutil.Handle, network string, valid []types.GCAttachment) (map[string]bool, map[[2]string]bool, error) {
 	keep := map[[2]string]bool{}
 	for _, v := range valid {
 		keep[[2]string{netconf.Key(v.ContainerID), v.IfName}] = true
 	}
 	errs := []error{netconf.ReapRetired(host)}
 	links, err := netconf.Attachments(host, network)
-	errs = append(errs, err)
-	kept := map[string]bool{}
+	if err != nil {
+		return nil, nil, errors.Join(append(errs, err)...)
+	}
+	kept, stuck := map[string]bool{}, map[[2]string]bool{}
 	for att, l := range links {
-		if keep[[2]string{att.ContainerID, att.IfName}] {
+		id := [2]string{att.ContainerID, att.IfName}
+		if keep[id] {
 			kept[l.Attrs().Name] = true
 			continue
 		}
-		errs = append(errs, netconf.DelLink(host, l.Attrs().Name))
+		if err := netconf.DelLink(host, l.Attrs().Name); err != nil {
+			errs = append(errs, err)
+			kept[l.Attrs().Name], stuck[id] = true, true
+		}
 	}
-	return kept, errors.Join(errs...)
+	return kept, stuck, errors.Join(errs...)
 }

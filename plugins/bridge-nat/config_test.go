@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,5 +108,13 @@ func TestConfigCheckIPAM(t *testing.T) {
 	}
 	if c, _ := load(t, `,"disableContainerInterface":true`); !c.Traits().ContainerDown {
 		t.Fatal("disableContainerInterface: CHECK must not require the interface up")
+	}
+}
+
+// TestVethPrefixKnown: other plugins' DEL and GC find this plugin's host
+// links only under a prefix pkg/plugin knows.
+func TestVethPrefixKnown(t *testing.T) {
+	if !slices.Contains(plugin.VethPrefixes, info.VethPrefix) {
+		t.Fatalf("VethPrefix %q is not in plugin.VethPrefixes %v", info.VethPrefix, plugin.VethPrefixes)
 	}
 }

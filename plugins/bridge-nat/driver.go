@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -62,12 +61,32 @@ func (c *Config) ensureBridge(add *plugin.Add) (func() error, error) {
 	h := add.Target.Host
 	br, created, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: c.Bridge, MTU: c.MTU, Promisc: c.PromiscMode,
 		VlanFiltering: c.Vlan > 0 || len(c.VlanTrunk) > 0, DisableDAD: !c.EnableDAD})
-	var undo func() error
-	if created {
-		undo = func() error { return removeBridgeIfEmpty(h, c.Bridge) }
+	if err != nil {
+		if created { // made, but not marked as ours: removed here, by name
+			_ = netconf.DelLink(h, c.Bridge)
+		}
+		return nil, err
 	}
 	add.Master = br
-	return undo, err
+	if !created {
+		return nil, nil
+	}
+	return c.underLock(func() error { return netconf.RemoveBridgeIfEmpty(h, c.Bridge) }), nil
+}
+
+// underLock is fn run under the bridge's lock: the undos of Prepare's
+// steps run after the lock was let go, when another ADD may hold it
+// between making sure of the bridge and attaching its port; "no port on
+// the bridge" is only true when no ADD holds the lock.
+func (c *Config) underLock(fn func() error) func() error {
+	return func() error {
+		unlock, err := lock.Bridge(c.Bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", c.Bridge, err)
+		}
+		defer unlock()
+		return fn()
+	}
 }
 
 // addGateways puts each subnet's gateway on the bridge (on the VLAN link
@@ -81,7 +100,7 @@ func (c *Config) addGateways(add *plugin.Add) (func() error, error) {
 		}
 	}
 	added, err := netconf.EnsureGateways(h, link, add.IPAMResult.IPs, c.ForceAddress, !c.EnableDAD)
-	return func() error { return netconf.RemoveAddrsIfUnused(h, c.Bridge, link, added) }, err
+	return c.underLock(func() error { return netconf.RemoveAddrsIfUnused(h, c.Bridge, link, added) }), err
 }
 
 func (c *Config) bridgeUp(add *plugin.Add) (func() error, error) {
@@ -89,7 +108,7 @@ func (c *Config) bridgeUp(add *plugin.Add) (func() error, error) {
 	if br.Attrs().Flags&net.FlagUp != 0 {
 		return nil, nil
 	}
-	return func() error { return netconf.SetDownIfUnused(h, c.Bridge) }, netconf.SetUp(h, br)
+	return c.underLock(func() error { return netconf.SetDownIfUnused(h, c.Bridge) }), netconf.SetUp(h, br)
 }
 
 // Setup attaches the port, adds its MAC check and configures the container.
@@ -110,8 +129,11 @@ func (c *Config) setupPort(add *plugin.Add) (func() error, error) {
 }
 
 func (c *Config) addSpoofCheck(add *plugin.Add) (func() error, error) {
-	undo := func() error { return filter.RemoveSpoofCheck(netconf.Key(c.Name), add.HostVeth) }
-	return undo, filter.AddSpoofCheck(netconf.Key(c.Name), add.HostVeth, add.ContLink.Attrs().HardwareAddr)
+	n := add.Network()
+	if err := n.AddSpoofCheck(add.HostVeth, add.ContLink.Attrs().HardwareAddr); err != nil {
+		return nil, err // one nftables transaction: nothing of it is in place
+	}
+	return func() error { return n.RemoveSpoofCheck(add.HostVeth) }, nil
 }
 
 // setupContainer brings the container's interface up and addresses it
@@ -135,7 +157,7 @@ func (c *Config) setupContainer(add *plugin.Add) (func() error, error) {
 		}
 	}
 	var err error
-	add.Routes, err = netconf.AddRoutes(h, link, routes, gws)
+	add.Routes, err = netconf.AddRoutes(h, link, routes, gws, true)
 	return nil, err
 }
 
@@ -170,36 +192,14 @@ func (c *Config) Check(k *plugin.Checked) error {
 	return nil
 }
 
-// Teardown removes the port's MAC check and, with removeEmptyBridge, the
-// bridge once its last port is gone.
-func (c *Config) Teardown(a *plugin.Attachment, host nsutil.Handle) error {
-	return c.collect(host, func() error { return filter.RemoveSpoofCheck(netconf.Key(c.Name), a.HostVeth) })
+// Teardown removes the bridge, with removeEmptyBridge, once its last port
+// is gone. (The port's MAC check is the network's: pkg/plugin removes it.)
+func (c *Config) Teardown(_ *plugin.Attachment, host nsutil.Handle) error {
+	if !c.RemoveEmptyBridge {
+		return nil
+	}
+	return c.underLock(func() error { return netconf.RemoveBridgeIfEmpty(host, c.Bridge) })()
 }
 
-// Collect removes the MAC checks of ports not kept and, with
-// removeEmptyBridge, an empty bridge.
-func (c *Config) Collect(_ *plugin.Attachment, host nsutil.Handle, kept map[string]bool) error {
-	return c.collect(host, func() error { return filter.RemoveSpoofChecksExcept(netconf.Key(c.Name), kept) })
-}
-
-func (c *Config) collect(host nsutil.Handle, removeSpoofChecks func() error) error {
-	var errs []error
-	if c.MacSpoofChk {
-		errs = append(errs, removeSpoofChecks())
-	}
-	if c.RemoveEmptyBridge {
-		errs = append(errs, removeBridgeIfEmpty(host, c.Bridge))
-	}
-	return errors.Join(errs...)
-}
-
-// removeBridgeIfEmpty deletes the bridge, under its lock, when netns-cni
-// made it and no container is on it.
-func removeBridgeIfEmpty(h nsutil.Handle, name string) error {
-	unlock, err := lock.Bridge(name)
-	if err != nil {
-		return fmt.Errorf("bridge %s: %w", name, err)
-	}
-	defer unlock()
-	return netconf.RemoveBridgeIfEmpty(h, name)
-}
+// Collect is Teardown for GC.
+func (c *Config) Collect(a *plugin.Attachment, host nsutil.Handle) error { return c.Teardown(a, host) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,5 +76,13 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := load(t, `,"mtu":"big"`, ""); plugin.CNIError(err).Code != types.ErrDecodingFailure {
 		t.Fatalf("a string for a number: %v, want code 6", err)
+	}
+}
+
+// TestVethPrefixKnown: other plugins' DEL and GC find this plugin's host
+// links only under a prefix pkg/plugin knows.
+func TestVethPrefixKnown(t *testing.T) {
+	if !slices.Contains(plugin.VethPrefixes, info.VethPrefix) {
+		t.Fatalf("VethPrefix %q is not in plugin.VethPrefixes %v", info.VethPrefix, plugin.VethPrefixes)
 	}
 }

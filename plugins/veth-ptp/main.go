@@ -81,7 +81,7 @@ func setupContainer(add *plugin.Add) (func() error, error) {
 			return nil, err
 		}
 	}
-	add.Routes, err = netconf.AddRoutes(h, link, add.IPAMResult.Routes, gws)
+	add.Routes, err = netconf.AddRoutes(h, link, add.IPAMResult.Routes, gws, false)
 	return nil, err
 }
 

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -74,5 +75,44 @@ func TestNetworkSharedByBothPlugins(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestDelThroughTheOtherPlugin: after a network's conflist switched from
+// bridge-nat to veth-ptp under a live pod, the DEL of that pod comes
+// through the veth-ptp config. It must find the port bridge-nat made,
+// remove it and its MAC check before releasing the address, and leave
+// nothing once GC through the bridge-nat config removes the empty bridge.
+func TestDelThroughTheOtherPlugin(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	conf := func(plugin, extra string) *libcni.NetworkConfigList {
+		text := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, w.netName("switched"), w.ptpConf(plugin, families[2], `"ipMasq":true`+extra))
+		list, err := libcni.ConfListFromBytes([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	bridge, ptp := conf("bridge-nat", `,"bridge":"brsw0","isGateway":true,"macspoofchk":true,"removeEmptyBridge":true`), conf("veth-ptp", "")
+	pod := w.sb.PodT(t, "a")
+	rt := w.rt("pod-a", pod, "eth0")
+	if _, err := w.add(bridge, rt); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.del(ptp, rt); err != nil {
+		t.Fatalf("DEL through veth-ptp: %v", err)
+	}
+	// The port is retired at once and deleted by its reaper a moment later.
+	for deadline := time.Now().Add(5 * time.Second); len(linkNames(t, pod)) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod keeps %v: the bridge-nat port was not removed", linkNames(t, pod))
+		}
+	}
+	if err := w.gc(bridge); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }

@@ -224,6 +224,16 @@ func TestVethPTPBadInput(t *testing.T) {
 	if e := w.exec("veth-ptp", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0"), stdin).cniError(t); e.Code != 7 || !strings.Contains(e.Msg, `"ipam": missing`) {
 		t.Fatalf("no ipam: %+v", e)
 	}
+	// A route of a family the network has no address of: no gateway to
+	// route it through on a point-to-point link. Found after IPAM, undone.
+	stdin = fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"veth-ptp","ipam":{"type":"host-local","dataDir":%q,"subnet":"10.10.0.0/24","routes":[{"dst":"::/0"}]}}`,
+		w.netName("v6route"), filepath.Join(w.sb.Dir, "ipam"))
+	if e := w.exec("veth-ptp", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0"), stdin).cniError(t); e.Code != 7 || !strings.Contains(e.Msg, `"ipam.routes": ::/0: no gateway of its family`) {
+		t.Fatalf("route without a gateway: %+v", e)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("route without a gateway left:\n%s", stateDiff(before, after))
+	}
 }
 
 // TestVethPTPChainedWithPortmapAndTuning chains the reference portmap and
