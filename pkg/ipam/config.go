@@ -179,6 +179,40 @@ func Parse(stdin []byte, cniArgs string) (*Config, []error) {
 	return c, nil
 }
 
+// ParseStore reads only what locates a network's store: the IPAM type,
+// the network name and dataDir. It is for DEL and GC, which must release
+// what an earlier config reserved even when today's config no longer
+// passes Parse (an operator edited it, an upgrade added a rule). The
+// returned Config releases, looks up and collects; it cannot allocate.
+func ParseStore(stdin []byte) (*Config, error) {
+	var raw rawConfig
+	if err := json.Unmarshal(stdin, &raw); err != nil && raw.IPAM == nil {
+		return nil, fmt.Errorf("decode ipam config: %w", err)
+	}
+	var empty struct {
+		IPAM map[string]json.RawMessage `json:"ipam"`
+	}
+	_ = json.Unmarshal(stdin, &empty)
+	if raw.IPAM == nil || len(empty.IPAM) == 0 {
+		return nil, ErrNoIPAM
+	}
+	c := &Config{Network: raw.Name, CNIVersion: raw.CNIVersion, Type: raw.IPAM.Type, LockTimeout: DefaultLockTimeout}
+	if c.Type != "host-local" {
+		return c, nil
+	}
+	if c.Network == "" || strings.ContainsAny(c.Network, "/\x00") || c.Network == "." || c.Network == ".." {
+		return nil, fmt.Errorf(`"name": %q cannot name a directory under dataDir`, c.Network)
+	}
+	c.DataDir = raw.IPAM.DataDir
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	} else if !filepath.IsAbs(c.DataDir) {
+		return nil, fmt.Errorf(`"ipam.dataDir": must be an absolute path, got %q`, c.DataDir)
+	}
+	c.DataDir = filepath.Clean(c.DataDir)
+	return c, nil
+}
+
 func (c *Config) checkSetOverlaps(keys []string) []error {
 	var errs []error
 	for i := range c.RangeSets {

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"unicode"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -90,6 +92,50 @@ func Load[T any, P interface {
 	return conf, nil
 }
 
+// LoadLenient is Load for DEL and GC, which must remove what an earlier
+// config made even when today's config no longer passes Load: an operator
+// edited it, an upgrade added a rule, or the ADD it follows failed on it
+// (the reference answers those DELs with success; a DEL error leaves a
+// pod stuck Terminating). Only JSON that does not decode at all fails
+// (code 6). A key of the wrong type is left at its zero value; every
+// validation problem, a prevResult that does not parse and an unusable
+// logFile or logLevel are logged at warn and otherwise ignored, and
+// whatever Validate parsed is kept.
+func LoadLenient[T any, P interface {
+	*T
+	Config
+}](args *skel.CmdArgs) (P, error) {
+	conf := P(new(T))
+	var problems []string
+	if err := json.Unmarshal(args.StdinData, conf); err != nil {
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) {
+			return nil, DecodeError("decode network config: %s", describeJSONError(err))
+		}
+		problems = append(problems, describeJSONError(err))
+	}
+	base := conf.Base()
+	base.cniArgs = args.Args
+	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if d, ok := any(conf).(Defaulter); ok {
+		d.SetDefaults()
+	}
+	if v, ok := any(conf).(Validator); ok {
+		for _, e := range v.Validate() {
+			problems = append(problems, e.Error())
+		}
+	}
+	if err := base.parsePrevResult(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, p := range problems {
+		slog.Warn("invalid config ignored: removing what can be found", "problem", p)
+	}
+	return conf, nil
+}
+
 func (c *NetConf) parsePrevResult() error {
 	if c.RawPrevResult == nil {
 		return nil
@@ -111,11 +157,19 @@ func (c *NetConf) parsePrevResult() error {
 }
 
 // describeJSONError turns encoding/json's messages into ones that name the
-// key: `"mtu": want number, got string`.
+// key: `"mtu": want int, got string`. The path encoding/json gives names
+// embedded structs by their Go names (VethConf.mtu); JSON keys here are
+// lowerCamel, so the parts that start with a capital go.
 func describeJSONError(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Sprintf("%q: want %s, got %s", te.Field, te.Type, te.Value)
+		var keys []string
+		for _, k := range strings.Split(te.Field, ".") {
+			if k != "" && !unicode.IsUpper(rune(k[0])) {
+				keys = append(keys, k)
+			}
+		}
+		return fmt.Sprintf("%q: want %s, got %s", strings.Join(keys, "."), te.Type, te.Value)
 	}
 	return err.Error()
 }

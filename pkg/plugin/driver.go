@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"log/slog"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -193,6 +194,25 @@ func (r runner[T, D]) load(args *skel.CmdArgs) (D, *Attachment, error) {
 	if err := conf.CheckIPAM(m); err != nil {
 		return nil, nil, err
 	}
-	return conf, &Attachment{Args: args, Info: r.info, Conf: conf.Veth(), IPAM: m, Traits: conf.Traits(),
-		HostVeth: netconf.HostVethName(r.info.VethPrefix, args.ContainerID, args.IfName)}, nil
+	return conf, r.attachment(args, conf, m), nil
+}
+
+// loadLenient is load for DEL and GC (see LoadLenient): it fails only on
+// JSON that does not decode; every other problem is logged and ignored,
+// and IPAM is whatever locates the store that holds the addresses.
+func (r runner[T, D]) loadLenient(args *skel.CmdArgs) (D, *Attachment, error) {
+	conf, err := LoadLenient[T, D](args)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := loadIPAMLenient(args)
+	if err := conf.CheckIPAM(m); err != nil {
+		slog.Warn("invalid config ignored: removing what can be found", "problem", err.Error())
+	}
+	return conf, r.attachment(args, conf, m), nil
+}
+
+func (r runner[T, D]) attachment(args *skel.CmdArgs, conf D, m *IPAM) *Attachment {
+	return &Attachment{Args: args, Info: r.info, Conf: conf.Veth(), IPAM: m, Traits: conf.Traits(),
+		HostVeth: netconf.HostVethName(r.info.VethPrefix, args.ContainerID, args.IfName)}
 }

@@ -46,12 +46,36 @@ func LoadIPAM(args *skel.CmdArgs) (*IPAM, error) {
 		}
 		return nil, ConfigError("invalid ipam config: %s", strings.Join(msgs, "; "))
 	}
+	return newIPAM(conf, args), nil
+}
+
+func newIPAM(conf *ipam.Config, args *skel.CmdArgs) *IPAM {
 	m := &IPAM{Type: conf.Type, stdin: args.StdinData, owner: ipam.Owner{ID: args.ContainerID, IfName: args.IfName}}
 	if conf.Type == "host-local" {
 		m.Local = conf
 		ipam.SetLogger(func(format string, a ...any) { slog.Info(fmt.Sprintf(format, a...)) })
 	}
-	return m, nil
+	return m
+}
+
+// loadIPAMLenient is LoadIPAM for DEL and GC: when the ipam config no
+// longer passes, the store it names is still found (ipam.ParseStore) so
+// its reservations can be released; the problems are logged. nil when
+// there is no store to find.
+func loadIPAMLenient(args *skel.CmdArgs) *IPAM {
+	m, err := LoadIPAM(args)
+	if err == nil {
+		return m
+	}
+	slog.Warn("invalid ipam config ignored: releasing by owner", "problem", err.Error())
+	conf, err := ipam.ParseStore(args.StdinData)
+	if err != nil {
+		if !errors.Is(err, ipam.ErrNoIPAM) {
+			slog.Warn("no address store to release from", "problem", err.Error())
+		}
+		return nil
+	}
+	return newIPAM(conf, args)
 }
 
 // Add reserves the attachment's addresses and returns them as a result

@@ -27,12 +27,13 @@ func withLogAttrs(attrs ...any) {
 // setupLog points the default slog logger at file (or stderr when empty) at
 // level ("debug", "info", "warn", "error"; default "warn"). Records keep
 // the attributes set so far plus attrs, so one file can serve many
-// plugins and containers.
+// plugins and containers. A bad level or a file that cannot be opened is a
+// code-7 error, after the logger is set up with warn or stderr instead.
 func setupLog(file, level string, attrs ...any) error {
-	var lvl slog.Level
+	var errs []error
+	lvl := slog.LevelWarn
 	switch strings.ToLower(level) {
 	case "", "warn", "warning":
-		lvl = slog.LevelWarn
 	case "debug":
 		lvl = slog.LevelDebug
 	case "info":
@@ -40,19 +41,23 @@ func setupLog(file, level string, attrs ...any) error {
 	case "error":
 		lvl = slog.LevelError
 	default:
-		return ConfigError(`"logLevel": must be one of debug, info, warn, error, got %q`, level)
+		errs = append(errs, ConfigError(`"logLevel": must be one of debug, info, warn, error, got %q`, level))
 	}
 	w := logOut
 	if file != "" {
 		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			return ConfigError(`"logFile": %v`, err)
+			errs = append(errs, ConfigError(`"logFile": %v`, err))
+		} else {
+			w = f // closed by the process exit; plugins are short-lived.
 		}
-		w = f // closed by the process exit; plugins are short-lived.
 	}
 	logAttrs = append(logAttrs, attrs...)
 	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
 	slog.SetDefault(slog.New(h).With(logAttrs...))
+	if len(errs) > 0 {
+		return errs[0]
+	}
 	return nil
 }
 

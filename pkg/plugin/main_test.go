@@ -288,3 +288,25 @@ func TestLogsKeepContext(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadLenient: DEL and GC load what identifies the attachment from a
+// config that Load refuses; only JSON that does not decode fails.
+func TestLoadLenient(t *testing.T) {
+	for _, stdin := range []string{
+		`{"cniVersion":"1.1.0","name":"n","mtu":9}`,
+		`{"cniVersion":"1.1.0","name":"n","mtu":"big"}`,
+		`{"cniVersion":"1.1.0","name":"n","logLevel":"loud","prevResult":{"ips":"x"}}`,
+	} {
+		args := &skel.CmdArgs{StdinData: []byte(stdin)}
+		if _, err := Load[testConf](args); err == nil {
+			t.Fatalf("Load accepted %s", stdin)
+		}
+		conf, err := LoadLenient[testConf](args)
+		if err != nil || conf.Name != "n" {
+			t.Fatalf("LoadLenient(%s) = %+v, %v", stdin, conf, err)
+		}
+	}
+	if _, err := LoadLenient[testConf](&skel.CmdArgs{StdinData: []byte(`{"name":`)}); CNIError(err).Code != types.ErrDecodingFailure {
+		t.Fatalf("broken JSON: %v, want code 6", err)
+	}
+}

@@ -84,15 +84,25 @@ func (n *Network) removeMasqueradeIfUnused(self string) error {
 	if !n.Masquerade {
 		return nil
 	}
-	backend, err := nat.New(n.Backend)
-	if err != nil {
-		return err
-	}
 	unused, err := n.unused(self)
 	if err != nil || !unused {
 		return err
 	}
-	return wrap("masquerade", backend.Remove(n.key()))
+	backends := []string{n.Backend}
+	if _, err := nat.New(n.Backend); err != nil {
+		// A backend today's config misnames (DEL after an edit): the rules
+		// are in whichever the config named when they were made.
+		backends = []string{nat.NFTables, nat.IPTables}
+	}
+	var errs []error
+	for _, kind := range backends {
+		b, err := nat.New(kind)
+		if err == nil {
+			err = b.Remove(n.key())
+		}
+		errs = append(errs, err)
+	}
+	return wrap("masquerade", errors.Join(errs...))
 }
 
 // Detach is DEL's part, once port (the attachment's host link) is gone:

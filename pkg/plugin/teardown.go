@@ -109,10 +109,10 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 	return errors.Join(errs...)
 }
 
-// loadOnHost is load plus a netlink handle in the host, for the verbs that
-// work from the host side only. Close the handle when done.
+// loadOnHost is loadLenient plus a netlink handle in the host, for DEL and
+// GC, which work from the host side only. Close the handle when done.
 func (r runner[T, D]) loadOnHost(args *skel.CmdArgs) (D, *Attachment, nsutil.Handle, error) {
-	d, a, err := r.load(args)
+	d, a, err := r.loadLenient(args)
 	if err != nil {
 		return nil, nil, nsutil.Handle{}, err
 	}

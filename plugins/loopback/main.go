@@ -60,7 +60,7 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	if _, err := plugin.Load[Config](args); err != nil {
+	if _, err := plugin.LoadLenient[Config](args); err != nil {
 		return err
 	}
 	target, err := plugin.OpenNetnsForDel(args.Netns)
@@ -106,7 +106,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 // cmdGC has nothing to collect: loopback keeps no state outside the
 // namespace, which goes with the container.
 func cmdGC(args *skel.CmdArgs) error {
-	_, err := plugin.Load[Config](args)
+	_, err := plugin.LoadLenient[Config](args)
 	return err
 }
 

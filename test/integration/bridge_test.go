@@ -226,6 +226,8 @@ func TestBridgeBadInput(t *testing.T) {
 		{"bridge name", `"bridge":"a-very-long-bridge-name"`, families[0], `"bridge"`},
 		{"not a bridge", `"bridge":"notabr","isGateway":true`, families[0], "notabr exists and is a veth, not a bridge"},
 		{"gateway without ipam", `"isGateway":true`, family{"l2", "", false, false}, `"isGateway"/"ipMasq" need addresses`},
+		{"mtu", `"mtu":20,"ipMasq":true,"removeEmptyBridge":true`, families[0], `"mtu": must be 68-65535, got 20`},
+		{"host bits", `"removeEmptyBridge":true`, family{"v4", `[[{"subnet":"10.10.0.1/24"}]]`, true, false}, `"ipam.ranges[0][0].subnet"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdin := w.pluginStdin("1.1.0", "bad", "bridge-nat", tc.fam, tc.extra)
@@ -235,6 +237,10 @@ func TestBridgeBadInput(t *testing.T) {
 			e := w.exec("bridge-nat", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0"), stdin).cniError(t)
 			if e.Code != 7 || !strings.Contains(e.Msg, tc.msgHas) {
 				t.Fatalf("got %d %q, want 7 with %q", e.Code, e.Msg, tc.msgHas)
+			}
+			// The DEL after the failed ADD succeeds, as the reference's does.
+			if r := w.exec("bridge-nat", w.pluginEnv("DEL", "ctr", pod.Path(), "eth0"), stdin); r.exit != 0 {
+				t.Fatalf("DEL after the failed ADD: %s", r.stdout)
 			}
 			if after := w.settled(t, before); after != before {
 				t.Fatalf("bad input left:\n%s", stateDiff(before, after))

@@ -193,6 +193,10 @@ func TestVethPTPBadInput(t *testing.T) {
 		msgHas              string
 	}{
 		{"mtu", `"mtu":9`, "", nil, 7, `"mtu": must be 68-65535, got 9`},
+		{"mtu 20", `"mtu":20,"ipMasq":true`, "", nil, 7, `"mtu": must be 68-65535, got 20`},
+		{"wrong type", `"mtu":"big"`, "", nil, 6, `"mtu": want int, got string`},
+		{"log level", `"logLevel":"loud"`, "", nil, 7, `"logLevel"`},
+		{"nonMasqueradeCIDRs", `"ipMasq":true,"nonMasqueradeCIDRs":["10.0.0.0/33"]`, "", nil, 7, `"nonMasqueradeCIDRs[0]"`},
 		{"backend", `"ipMasq":true,"ipMasqBackend":"pf"`, "", nil, 7, `"ipMasqBackend"`},
 		{"mac", `"runtimeConfig":{"mac":"zz"}`, "", nil, 7, `"runtimeConfig.mac"`},
 		{"multicast mac", `"args":{"cni":{"mac":"01:00:5e:00:00:01"}}`, "", nil, 7, `"args.cni.mac"`},
@@ -210,6 +214,12 @@ func TestVethPTPBadInput(t *testing.T) {
 			e := w.exec("veth-ptp", env, stdin).cniError(t)
 			if e.Code != tc.code || !strings.Contains(e.Msg, tc.msgHas) {
 				t.Fatalf("got %d %q, want %d with %q", e.Code, e.Msg, tc.code, tc.msgHas)
+			}
+			// The DEL a runtime sends after a failed ADD succeeds: a DEL
+			// error would leave the pod stuck Terminating.
+			env[0] = "CNI_COMMAND=DEL"
+			if r := w.exec("veth-ptp", env, stdin); r.exit != 0 {
+				t.Fatalf("DEL after the failed ADD: %s", r.stdout)
 			}
 			if after := w.settled(t, before); after != before {
 				t.Fatalf("bad input left:\n%s", stateDiff(before, after))
