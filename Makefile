@@ -25,6 +25,12 @@ BINARIES  := $(addprefix bin/,$(PLUGINS) cnitool cnibench demo mkimage netns-cni
 # The plugins again, with the fault-injection hooks the integration tests
 # use (build tag faultinject); never installed.
 FAULT_BINARIES := $(addprefix bin/faultinject/,$(PLUGINS))
+# The reference plugins at the version go.mod pins (its tool directives),
+# built from the module: the other side of the migration tests.
+UPSTREAM_BINARIES := bin/upstream/ptp bin/upstream/bridge bin/upstream/host-local
+PKG_upstream/ptp        := github.com/containernetworking/plugins/plugins/main/ptp
+PKG_upstream/bridge     := github.com/containernetworking/plugins/plugins/main/bridge
+PKG_upstream/host-local := github.com/containernetworking/plugins/plugins/ipam/host-local
 # The Go modules: the plugins' own, the node agent's, the end-to-end tests'.
 MODULES   := . node test/e2e
 IMAGE     ?= docker.io/netns-cni/node:dev
@@ -52,6 +58,10 @@ build: $(BINARIES)
 bin/netns-cni-node: FORCE
 	@mkdir -p bin
 	cd node && $(GOBUILD) -o ../$@ $(patsubst ./node/%,./%,$(PKG_netns-cni-node))
+
+bin/upstream/%: FORCE
+	@mkdir -p bin/upstream
+	$(GO) build -o $@ $(PKG_upstream/$*)
 
 bin/faultinject/%: FORCE
 	@mkdir -p bin/faultinject
@@ -103,8 +113,9 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/ipam
 
-integration: build $(FAULT_BINARIES)
-	NETNS_CNI_BIN=$(CURDIR)/bin NETNS_CNI_FAULT_BIN=$(CURDIR)/bin/faultinject $(GO) test $(TEST_FLAGS) ./test/integration/...
+integration: build $(FAULT_BINARIES) $(UPSTREAM_BINARIES)
+	NETNS_CNI_BIN=$(CURDIR)/bin NETNS_CNI_FAULT_BIN=$(CURDIR)/bin/faultinject NETNS_CNI_UPSTREAM_BIN=$(CURDIR)/bin/upstream \
+		$(GO) test $(TEST_FLAGS) ./test/integration/...
 
 # e2e: the plugins under real runtimes — containerd (ctr and CRI), podman,
 # the upstream cnitool — each in a private mount and network namespace of

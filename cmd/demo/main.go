@@ -310,7 +310,7 @@ func (d *demo) teardown() error {
 }
 
 // waitHostLinks returns how many links of ours remain in the fake host,
-// waiting briefly for DEL's reapers (see netconf.Retire) to finish.
+// waiting briefly for the kernel to finish deleting.
 func (d *demo) waitHostLinks() int {
 	deadline := time.Now().Add(3 * time.Second)
 	for {

@@ -210,6 +210,15 @@ func (c *Config) releaseIn(s *store, o Owner, only []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// Held returns the addresses o holds, in no particular order.
+func (c *Config) Held(o Owner) (addrs []netip.Addr, err error) {
+	err = c.withStore(func(s *store) error {
+		addrs, err = s.held(o)
+		return err
+	})
+	return addrs, err
+}
+
 // Leases returns what o holds, for CHECK.
 func (c *Config) Leases(o Owner) (leases []Lease, err error) {
 	err = c.withStore(func(s *store) error {

@@ -17,7 +17,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -117,9 +116,6 @@ var (
 	ErrExists = errors.New("link already exists")
 	// ErrIfnameExists: CNI_IFNAME is taken in the container's namespace.
 	ErrIfnameExists = errors.New("already exists")
-	// ErrRetiring: CNI_IFNAME is held by the remains of an attachment that
-	// are still being deleted.
-	ErrRetiring = errors.New("the remains of an earlier attachment are still going away; try again")
 	// ErrNoGateway: an address has no gateway to route through.
 	ErrNoGateway = errors.New("no gateway")
 )
@@ -429,36 +425,30 @@ func Gateway(ip *current.IPConfig) (net.IP, error) {
 
 // IfnameFree is ADD's first check: the spec says ADD fails when CNI_IFNAME
 // exists in the container (ErrIfnameExists). The remains of an attachment
-// DEL'd a moment ago (see Retire) are cleared instead; when they are still
-// going away after a while, the error wraps ErrRetiring.
+// an older version's DEL retired are cleared instead (see RetiredAlias).
 func IfnameFree(host, cont Handle, ifname, netns string) error {
-	// The pair may be on its way out (its reaper deleting it right now):
-	// look again for a little while before calling it taken.
-	for range 100 {
-		if _, err := cont.LinkByName(ifname); err != nil {
-			return nil
-		}
-		cleared, err := ClearRetiredPeer(host, cont, ifname)
-		if err != nil {
-			return err
-		}
-		if !cleared {
-			return fmt.Errorf("CNI_IFNAME %s %w in %s; DEL the attachment first", ifname, ErrIfnameExists, netns)
-		}
-		time.Sleep(2 * time.Millisecond)
+	if _, err := cont.LinkByName(ifname); err != nil {
+		return nil
 	}
-	return fmt.Errorf("CNI_IFNAME %s in %s: %w", ifname, netns, ErrRetiring)
+	cleared, err := ClearRetiredPeer(host, cont, ifname)
+	if err != nil {
+		return err
+	}
+	if !cleared {
+		return fmt.Errorf("CNI_IFNAME %s %w in %s; DEL the attachment first", ifname, ErrIfnameExists, netns)
+	}
+	return nil
 }
 
 // CreateVethReplacing is CreateVeth that replaces a host end left with the
 // same name by this very attachment (its container was recreated without
-// a DEL) or retired; any other clash is an error.
+// a DEL) or retired by an older version; any other clash is an error.
 func CreateVethReplacing(host, contH Handle, cont *nsutil.NS, spec VethSpec) (netlink.Link, netlink.Link, error) {
 	hostLink, contLink, err := CreateVeth(host, contH, cont, spec)
 	if errors.Is(err, ErrExists) {
 		old, lerr := host.LinkByName(spec.HostName)
 		switch {
-		case nsutil.IsNotFound(lerr): // its reaper removed it meanwhile
+		case nsutil.IsNotFound(lerr): // removed meanwhile
 			return CreateVeth(host, contH, cont, spec)
 		case lerr == nil && (old.Attrs().Alias == spec.Alias || old.Attrs().Alias == RetiredAlias):
 			if derr := host.LinkDel(old); derr == nil || nsutil.IsNotFound(derr) {

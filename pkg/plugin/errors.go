@@ -54,7 +54,6 @@ var codes = []struct {
 	hint string
 }{
 	{netconf.ErrIfnameExists, types.ErrInvalidEnvironmentVariables, ""},
-	{netconf.ErrRetiring, types.ErrTryAgainLater, ""},
 	{netconf.ErrNotBridge, types.ErrInvalidNetworkConfig, ""},
 	{netconf.ErrAddrConflict, types.ErrInvalidNetworkConfig, ""},
 	{netconf.ErrNoVlanFiltering, types.ErrInvalidNetworkConfig, ""},

@@ -123,6 +123,16 @@ func (m *IPAM) Add(ctx context.Context) (*current.Result, func() error, error) {
 	return res, release, nil
 }
 
+// Holds reports whether the store holds addresses for the attachment:
+// true when it cannot tell (a delegated IPAM, an unreadable store).
+func (m *IPAM) Holds() bool {
+	if m.Local == nil {
+		return true
+	}
+	addrs, err := m.Local.Held(m.owner)
+	return err != nil || len(addrs) > 0
+}
+
 // Del releases the attachment's addresses; nothing held is success.
 func (m *IPAM) Del(ctx context.Context) error {
 	if m.Local == nil {

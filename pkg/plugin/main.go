@@ -22,8 +22,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
-
-	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
 // Version is the netns-cni release, stamped at build time by ldflags.
@@ -53,13 +51,6 @@ func Main(p Plugin) {
 	// A plugin lives for milliseconds and allocates little: garbage
 	// collection would cost more than the memory it frees.
 	debug.SetGCPercent(-1)
-	// A plugin binary re-executed as the reaper of a retired link.
-	if reaper, err := netconf.Reap(); reaper {
-		if err != nil {
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
 	os.Exit(Run(p, os.Getenv, os.Stdin, os.Stdout, os.Stderr))
 }
 

@@ -29,14 +29,16 @@ import (
 // binDir holds loopback, veth-ptp, bridge-nat and cnitool; faultDir the
 // plugins built with the faultinject tag, for the fault-injection tests
 // ($NETNS_CNI_FAULT_BIN, which make sets; else built into a temporary
-// directory).
-var binDir, faultDir string
+// directory); upstreamDir the reference ptp, bridge and host-local at the
+// version go.mod pins (v1.10.0), built from the module
+// ($NETNS_CNI_UPSTREAM_BIN, likewise).
+var binDir, faultDir, upstreamDir string
 
 // refDir holds Debian's reference plugins, used as chain partners.
 const refDir = "/usr/lib/cni"
 
 func TestMain(m *testing.M) {
-	binDir, faultDir = os.Getenv("NETNS_CNI_BIN"), os.Getenv("NETNS_CNI_FAULT_BIN")
+	binDir, faultDir, upstreamDir = os.Getenv("NETNS_CNI_BIN"), os.Getenv("NETNS_CNI_FAULT_BIN"), os.Getenv("NETNS_CNI_UPSTREAM_BIN")
 	var tmp []string
 	for _, b := range []struct {
 		dir  *string
@@ -44,6 +46,8 @@ func TestMain(m *testing.M) {
 	}{
 		{&binDir, []string{"../../plugins/...", "../cnitool"}},
 		{&faultDir, []string{"-tags", "faultinject", "../../plugins/..."}},
+		{&upstreamDir, []string{"github.com/containernetworking/plugins/plugins/main/ptp",
+			"github.com/containernetworking/plugins/plugins/main/bridge", "github.com/containernetworking/plugins/plugins/ipam/host-local"}},
 	} {
 		if *b.dir != "" || os.Geteuid() != 0 {
 			continue

@@ -103,7 +103,7 @@ func TestDelThroughTheOtherPlugin(t *testing.T) {
 	if err := w.del(ptp, rt); err != nil {
 		t.Fatalf("DEL through veth-ptp: %v", err)
 	}
-	// The port is retired at once and deleted by its reaper a moment later.
+	// The container end can outlive its host end's delete by a moment.
 	for deadline := time.Now().Add(5 * time.Second); len(linkNames(t, pod)) != 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the pod keeps %v: the bridge-nat port was not removed", linkNames(t, pod))

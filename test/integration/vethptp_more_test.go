@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
 
@@ -321,9 +322,10 @@ func TestVethPTPChainedWithPortmapAndTuning(t *testing.T) {
 	}
 }
 
-// TestVethPTPReAddRightAfterDel: DEL leaves the slow kernel delete to a
-// reaper; an ADD of the same attachment right after must not trip over
-// the remains, and GC collects retired links whose reaper never ran.
+// TestVethPTPReAddRightAfterDel: DEL deletes in line, so when it returns
+// nothing of the attachment is left for anyone to finish (older versions
+// left the host end to a reaper process that could be killed), and an ADD
+// of the same attachment right after finds nothing in its way.
 func TestVethPTPReAddRightAfterDel(t *testing.T) {
 	w := newWorld(t)
 	before := w.hostState(t)
@@ -340,33 +342,85 @@ func TestVethPTPReAddRightAfterDel(t *testing.T) {
 		if err := w.del(list, rt); err != nil {
 			t.Fatalf("DEL %d: %v", i, err)
 		}
+		if after := w.hostState(t); after != before {
+			t.Fatalf("right after DEL %d:\n%s", i, stateDiff(before, after))
+		}
 	}
-	if after := w.settled(t, before); after != before {
-		t.Fatalf("after 5 ADD/DEL rounds:\n%s", stateDiff(before, after))
+	// The old reaper's variable does not turn an ADD into a no-op.
+	stdin := w.pluginStdin("1.1.0", "readd", "veth-ptp", families[2], `"ipMasq":true`)
+	r := w.exec("veth-ptp", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0", "NETNS_CNI_REAP=1:x"), stdin)
+	if r.exit != 0 || !strings.Contains(r.stdout, `"ips"`) {
+		t.Fatalf("ADD with NETNS_CNI_REAP set: exit %d, %q", r.exit, r.stdout)
 	}
-
-	// A retired link whose reaper never ran: GC deletes it.
-	if _, err := w.add(list, rt); err != nil {
+	if err := w.del(list, rt); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLinksRetiredByOlderVersions: older versions' DEL left the host end
+// down with the alias netns-cni:retired for a reaper process to delete; a
+// reaper killed with the runtime's cgroup stranded it. Such a link is
+// removed by the next ADD that needs its name, by the DEL of its
+// attachment and by GC.
+func TestLinksRetiredByOlderVersions(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	list := w.list("1.1.0", "retired", w.ptpConf("veth-ptp", families[0], `"ipMasq":true`))
 	h, err := w.sb.Host.Handle()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	links, _ := h.LinkList()
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Alias, "netns-cni:veth-ptp:") {
-			if err := h.LinkSetAlias(l, "netns-cni:retired"); err != nil {
-				t.Fatal(err)
-			}
+	// strand retires the attachment's host link as an old DEL did before
+	// handing it to its reaper.
+	strand := func(id string) {
+		t.Helper()
+		l, err := h.LinkByName(netconf.HostVethName("vp", id, "eth0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetAlias(l, netconf.RetiredAlias); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetDown(l); err != nil {
+			t.Fatal(err)
 		}
 	}
+	pods := map[string]*nsutil.NS{}
+	for _, id := range []string{"for-add", "for-del", "for-gc"} {
+		pods[id] = w.sb.PodT(t, id)
+		if _, err := w.add(list, w.rt(id, pods[id], "eth0")); err != nil {
+			t.Fatal(err)
+		}
+		strand(id)
+	}
+	// ADD: the name it needs is held by a retired pair; the ADD clears it.
+	stdin := w.pluginStdin("1.1.0", "retired", "veth-ptp", families[0], `"ipMasq":true`)
+	if r := w.exec("veth-ptp", w.pluginEnv("ADD", "for-add", pods["for-add"].Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("ADD over a retired pair: %s", r.stdout)
+	}
+	if l, err := h.LinkByName(netconf.HostVethName("vp", "for-add", "eth0")); err != nil || l.Attrs().Alias == netconf.RetiredAlias {
+		t.Fatalf("ADD did not replace the retired link: %v", err)
+	}
+	// DEL of the attachment whose link was retired removes it.
+	if err := w.del(list, w.rt("for-del", pods["for-del"], "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName(netconf.HostVethName("vp", "for-del", "eth0")); err == nil {
+		t.Fatal("DEL left its retired link")
+	}
+	// GC removes every retired link, and the rest not listed.
 	if err := w.gc(list); err != nil {
 		t.Fatal(err)
 	}
-	if after := w.hostState(t); after != before {
-		t.Fatalf("GC left:\n%s", stateDiff(before, after))
+	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "for-add", pods["for-add"].Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("DEL: %s", r.stdout)
+	}
+	for _, id := range []string{"for-add", "for-gc"} {
+		_ = w.del(list, w.rt(id, pods[id], "eth0")) // the runtime's cache entries
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }
 

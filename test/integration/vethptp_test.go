@@ -142,8 +142,8 @@ func (w *world) hostState(t *testing.T) string {
 const unix_RT_TABLE_UNSPEC = unix.RT_TABLE_UNSPEC
 
 // settled waits until the host state equals want and returns the last
-// state seen. DEL leaves deleting the host veth to a reaper process (see
-// netconf.Retire), which finishes some milliseconds after DEL returns.
+// state seen: a container end and its addresses can outlive the delete of
+// its host end by a moment.
 func (w *world) settled(t *testing.T, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

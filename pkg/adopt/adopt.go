@@ -1,0 +1,194 @@
+// Package adopt removes what the reference plugins (containernetworking/
+// plugins ptp and bridge, Debian's 1.1.1 to upstream v1.10.0) made for an
+// attachment beyond its links and its address: their masquerade state. A
+// node switches to netns-cni with live pods, so netns-cni's DEL and GC
+// meet attachments the reference made, and must remove them whole.
+//
+// The reference masquerades per attachment, in one of two ways (learnt
+// from its documentation and observed behaviour):
+//
+//   - iptables: a chain in the nat table named "CNI-" and the first 24 hex
+//     digits of the SHA-512 of network name and container ID, with the
+//     rules of the attachment, reached from POSTROUTING by one jump per
+//     address ("-s <address> -j <chain>"), in each family it has
+//     addresses of;
+//   - nftables (upstream, ipMasqBackend "nftables", or a host without
+//     iptables): rules in chain masq_checks of table inet
+//     cni_plugins_masquerade whose comment starts with the first 16 hex
+//     digits of the SHA-512 of the network name, "-", and the first 16 of
+//     that of "<ifname>:<container ID>".
+//
+// Both are looked for whatever the config says: the pod may have been made
+// under another config.
+package adopt
+
+import (
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// Attachment names a reference attachment.
+type Attachment struct {
+	Network, ContainerID, IfName string
+}
+
+func hash(s string) string {
+	sum := sha512.Sum512([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Chain is the reference's iptables chain of an attachment.
+func (a Attachment) Chain() string { return ("CNI-" + hash(a.Network+a.ContainerID))[:28] }
+
+// comment is the comment on the reference's iptables rules.
+func (a Attachment) comment() string {
+	return fmt.Sprintf("name: %q id: %q", a.Network, a.ContainerID)
+}
+
+// nftPrefix starts the comment of the reference's nftables rules of a.
+func (a Attachment) nftPrefix() string {
+	return networkPrefix(a.Network) + hash(a.IfName + ":" + a.ContainerID)[:16]
+}
+
+func networkPrefix(network string) string { return hash(network)[:16] + "-" }
+
+// The reference's nftables table and chain.
+const (
+	nftTable = "cni_plugins_masquerade"
+	nftChain = "masq_checks"
+)
+
+// RemoveMasquerade removes the reference's masquerade state of the
+// attachments: their iptables chains and the jumps to them, both families,
+// and their nftables rules. What is not there is no error.
+func RemoveMasquerade(atts []Attachment) error {
+	if len(atts) == 0 {
+		return nil
+	}
+	errs := []error{removeNFT(func(comment string) bool {
+		return slices.ContainsFunc(atts, func(a Attachment) bool { return strings.HasPrefix(comment, a.nftPrefix()) })
+	})}
+	for _, p := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		errs = append(errs, removeChains(p, atts))
+	}
+	return errors.Join(errs...)
+}
+
+// CollectNFT removes the reference's nftables masquerade rules of network
+// whose attachment is not in valid (GC).
+func CollectNFT(network string, valid []Attachment) error {
+	return removeNFT(func(comment string) bool {
+		return strings.HasPrefix(comment, networkPrefix(network)) &&
+			!slices.ContainsFunc(valid, func(a Attachment) bool { return strings.HasPrefix(comment, a.nftPrefix()) })
+	})
+}
+
+// removeNFT deletes the rules of the reference's masquerade chain whose
+// comment drop selects. The table and chain, shared by every network,
+// stay (the reference keeps them too).
+func removeNFT(drop func(comment string) bool) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: nftTable}
+	rules, err := conn.GetRules(t, &nftables.Chain{Name: nftChain, Table: t})
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s %s: %w", nftTable, nftChain, err)
+	}
+	n := 0
+	for _, r := range rules {
+		if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && drop(c) {
+			if err := conn.DelRule(r); err != nil {
+				return err
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove reference masquerade rules: %w", err)
+	}
+	return nil
+}
+
+// removeChains removes, in one family, the chains of atts that exist and
+// the POSTROUTING jumps to them.
+func removeChains(p iptables.Protocol, atts []Attachment) error {
+	cmd := "iptables"
+	if p == iptables.ProtocolIPv6 {
+		cmd = "ip6tables"
+	}
+	if _, err := exec.LookPath(cmd); err != nil {
+		return nil // without the binary there can be no such chains
+	}
+	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	chains, err := t.ListChains("nat")
+	if err != nil {
+		return fmt.Errorf("%s: list nat chains: %w", cmd, err)
+	}
+	var present []Attachment
+	for _, a := range atts {
+		if slices.Contains(chains, a.Chain()) {
+			present = append(present, a)
+		}
+	}
+	if len(present) == 0 {
+		return nil
+	}
+	jumps, err := t.List("nat", "POSTROUTING")
+	if err != nil {
+		return fmt.Errorf("%s: list POSTROUTING: %w", cmd, err)
+	}
+	var errs []error
+	for _, a := range present {
+		for _, line := range jumps {
+			if src, ok := jumpFrom(line, a.Chain()); ok {
+				errs = append(errs, deleteJump(t, src, a))
+			}
+		}
+		if err := t.ClearAndDeleteChain("nat", a.Chain()); err != nil {
+			errs = append(errs, fmt.Errorf("%s: delete chain %s: %w", cmd, a.Chain(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jumpFrom returns the source of a listed POSTROUTING rule that jumps to
+// chain.
+func jumpFrom(line, chain string) (string, bool) {
+	f := strings.Fields(line)
+	j, s := slices.Index(f, "-j"), slices.Index(f, "-s")
+	if len(f) < 2 || f[0] != "-A" || j < 0 || j+1 >= len(f) || f[j+1] != chain || s < 0 || s+1 >= len(f) {
+		return "", false
+	}
+	return f[s+1], true
+}
+
+// deleteJump deletes the jump from src to a's chain, with the comment the
+// reference writes, or without one (as very old versions wrote it).
+func deleteJump(t *iptables.IPTables, src string, a Attachment) error {
+	with := []string{"-s", src, "-j", a.Chain(), "-m", "comment", "--comment", a.comment()}
+	if ok, err := t.Exists("nat", "POSTROUTING", with...); err == nil && ok {
+		return t.Delete("nat", "POSTROUTING", with...)
+	}
+	return t.DeleteIfExists("nat", "POSTROUTING", "-s", src, "-j", a.Chain())
+}
