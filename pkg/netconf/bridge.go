@@ -24,7 +24,7 @@ type BridgeSpec struct {
 	MTU           int
 	Promisc       bool
 	VlanFiltering bool
-	// DisableDAD keeps its IPv6 link-local usable at once (see DisableDAD).
+	// DisableDAD keeps its IPv6 link-local usable at once (see HostIPv6).
 	DisableDAD bool
 }
 
@@ -55,8 +55,8 @@ func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 		default:
 			return nil, false, fmt.Errorf("create bridge %s: %w", spec.Name, err)
 		}
-		if spec.DisableDAD {
-			if err := DisableDAD(spec.Name); err != nil {
+		if created {
+			if err := HostIPv6(spec.Name, !spec.DisableDAD); err != nil {
 				return nil, created, err
 			}
 		}
@@ -76,7 +76,9 @@ func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 		br.Alias = BridgeAlias
 	}
 	if spec.MTU != 0 && br.MTU != spec.MTU && created {
-		_ = h.LinkSetMTU(br, spec.MTU)
+		if err := h.LinkSetMTU(br, spec.MTU); err != nil {
+			return nil, created, fmt.Errorf("mtu %d on bridge %s: %w", spec.MTU, spec.Name, err)
+		}
 	}
 	if spec.Promisc && br.Promisc == 0 {
 		if err := h.SetPromiscOn(br); err != nil {
@@ -106,31 +108,87 @@ var (
 	ErrAddrConflict = errors.New("already has address")
 )
 
+// VlanMade says what EnsureVlanLink made, so that a failed ADD takes
+// exactly that away again (RemoveVlanIfUnused).
+type VlanMade struct {
+	// Entry: the bridge itself joined the VLAN (it was not in it).
+	Entry bool
+	// Link: the VLAN device was created.
+	Link bool
+}
+
 // EnsureVlanLink returns the VLAN device "<bridge>.<vid>" on the bridge,
 // creating it when missing, for a gateway address in a VLAN: the bridge
-// itself joins the VLAN tagged and the device carries the address.
-func EnsureVlanLink(h Handle, br *netlink.Bridge, vid int, disableDAD bool) (netlink.Link, error) {
+// itself joins the VLAN tagged and the device carries the address. It
+// reports what it made, also when it fails part-way.
+func EnsureVlanLink(h Handle, br *netlink.Bridge, vid int, disableDAD bool) (netlink.Link, VlanMade, error) {
+	var made VlanMade
 	name := VlanLinkName(br.Name, vid)
-	if err := h.BridgeVlanAdd(br, uint16(vid), false, false, true, false); err != nil {
-		return nil, fmt.Errorf("add vlan %d to bridge %s: %w", vid, br.Name, err)
+	in, err := bridgeInVlan(h, br, vid)
+	if err != nil {
+		return nil, made, err
 	}
-	if l, err := h.LinkByName(name); err == nil {
-		return l, nil
+	if !in {
+		if err := h.BridgeVlanAdd(br, uint16(vid), false, false, true, false); err != nil {
+			return nil, made, fmt.Errorf("add vlan %d to bridge %s: %w", vid, br.Name, err)
+		}
+		made.Entry = true
+	}
+	l, err := h.LinkByName(name)
+	if err == nil {
+		return l, made, nil
+	}
+	if !nsutil.IsNotFound(err) {
+		return nil, made, fmt.Errorf("find vlan link %s: %w", name, err)
 	}
 	v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: br.Index, Alias: BridgeAlias}, VlanId: vid}
 	if err := h.LinkAdd(v); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("create vlan link %s: %w", name, err)
+		return nil, made, fmt.Errorf("create vlan link %s: %w", name, err)
 	}
-	if disableDAD {
-		if err := DisableDAD(name); err != nil {
-			return nil, err
+	made.Link = true
+	if err := HostIPv6(name, !disableDAD); err != nil {
+		return nil, made, err
+	}
+	if l, err = h.LinkByName(name); err != nil {
+		return nil, made, fmt.Errorf("vlan link %s: %w", name, err)
+	}
+	return l, made, SetUp(h, l)
+}
+
+// bridgeInVlan reports whether the bridge itself is a member of vid.
+func bridgeInVlan(h Handle, br *netlink.Bridge, vid int) (bool, error) {
+	all, err := h.BridgeVlanList()
+	if err != nil {
+		return false, fmt.Errorf("list vlans of %s: %w", br.Name, err)
+	}
+	for _, v := range all[int32(br.Index)] {
+		if int(v.Vid) == vid {
+			return true, nil
 		}
 	}
-	l, err := h.LinkByName(name)
-	if err != nil {
-		return nil, fmt.Errorf("vlan link %s: %w", name, err)
+	return false, nil
+}
+
+// RemoveVlanIfUnused takes away what EnsureVlanLink made for vid, unless
+// containers use the bridge: a failed ADD's VLAN device and entry.
+func RemoveVlanIfUnused(h Handle, bridge string, vid int, made VlanMade) error {
+	if made == (VlanMade{}) {
+		return nil
 	}
-	return l, SetUp(h, l)
+	br, err := unusedBridge(h, bridge)
+	if br == nil {
+		return err
+	}
+	var errs []error
+	if made.Link {
+		errs = append(errs, DelLink(h, VlanLinkName(bridge, vid)))
+	}
+	if made.Entry {
+		if err := h.BridgeVlanDel(br, uint16(vid), false, false, true, false); err != nil && !nsutil.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove vlan %d from bridge %s: %w", vid, bridge, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // VlanLinkName is the name of the bridge's VLAN link for vid, within 15 bytes.
@@ -198,69 +256,80 @@ func Ports(h Handle, br netlink.Link) ([]netlink.Link, error) {
 	return out, nil
 }
 
+// GatewayChange is what EnsureGateways changed on a link: the addresses it
+// added and those it removed to make room (forceAddress).
+type GatewayChange struct {
+	Added   []*net.IPNet
+	Removed []netlink.Addr
+}
+
 // EnsureGateways puts the gateway of each of ips (see Gateway) on link,
 // the bridge, and sets it as the address's gateway for the result. It
-// returns the addresses it added, also when it fails part-way, so that a
-// rollback can take them off again. See EnsureGatewayAddr for force.
-func EnsureGateways(h Handle, link netlink.Link, ips []*current.IPConfig, force, nodad bool) ([]*net.IPNet, error) {
-	var added []*net.IPNet
+// returns what it changed, also when it fails part-way, so that a
+// rollback can undo it (RevertGatewaysIfUnused). See EnsureGatewayAddr for
+// force.
+func EnsureGateways(h Handle, link netlink.Link, ips []*current.IPConfig, force, nodad bool) (GatewayChange, error) {
+	var ch GatewayChange
 	for _, ip := range ips {
 		gw, err := Gateway(ip)
 		if err != nil {
-			return added, err
+			return ch, err
 		}
 		ip.Gateway = gw
 		gwNet := &net.IPNet{IP: gw, Mask: ip.Address.Mask}
-		ok, err := EnsureGatewayAddr(h, link, gwNet, force, nodad, `"bridge"`)
+		ok, removed, err := EnsureGatewayAddr(h, link, gwNet, force, nodad, `"bridge"`)
+		ch.Removed = append(ch.Removed, removed...)
 		if err != nil {
-			return added, err
+			return ch, err
 		}
 		if ok {
-			added = append(added, gwNet)
+			ch.Added = append(ch.Added, gwNet)
 		}
 	}
-	return added, nil
+	return ch, nil
 }
 
 // EnsureGatewayAddr puts addr on link. An address of the same family that
 // differs is replaced when force, else it is an error that says what to
 // do (for IPv6, other addresses whose subnets do not overlap may stay). It
-// reports whether it added the address.
-func EnsureGatewayAddr(h Handle, link netlink.Link, addr *net.IPNet, force, nodad bool, key string) (bool, error) {
+// reports whether it added the address, and the addresses it removed.
+func EnsureGatewayAddr(h Handle, link netlink.Link, addr *net.IPNet, force, nodad bool, key string) (bool, []netlink.Addr, error) {
 	family := netlink.FAMILY_V4
 	if addr.IP.To4() == nil {
 		family = netlink.FAMILY_V6
 	}
 	addrs, err := h.AddrList(link, family)
 	if err != nil {
-		return false, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+		return false, nil, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}
+	var removed []netlink.Addr
 	for _, a := range addrs {
 		if a.IP.IsLinkLocalUnicast() {
 			continue
 		}
 		if a.IP.Equal(addr.IP) && a.Mask.String() == addr.Mask.String() {
-			return false, nil
+			return false, removed, nil
 		}
 		if family == netlink.FAMILY_V6 && !a.Contains(addr.IP) && !addr.Contains(a.IP) {
 			continue
 		}
 		if !force {
-			return false, fmt.Errorf(`%s %s %w %s, not %s that this network's gateway needs; set "forceAddress": true to replace it, or give this network its own %s`,
+			return false, removed, fmt.Errorf(`%s %s %w %s, not %s that this network's gateway needs; set "forceAddress": true to replace it, or give this network its own %s`,
 				key, link.Attrs().Name, ErrAddrConflict, a.IPNet, addr, key)
 		}
 		if err := h.AddrDel(link, &a); err != nil {
-			return false, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+			return false, removed, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
 		}
+		removed = append(removed, a)
 	}
 	a := &netlink.Addr{IPNet: addr}
 	if family == netlink.FAMILY_V6 && nodad {
 		a.Flags |= unix.IFA_F_NODAD
 	}
 	if err := h.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
-		return false, fmt.Errorf("add gateway %s to %s: %w", addr, link.Attrs().Name, err)
+		return false, removed, fmt.Errorf("add gateway %s to %s: %w", addr, link.Attrs().Name, err)
 	}
-	return true, nil
+	return true, removed, nil
 }
 
 // unusedBridge returns the bridge when no container uses it (no port in
@@ -280,16 +349,23 @@ func unusedBridge(h Handle, name string) (netlink.Link, error) {
 	return br, nil
 }
 
-// RemoveAddrsIfUnused takes addresses off link (the bridge or its VLAN
-// link) unless containers use the bridge: a failed ADD's gateways.
-func RemoveAddrsIfUnused(h Handle, bridge string, link netlink.Link, addrs []*net.IPNet) error {
+// RevertGatewaysIfUnused undoes a failed ADD's EnsureGateways on link
+// (the bridge or its VLAN link) unless containers use the bridge: the
+// gateways it added go, the addresses it replaced come back.
+func RevertGatewaysIfUnused(h Handle, bridge string, link netlink.Link, ch GatewayChange) error {
 	br, err := unusedBridge(h, bridge)
 	if br == nil {
 		return err
 	}
-	for _, a := range addrs {
+	for _, a := range ch.Added {
 		if err := h.AddrDel(link, &netlink.Addr{IPNet: a}); err != nil && !nsutil.IsNotFound(err) {
 			return fmt.Errorf("remove gateway %s: %w", a, err)
+		}
+	}
+	for _, a := range ch.Removed {
+		a := a
+		if err := h.AddrAdd(link, &a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("restore address %s: %w", a.IPNet, err)
 		}
 	}
 	return nil

@@ -297,11 +297,6 @@ func PointToPoint(h Handle, link netlink.Link, ip *current.IPConfig, gw net.IP) 
 // on it as a /32 (/128), usable at once, and a route to each container
 // address through it; then it is set up.
 func PointToPointHost(h Handle, link netlink.Link, ips []*current.IPConfig, gws []net.IP) error {
-	if slices.ContainsFunc(ips, func(ip *current.IPConfig) bool { return ip.Address.IP.To4() == nil }) {
-		if err := DisableDAD(link.Attrs().Name); err != nil {
-			return err
-		}
-	}
 	if err := SetUp(h, link); err != nil {
 		return err
 	}
@@ -392,18 +387,29 @@ func setSysctl(path, val string) error {
 	return nil
 }
 
-// DisableDAD turns off IPv6 duplicate address detection on a link of the
-// calling process's namespace (the host), before it is set up. The host
-// end needs a usable link-local address at once: the kernel sends the
-// neighbour solicitations for forwarded traffic only from a non-tentative
-// link-local address, so without this a container cannot reach another
-// for the ~2 s DAD takes.
-func DisableDAD(ifname string) error {
-	p := "/proc/sys/net/ipv6/conf/" + ifname + "/accept_dad"
-	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+// HostIPv6 sets the IPv6 sysctls of a host-side link netns-cni made (a
+// host veth, a bridge, a bridge's VLAN link), in the calling process's
+// namespace (the host), before it is set up:
+//
+//   - accept_ra 0: a container must not be able to configure the host's
+//     addresses or routes with router advertisements (the reference sets
+//     it on its bridge; here every host-side link gets it);
+//   - accept_dad 0 unless dad: the link's link-local address is usable at
+//     once. The kernel sends the neighbour solicitations for forwarded
+//     traffic only from a non-tentative link-local address, so without
+//     this a container cannot reach another for the ~2 s DAD takes.
+//
+// Nothing is written when IPv6 is off on the host.
+func HostIPv6(ifname string, dad bool) error {
+	dir := "/proc/sys/net/ipv6/conf/" + ifname + "/"
+	if _, err := os.Stat(dir + "accept_ra"); errors.Is(err, os.ErrNotExist) {
 		return nil // IPv6 is off on this host
 	}
-	return setSysctl(p, "0")
+	err := setSysctl(dir+"accept_ra", "0")
+	if err == nil && !dad {
+		err = setSysctl(dir+"accept_dad", "0")
+	}
+	return err
 }
 
 // Gateway is the address a container routes through: IPAM's gateway, else

@@ -114,18 +114,18 @@ func TestBridgeHelpers(t *testing.T) {
 	}
 	// netconf.Gateway addresses: added once, a different one refused, then forced.
 	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
-	if added, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil || !added {
+	if added, _, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil || !added {
 		t.Fatalf("first gateway: %v %v", added, err)
 	}
-	if added, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil || added {
+	if added, _, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil || added {
 		t.Fatalf("same gateway again: %v %v", added, err)
 	}
 	other := &net.IPNet{IP: net.ParseIP("10.8.0.1").To4(), Mask: net.CIDRMask(24, 32)}
-	if _, err := netconf.EnsureGatewayAddr(h, br, other, false, true, `"bridge"`); !errors.Is(err, netconf.ErrAddrConflict) || !strings.Contains(err.Error(), `"forceAddress": true`) {
+	if _, _, err := netconf.EnsureGatewayAddr(h, br, other, false, true, `"bridge"`); !errors.Is(err, netconf.ErrAddrConflict) || !strings.Contains(err.Error(), `"forceAddress": true`) {
 		t.Fatalf("different gateway without force: %v", err)
 	}
-	if _, err := netconf.EnsureGatewayAddr(h, br, other, true, true, `"bridge"`); err != nil {
-		t.Fatalf("forced: %v", err)
+	if _, removed, err := netconf.EnsureGatewayAddr(h, br, other, true, true, `"bridge"`); err != nil || len(removed) != 1 || removed[0].IPNet.String() != "10.9.0.1/24" {
+		t.Fatalf("forced: %v, removed %v", err, removed)
 	}
 	as, _ := h.AddrList(br, netlink.FAMILY_V4)
 	if len(as) != 1 || as[0].IPNet.String() != "10.8.0.1/24" {
@@ -166,7 +166,7 @@ func TestBridgeRemovalHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
-	if _, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil {
+	if _, _, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil {
 		t.Fatal(err)
 	}
 	if err := netconf.SetUp(h, br); err != nil {
@@ -176,7 +176,7 @@ func TestBridgeRemovalHelpers(t *testing.T) {
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "port-r", MasterIndex: br.Index}, PeerName: "port-rp"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range []error{netconf.RemoveAddrsIfUnused(h, "br-r", br, []*net.IPNet{gw}), netconf.SetDownIfUnused(h, "br-r"), netconf.RemoveBridgeIfEmpty(h, "br-r")} {
+	for _, err := range []error{netconf.RevertGatewaysIfUnused(h, "br-r", br, netconf.GatewayChange{Added: []*net.IPNet{gw}}), netconf.SetDownIfUnused(h, "br-r"), netconf.RemoveBridgeIfEmpty(h, "br-r")} {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +191,7 @@ func TestBridgeRemovalHelpers(t *testing.T) {
 	if err := netconf.DelLink(h, "port-r"); err != nil {
 		t.Fatal(err)
 	}
-	if err := netconf.RemoveAddrsIfUnused(h, "br-r", br, []*net.IPNet{gw}); err != nil {
+	if err := netconf.RevertGatewaysIfUnused(h, "br-r", br, netconf.GatewayChange{Added: []*net.IPNet{gw}}); err != nil {
 		t.Fatal(err)
 	}
 	if as, _ := h.AddrList(br, netlink.FAMILY_V4); len(as) != 0 {

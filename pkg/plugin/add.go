@@ -95,6 +95,11 @@ func createVeth(add *Add) (func() error, error) {
 	}
 	add.HostLink, add.ContLink = host, cont
 	undo := func() error { return netconf.DelLink(t.Host, add.HostVeth) }
+	// Before the host end comes up: no router advertisements from the
+	// container, and a link-local address usable at once.
+	if err := netconf.HostIPv6(add.HostVeth, false); err != nil {
+		return undo, err
+	}
 	return undo, netconf.LoopbackUp(t.Cont)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -90,17 +91,26 @@ func (c *Config) underLock(fn func() error) func() error {
 }
 
 // addGateways puts each subnet's gateway on the bridge (on the VLAN link
-// "<bridge>.<vlan>" for a VLAN port) and into the result.
+// "<bridge>.<vlan>" for a VLAN port) and into the result. Its undo takes
+// away what it made and puts back what forceAddress replaced.
 func (c *Config) addGateways(add *plugin.Add) (func() error, error) {
 	h, link := add.Target.Host, add.Master
+	var made netconf.VlanMade
+	var ch netconf.GatewayChange
+	undo := c.underLock(func() error {
+		return errors.Join(netconf.RevertGatewaysIfUnused(h, c.Bridge, link, ch),
+			netconf.RemoveVlanIfUnused(h, c.Bridge, c.Vlan, made))
+	})
+	var err error
 	if c.Vlan > 0 {
-		var err error
-		if link, err = netconf.EnsureVlanLink(h, add.Master.(*netlink.Bridge), c.Vlan, !c.EnableDAD); err != nil {
-			return nil, err
+		var vl netlink.Link
+		if vl, made, err = netconf.EnsureVlanLink(h, add.Master.(*netlink.Bridge), c.Vlan, !c.EnableDAD); err != nil {
+			return undo, err
 		}
+		link = vl
 	}
-	added, err := netconf.EnsureGateways(h, link, add.IPAMResult.IPs, c.ForceAddress, !c.EnableDAD)
-	return c.underLock(func() error { return netconf.RemoveAddrsIfUnused(h, c.Bridge, link, added) }), err
+	ch, err = netconf.EnsureGateways(h, link, add.IPAMResult.IPs, c.ForceAddress, !c.EnableDAD)
+	return undo, err
 }
 
 func (c *Config) bridgeUp(add *plugin.Add) (func() error, error) {

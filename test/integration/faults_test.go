@@ -101,3 +101,72 @@ func (w *world) injectFailure(t *testing.T, plugin, stdin, step, name string) bo
 	}
 	return true
 }
+
+// TestBridgeRollbackRestoresTheBridge: an ADD that fails on a bridge that
+// was there before leaves the bridge as it found it: an address
+// forceAddress replaced comes back, and the VLAN device and the bridge's
+// VLAN entry a "vlan" config made go (where this kernel's bridge filters
+// VLANs; the forceAddress half runs everywhere).
+func TestBridgeRollbackRestoresTheBridge(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root to create network namespaces (CI runs as root)")
+	}
+	w := newWorld(t)
+	cases := []struct {
+		name, setup, extra string
+	}{
+		{"forceAddress", "ip link add brrb0 type bridge; ip addr add 10.99.0.1/16 dev brrb0; ip link set brrb0 up",
+			`"bridge":"brrb0","isGateway":true,"forceAddress":true`},
+	}
+	if vlanFilteringWorks(t, w) {
+		cases = append(cases, struct{ name, setup, extra string }{"vlan", "ip link add brrb1 type bridge vlan_filtering 1; ip link set brrb1 up",
+			`"bridge":"brrb1","isGateway":true,"vlan":10`})
+	} else {
+		t.Log("this kernel's bridge has no VLAN filtering: the vlan half is not run")
+	}
+	for _, tc := range cases {
+		for _, step := range []string{"gateway", "container", "masquerade"} {
+			t.Run(tc.name+"/"+step, func(t *testing.T) {
+				for _, c := range strings.Split(tc.setup, "; ") {
+					if err := w.inHost(func() error {
+						if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
+							return fmt.Errorf("%s: %w %s", c, err, out)
+						}
+						return nil
+					}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				t.Cleanup(func() {
+					_ = w.inHost(func() error { return exec.Command("sh", "-c", "ip link del brrb0; ip link del brrb1").Run() })
+				})
+				before, vlans := w.hostState(t), w.bridgeVlans(t)
+				stdin := w.pluginStdin("1.1.0", "rb-"+tc.name, "bridge-nat", families[0], `"ipMasq":true,`+tc.extra)
+				pod := w.sb.PodT(t, "p-"+tc.name+"-"+step)
+				r := w.execIn(faultDir, "bridge-nat", w.pluginEnv("ADD", "c-"+step, pod.Path(), "eth0", "NETNS_CNI_TEST_FAIL_AFTER="+step), stdin)
+				if e := r.cniError(t); !strings.Contains(e.Msg, "injected failure") {
+					t.Fatalf("ADD failed otherwise: %+v", e)
+				}
+				if after := w.settled(t, before); after != before {
+					t.Fatalf("the bridge after a failed ADD:\n%s", stateDiff(before, after))
+				}
+				if after := w.bridgeVlans(t); after != vlans {
+					t.Fatalf("VLANs after a failed ADD:\n%s", stateDiff(vlans, after))
+				}
+			})
+		}
+	}
+}
+
+// bridgeVlans lists the VLAN entries of the fake host's bridges.
+func (w *world) bridgeVlans(t *testing.T) string {
+	var out []byte
+	_ = w.inHost(func() (err error) {
+		out, err = exec.Command("bridge", "vlan", "show").CombinedOutput()
+		if err != nil {
+			t.Errorf("bridge vlan show: %v %s", err, out)
+		}
+		return nil
+	})
+	return string(out)
+}

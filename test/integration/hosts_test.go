@@ -1,0 +1,52 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// hostSysctl reads a sysctl of the fake host (path under /proc/sys).
+func (w *world) hostSysctl(t *testing.T, path string) string {
+	t.Helper()
+	var b []byte
+	var err error
+	_ = w.inHost(func() error { b, err = os.ReadFile(filepath.Join("/proc/sys", path)); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestHostLinksIgnoreRouterAdvertisements: every host-side link netns-cni
+// creates (host veths of both plugins, the bridge) has accept_ra 0, so a
+// container cannot configure the host with router advertisements.
+func TestHostLinksIgnoreRouterAdvertisements(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct{ plugin, extra string }{
+		{"veth-ptp", ""},
+		{"bridge-nat", `"bridge":"brra0","isGateway":true,"removeEmptyBridge":true`},
+	} {
+		t.Run(tc.plugin, func(t *testing.T) {
+			list := w.list("1.1.0", "ra-"+tc.plugin, w.ptpConf(tc.plugin, families[2], tc.extra))
+			pod := w.sb.PodT(t, "p-"+tc.plugin)
+			rt := w.rt("c-"+tc.plugin, pod, "eth0")
+			res, err := w.add(list, rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, iface := range res.Interfaces {
+				if iface.Sandbox != "" {
+					continue
+				}
+				if got := w.hostSysctl(t, "net/ipv6/conf/"+iface.Name+"/accept_ra"); got != "0" {
+					t.Errorf("%s accept_ra = %s, want 0", iface.Name, got)
+				}
+			}
+			if err := w.del(list, rt); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
