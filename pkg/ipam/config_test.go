@@ -105,6 +105,9 @@ func TestParseRejects(t *testing.T) {
 		{"requested gateway", `"subnet":"10.1.0.0/24"}}`, "IP=10.1.0.1", "requested address 10.1.0.1 is the gateway"},
 		{"requested garbage", `"subnet":"10.1.0.0/24"}}`, "IP=banana", `CNI_ARGS IP: "banana" is not an IP address`},
 		{"two requested in one set", `"subnet":"10.1.0.0/24"}}`, "IP=10.1.0.5,10.1.0.6", "already has a requested address"},
+		{"range on the broadcast address", `"ranges":[[{"subnet":"10.50.0.0/24","rangeStart":"10.50.0.255","rangeEnd":"10.50.0.255"}]]}}`, "", `"ipam.ranges[0][0].rangeStart": 10.50.0.255 is the broadcast address of 10.50.0.0/24`},
+		{"range on the network address", `"ranges":[[{"subnet":"10.50.1.0/24","rangeStart":"10.50.1.0","rangeEnd":"10.50.1.0"}]]}}`, "", `"ipam.ranges[0][0].rangeEnd": 10.50.1.0 is the network address of 10.50.1.0/24`},
+		{"legacy end on broadcast", `"subnet":"10.50.0.0/24","rangeEnd":"10.50.0.255"}}`, "", `"ipam.rangeEnd": 10.50.0.255 is the broadcast address`},
 		{"old version two v4 sets", `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]}}`, "", "allows one address per family"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

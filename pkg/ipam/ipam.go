@@ -48,8 +48,24 @@ var ErrConflict = errors.New("address already reserved")
 // reserved is kept.
 func (c *Config) Allocate(o Owner) (leases []Lease, err error) {
 	err = c.withStore(func(s *store) error {
-		leases, err = c.allocate(s, o)
-		return err
+		if leases, err = c.allocate(s, o); err != nil {
+			return err
+		}
+		// The record is written here, under the lock, rather than by Close:
+		// if it fails, what this call reserved is released again.
+		if err := s.flushState(); err != nil {
+			var fresh []netip.Addr
+			for _, l := range leases {
+				if l.New {
+					fresh = append(fresh, l.Address.Addr())
+				}
+			}
+			if len(fresh) > 0 {
+				_ = c.releaseIn(s, o, fresh)
+			}
+			return err
+		}
+		return nil
 	})
 	return leases, err
 }

@@ -173,8 +173,13 @@ func parseRange(key string, rr rawRange) (Range, []error) {
 			return def
 		}
 		a = a.Unmap()
-		if !p.Contains(a) {
+		switch {
+		case !p.Contains(a):
 			errs = append(errs, fmt.Errorf("%q: %s is outside subnet %s", key+"."+field, a, p))
+		case a.Is4() && a == p.Addr():
+			errs = append(errs, fmt.Errorf("%q: %s is the network address of %s, which is never handed out", key+"."+field, a, p))
+		case a.Is4() && a == lastUsable(p).Next():
+			errs = append(errs, fmt.Errorf("%q: %s is the broadcast address of %s, which is never handed out", key+"."+field, a, p))
 		}
 		return a
 	}

@@ -116,10 +116,12 @@ type store struct {
 	dir                 string
 	dirfd, ownfd, tmpfd int
 	lockfd, statefd     int
-	bootID              string
-	bootTime            time.Time
-	dirty               bool // reservations or cursors changed: re-stamp on close
-	busy                bool // the state says a change is under way
+	// stateLen is the state record's length on disk.
+	stateLen int
+	bootID   string
+	bootTime time.Time
+	dirty    bool // reservations or cursors changed: re-stamp on close
+	busy     bool // the state says a change is under way
 	// st is the state read at open; current says nobody else wrote the
 	// directory since (so its cursors are the latest).
 	st      state
@@ -261,10 +263,13 @@ func (s *store) stamp() (string, error) {
 	return fmt.Sprintf("%d.%d/%d.%d/%d", st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec, st.Size), nil
 }
 
-// stateSize is the fixed length of the state record, so that it can be
-// rewritten in place, without creating a file. A write torn by a crash
-// cannot match the directory, so it only costs one index rebuild.
-const stateSize = 512
+// stateBlock is the unit of the state record's length. The record is
+// rewritten in place, without creating a file, padded with spaces to a
+// whole number of blocks and never shorter than it was, so that one write
+// covers what was there; it grows with the range sets (a cursor each). A
+// write torn by a crash cannot match the directory, so it only costs one
+// index rebuild.
+const stateBlock = 512
 
 // markBusy records, before the first change of a call, that a change is
 // under way (one in-place write).
@@ -286,14 +291,23 @@ func (s *store) writeState() error {
 
 func (s *store) putState(st state) error {
 	b, _ := json.Marshal(st)
-	if len(b) > stateSize {
-		return fmt.Errorf("state record too long: %d bytes", len(b))
-	}
-	rec := bytes.Repeat([]byte{' '}, stateSize)
+	n := max(s.stateLen, (len(b)+stateBlock-1)/stateBlock*stateBlock)
+	rec := bytes.Repeat([]byte{' '}, n)
 	copy(rec, b)
 	if _, err := unix.Pwrite(s.statefd, rec, 0); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
+	s.stateLen = n
+	return nil
+}
+
+// flushState writes the state record now, under the lock, so that a
+// caller can undo its changes if that fails (Close would be too late).
+func (s *store) flushState() error {
+	if err := s.writeState(); err != nil {
+		return err
+	}
+	s.dirty = false
 	return nil
 }
 
@@ -305,9 +319,13 @@ func (s *store) recover() error {
 		return fmt.Errorf("clear tmp: %w", err)
 	}
 	var st state
-	b := make([]byte, stateSize)
-	if n, err := unix.Pread(s.statefd, b, 0); err == nil {
-		_ = json.Unmarshal(b[:n], &st)
+	var fst unix.Stat_t
+	if err := unix.Fstat(s.statefd, &fst); err == nil && fst.Size > 0 {
+		b := make([]byte, fst.Size)
+		if n, err := unix.Pread(s.statefd, b, 0); err == nil {
+			_ = json.Unmarshal(b[:n], &st)
+		}
+		s.stateLen = int(fst.Size)
 	}
 	stamp, err := s.stamp()
 	if err != nil {

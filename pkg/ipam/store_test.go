@@ -392,3 +392,31 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("Status on a read-only store: %v", err)
 	}
 }
+
+// TestManyRangeSets: ten IPv6 range sets with long rangeStart values make
+// a state record longer than one block; every ADD succeeds (it used to
+// fail after reserving, "state record too long", and keep the
+// reservations), and the record reads back.
+func TestManyRangeSets(t *testing.T) {
+	var sets []string
+	for i := range 10 {
+		sets = append(sets, fmt.Sprintf(`[{"subnet":"fd12:3456:789a:bc%02x::/64","rangeStart":"fd12:3456:789a:bc%02x:ffff:ffff:ffff:ff00"}]`, i, i))
+	}
+	c := conf(t, `"ranges":[`+strings.Join(sets, ",")+`]`)
+	for i := range 3 {
+		o := Owner{fmt.Sprintf("c%d", i), "eth0"}
+		ls, err := c.Allocate(o)
+		if err != nil || len(ls) != 10 {
+			t.Fatalf("ADD %d: %v %v", i, ls, err)
+		}
+	}
+	if got := len(reservations(t, c)); got != 30 {
+		t.Fatalf("%d reservations, want 30", got)
+	}
+	if err := c.Release(Owner{"c1", "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(reservations(t, c)); got != 20 {
+		t.Fatalf("%d reservations after a release, want 20", got)
+	}
+}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,5 +49,34 @@ func TestHostLinksIgnoreRouterAdvertisements(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestManyIPv6RangeSets: ten IPv6 range sets with long rangeStart values.
+// ADD used to fail after reserving ("state record too long") and keep the
+// reservations; now ADD succeeds and DEL leaves nothing.
+func TestManyIPv6RangeSets(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	var sets []string
+	for i := range 10 {
+		sets = append(sets, fmt.Sprintf(`[{"subnet":"fd12:3456:789a:bc%02x::/64","rangeStart":"fd12:3456:789a:bc%02x:ffff:ffff:ffff:ff00"}]`, i, i))
+	}
+	fam := family{"v6x10", "[" + strings.Join(sets, ",") + "]", false, true}
+	list := w.list("1.1.0", "many", w.ptpConf("veth-ptp", fam, ""))
+	pod := w.sb.PodT(t, "pod")
+	rt := w.rt("ctr", pod, "eth0")
+	res, err := w.add(list, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.IPs) != 10 {
+		t.Fatalf("%d addresses, want one per range set", len(res.IPs))
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }

@@ -202,6 +202,8 @@ func TestVethPTPBadInput(t *testing.T) {
 		{"mac", `"runtimeConfig":{"mac":"zz"}`, "", nil, 7, `"runtimeConfig.mac"`},
 		{"multicast mac", `"args":{"cni":{"mac":"01:00:5e:00:00:01"}}`, "", nil, 7, `"args.cni.mac"`},
 		{"host bits", "", `[[{"subnet":"10.10.0.1/24"}]]`, nil, 7, `"ipam.ranges[0][0].subnet"`},
+		{"broadcast range", "", `[[{"subnet":"10.50.0.0/24","rangeStart":"10.50.0.255","rangeEnd":"10.50.0.255"}]]`, nil, 7, `"ipam.ranges[0][0].rangeStart": 10.50.0.255 is the broadcast address`},
+		{"network range", "", `[[{"subnet":"10.50.1.0/24","rangeStart":"10.50.1.0","rangeEnd":"10.50.1.0"}]]`, nil, 7, `10.50.1.0 is the network address`},
 		{"requested outside", "", "", []string{"CNI_ARGS=IP=10.99.0.1"}, 7, "outside every range"},
 		{"netns directory", "", "", []string{"CNI_NETNS=" + w.sb.Dir}, 4, "a directory"},
 	} {
