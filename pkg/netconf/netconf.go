@@ -324,17 +324,32 @@ type AddrOptions struct {
 	DAD bool
 }
 
-// SetupLink sets link up and gives it the addresses of ips.
-func SetupLink(h Handle, link netlink.Link, ips []*current.IPConfig, opts AddrOptions) error {
+// SetupLink sets link, in the namespace ns (h is a handle in it), up and
+// gives it the addresses of ips. Where IPv6 is off in that namespace (as
+// some hosts set, and new namespaces inherit) an IPv6 address is refused;
+// then IPv6 is turned on for link alone and the address added again, as
+// the reference plugins do for the interface they configure.
+func SetupLink(ns *nsutil.NS, h Handle, link netlink.Link, ips []*current.IPConfig, opts AddrOptions) error {
 	if err := SetUp(h, link); err != nil {
 		return err
 	}
 	for _, ip := range ips {
-		if err := AddAddrDAD(h, link, &ip.Address, opts.PrefixRoute, opts.DAD); err != nil {
+		err := AddAddrDAD(h, link, &ip.Address, opts.PrefixRoute, opts.DAD)
+		if err != nil && ip.Address.IP.To4() == nil && errors.Is(err, unix.EACCES) {
+			if err = EnableIPv6(ns, link.Attrs().Name); err == nil {
+				err = AddAddrDAD(h, link, &ip.Address, opts.PrefixRoute, opts.DAD)
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// EnableIPv6 turns IPv6 on for one link of the namespace ns.
+func EnableIPv6(ns *nsutil.NS, ifname string) error {
+	return ns.Do(func() error { return setSysctl("/proc/sys/net/ipv6/conf/"+ifname+"/disable_ipv6", "0") })
 }
 
 // LoopbackUp sets lo up in the namespace of h (a no-op when it is up, or

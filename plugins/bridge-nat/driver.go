@@ -155,7 +155,7 @@ func (c *Config) setupContainer(add *plugin.Add) (func() error, error) {
 		return nil, nil
 	}
 	h, link, ips := add.Target.Cont, add.ContLink, add.IPAMResult.IPs
-	if err := netconf.SetupLink(h, link, ips, netconf.AddrOptions{PrefixRoute: true, DAD: c.EnableDAD}); err != nil {
+	if err := netconf.SetupLink(add.Target.NS, h, link, ips, netconf.AddrOptions{PrefixRoute: true, DAD: c.EnableDAD}); err != nil {
 		return nil, err
 	}
 	routes := add.IPAMResult.Routes

@@ -73,7 +73,7 @@ func setupContainer(add *plugin.Add) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := netconf.SetupLink(h, link, ips, netconf.AddrOptions{}); err != nil {
+	if err := netconf.SetupLink(add.Target.NS, h, link, ips, netconf.AddrOptions{}); err != nil {
 		return nil, err
 	}
 	for i, ip := range ips {

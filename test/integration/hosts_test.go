@@ -80,3 +80,52 @@ func TestManyIPv6RangeSets(t *testing.T) {
 		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }
+
+// TestIPv6OffInThePod: with IPv6 switched off in the pod's namespace (all
+// and default disable_ipv6, as some hosts set and new namespaces inherit),
+// a dual-stack ADD turns IPv6 on for the container interface, as the
+// reference does, and the pod reaches its IPv6 gateway.
+func TestIPv6OffInThePod(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct{ plugin, extra string }{
+		{"veth-ptp", ""},
+		{"bridge-nat", `"bridge":"brv6off","isGateway":true,"removeEmptyBridge":true`},
+	} {
+		t.Run(tc.plugin, func(t *testing.T) {
+			before := w.hostState(t)
+			pod := w.sb.PodT(t, "p-"+tc.plugin)
+			if err := pod.Do(func() error {
+				for _, k := range []string{"all", "default"} {
+					if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			list := w.list("1.1.0", "v6off-"+tc.plugin, w.ptpConf(tc.plugin, families[2], tc.extra))
+			rt := w.rt("c-"+tc.plugin, pod, "eth0")
+			res, err := w.add(list, rt)
+			if err != nil {
+				t.Fatalf("ADD with IPv6 off in the pod: %v", err)
+			}
+			for _, ip := range res.IPs {
+				if ip.Address.IP.To4() == nil {
+					if err := ping(t, pod, ip.Gateway.String()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := w.check(list, rt); err != nil {
+				t.Fatalf("CHECK: %v", err)
+			}
+			if err := w.del(list, rt); err != nil {
+				t.Fatal(err)
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
+			}
+		})
+	}
+}
