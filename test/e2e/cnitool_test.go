@@ -28,7 +28,7 @@ func TestCnitoolsWithReferenceChain(t *testing.T) {
 	caps := `{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
 		`"bandwidth":{"ingressRate":100000000,"ingressBurst":10000000,"egressRate":100000000,"egressBurst":10000000}}`
 	plugins := map[string]string{
-		"veth-ptp":   `{"type":"veth-ptp","ipMasq":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.45.0.0/24"}}`,
+		"veth-ptp":   `{"type":"veth-ptp","ipMasq":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.45.0.0/24","routes":[{"dst":"0.0.0.0/0"}]}}`,
 		"bridge-nat": `{"type":"bridge-nat","bridge":"toolbr","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.45.0.0/24"}}`,
 	}
 	tools := map[string]string{"upstream": upstream, "netns-cni": binDir + "/cnitool"}

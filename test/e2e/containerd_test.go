@@ -75,23 +75,11 @@ func TestContainerdCtrRunCNI(t *testing.T) {
 	buildImage(t, img)
 	r.ctr(sock, "images", "import", "--snapshotter", "native", img)
 
-	ipam := func(dual bool, subnet4, subnet6 string) string {
-		ranges := fmt.Sprintf(`[[{"subnet":%q}]]`, subnet4)
-		if dual {
-			ranges = fmt.Sprintf(`[[{"subnet":%q}],[{"subnet":%q}]]`, subnet4, subnet6)
-		}
-		return fmt.Sprintf(`"ipam":{"type":"host-local","dataDir":%q,"ranges":%s}`, r.ipamDir, ranges)
-	}
-	for _, n := range []struct {
-		name, plugin string
-		dual         bool
-	}{{"ptp-v4", `"type":"veth-ptp","ipMasq":true`, false}, {"ptp-dual", `"type":"veth-ptp","ipMasq":true`, true},
-		{"br-v4", `"type":"bridge-nat","bridge":"ctrbr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, false},
-		{"br-dual", `"type":"bridge-nat","bridge":"ctrbr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, true}} {
+	for _, n := range e2eNets("", "ctrbr0") {
 		t.Run(n.name, func(t *testing.T) {
 			r.t = t
 			r.writeConf(n.name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{%s,%s}]}`,
-				n.name, n.plugin, ipam(n.dual, "10.40.0.0/24", "fd40::/64")))
+				n.name, n.plugin, r.ipam(n.dual, "10.40.0.0/24", "fd40::/64")))
 			var runs []*exec.Cmd
 			ips := map[string][]string{}
 			for _, id := range []string{n.name + "-a", n.name + "-b"} {

@@ -44,23 +44,11 @@ func TestContainerdCRI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	ipam := func(dual bool) string {
-		ranges := `[[{"subnet":"10.41.0.0/24"}]]`
-		if dual {
-			ranges = `[[{"subnet":"10.41.0.0/24"}],[{"subnet":"fd41::/64"}]]`
-		}
-		return fmt.Sprintf(`"ipam":{"type":"host-local","dataDir":%q,"ranges":%s}`, r.ipamDir, ranges)
-	}
-	for _, n := range []struct {
-		name, plugin string
-		dual         bool
-	}{{"cri-ptp-v4", `"type":"veth-ptp","ipMasq":true`, false}, {"cri-ptp-dual", `"type":"veth-ptp","ipMasq":true`, true},
-		{"cri-br-v4", `"type":"bridge-nat","bridge":"cribr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, false},
-		{"cri-br-dual", `"type":"bridge-nat","bridge":"cribr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, true}} {
+	for _, n := range e2eNets("cri-", "cribr0") {
 		t.Run(n.name, func(t *testing.T) {
 			r.t = t
 			r.writeConf(n.name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{%s,%s},{"type":"portmap","capabilities":{"portMappings":true}}]}`,
-				n.name, n.plugin, ipam(n.dual)))
+				n.name, n.plugin, r.ipam(n.dual, "10.41.0.0/24", "fd41::/64")))
 			// containerd rereads the config directory on its own; wait until
 			// the CRI status says the network is ready with this config.
 			loaded := waitFor(ctx, func() bool {

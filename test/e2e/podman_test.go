@@ -75,23 +75,11 @@ runroot = %q
 		mustPodman("tag", strings.TrimSpace(loaded[strings.LastIndex(loaded, " ")+1:]), imageName)
 	}
 
-	ipam := func(dual bool) string {
-		ranges := `[[{"subnet":"10.42.0.0/24"}]]`
-		if dual {
-			ranges = `[[{"subnet":"10.42.0.0/24"}],[{"subnet":"fd42::/64"}]]`
-		}
-		return fmt.Sprintf(`"ipam":{"type":"host-local","dataDir":%q,"ranges":%s}`, r.ipamDir, ranges)
-	}
-	for _, n := range []struct {
-		name, plugin string
-		dual         bool
-	}{{"pm-ptp-v4", `"type":"veth-ptp","ipMasq":true`, false}, {"pm-ptp-dual", `"type":"veth-ptp","ipMasq":true`, true},
-		{"pm-br-v4", `"type":"bridge-nat","bridge":"pmbr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, false},
-		{"pm-br-dual", `"type":"bridge-nat","bridge":"pmbr0","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, true}} {
+	for _, n := range e2eNets("pm-", "pmbr0") {
 		t.Run(n.name, func(t *testing.T) {
 			r.t = t
 			r.writeConf(n.name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{%s,%s},{"type":"portmap","capabilities":{"portMappings":true}}]}`,
-				n.name, n.plugin, ipam(n.dual)))
+				n.name, n.plugin, r.ipam(n.dual, "10.42.0.0/24", "fd42::/64")))
 			ipOf := func(c string) []string {
 				out := mustPodman("inspect", c, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.GlobalIPv6Address}}{{end}}")
 				return strings.Fields(out)

@@ -215,3 +215,30 @@ func waitFor(ctx context.Context, f func() bool) bool {
 		}
 	}
 }
+
+// e2eNet is one network of a runtime test: its name, the main plugin's
+// keys and whether it is dual-stack.
+type e2eNet struct {
+	name, plugin string
+	dual         bool
+}
+
+// e2eNets are the networks every runtime test runs, named with prefix:
+// veth-ptp and bridge-nat, IPv4 and dual-stack.
+func e2eNets(prefix, bridge string) []e2eNet {
+	br := fmt.Sprintf(`"type":"bridge-nat","bridge":%q,"isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true`, bridge)
+	return []e2eNet{{prefix + "ptp-v4", `"type":"veth-ptp","ipMasq":true`, false}, {prefix + "ptp-dual", `"type":"veth-ptp","ipMasq":true`, true},
+		{prefix + "br-v4", br, false}, {prefix + "br-dual", br, true}}
+}
+
+// ipam is the host-local config of a test network in the rig's store: the
+// subnets, and a default route per family (veth-ptp installs exactly
+// IPAM's routes, as the reference ptp does).
+func (r *rig) ipam(dual bool, subnet4, subnet6 string) string {
+	ranges, routes := fmt.Sprintf(`[[{"subnet":%q}]]`, subnet4), `[{"dst":"0.0.0.0/0"}]`
+	if dual {
+		ranges = fmt.Sprintf(`[[{"subnet":%q}],[{"subnet":%q}]]`, subnet4, subnet6)
+		routes = `[{"dst":"0.0.0.0/0"},{"dst":"::/0"}]`
+	}
+	return fmt.Sprintf(`"ipam":{"type":"host-local","dataDir":%q,"ranges":%s,"routes":%s}`, r.ipamDir, ranges, routes)
+}
