@@ -290,9 +290,9 @@ func (c *Config) Check(o Owner, want []netip.Addr) error {
 
 // GC releases every reservation of the network whose owner is not in
 // valid; an empty valid releases all. The lock, cursors and bookkeeping
-// stay. It goes on past errors and returns them joined, with the owners
-// whose reservations it released.
-func (c *Config) GC(valid []Owner) ([]Owner, error) {
+// stay. It goes on past errors and returns them joined, with the
+// addresses it released by owner.
+func (c *Config) GC(valid []Owner) (map[Owner][]netip.Addr, error) {
 	return c.GCFunc(func(o Owner) bool {
 		return slices.ContainsFunc(valid, func(v Owner) bool {
 			return v.matches(o.content()) || (o.IfName == "" && v.ID == o.ID)
@@ -302,7 +302,7 @@ func (c *Config) GC(valid []Owner) ([]Owner, error) {
 
 // GCFunc is GC keeping the reservations of the owners keep reports true
 // for (a legacy reservation's owner has an empty IfName).
-func (c *Config) GCFunc(keep func(Owner) bool) (released []Owner, err error) {
+func (c *Config) GCFunc(keep func(Owner) bool) (released map[Owner][]netip.Addr, err error) {
 	err = c.withStore(func(s *store) error {
 		released, err = c.gc(s, keep)
 		return err
@@ -310,13 +310,13 @@ func (c *Config) GCFunc(keep func(Owner) bool) (released []Owner, err error) {
 	return released, err
 }
 
-func (c *Config) gc(s *store, keep func(Owner) bool) ([]Owner, error) {
+func (c *Config) gc(s *store, keep func(Owner) bool) (map[Owner][]netip.Addr, error) {
 	entries, err := s.scan()
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
-	var released []Owner
+	released := map[Owner][]netip.Addr{}
 	for _, e := range entries {
 		if keep(e.owner) {
 			continue
@@ -325,9 +325,7 @@ func (c *Config) gc(s *store, keep func(Owner) bool) ([]Owner, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if !slices.Contains(released, e.owner) {
-			released = append(released, e.owner)
-		}
+		released[e.owner] = append(released[e.owner], e.addr)
 	}
 	errs = append(errs, s.rebuildIndex())
 	s.dirty = true

@@ -327,9 +327,8 @@ func TestGC(t *testing.T) {
 	if ls, _ := c.Leases(Owner{"a", "eth0"}); len(ls) != 0 {
 		t.Fatalf("a still indexed: %v", ls)
 	}
-	slices.SortFunc(released, func(x, y Owner) int { return strings.Compare(x.ID, y.ID) })
-	if !slices.Equal(released, []Owner{{"a", "eth0"}, {"c", "eth0"}}) {
-		t.Fatalf("released %v, want a and c, once each", released)
+	if len(released) != 2 || len(released[Owner{"a", "eth0"}]) != 2 || len(released[Owner{"c", "eth0"}]) != 2 {
+		t.Fatalf("released %v, want a's and c's two addresses each", released)
 	}
 	if _, err := c.GC(nil); err != nil {
 		t.Fatal(err)

@@ -123,14 +123,14 @@ func (m *IPAM) Add(ctx context.Context) (*current.Result, func() error, error) {
 	return res, release, nil
 }
 
-// Holds reports whether the store holds addresses for the attachment:
-// true when it cannot tell (a delegated IPAM, an unreadable store).
-func (m *IPAM) Holds() bool {
+// Held returns the addresses the store holds for the attachment; ok is
+// false when it cannot tell (a delegated IPAM, an unreadable store).
+func (m *IPAM) Held() (addrs []netip.Addr, ok bool) {
 	if m.Local == nil {
-		return true
+		return nil, false
 	}
 	addrs, err := m.Local.Held(m.owner)
-	return err != nil || len(addrs) > 0
+	return addrs, err == nil
 }
 
 // Del releases the attachment's addresses; nothing held is success.
@@ -158,7 +158,7 @@ func (m *IPAM) Check(ctx context.Context, prev *current.Result) error {
 // GC releases every reservation of the network not held by an attachment
 // in valid or one keep reports true for (nil: none), and returns the
 // owners it released (none known when the IPAM plugin is delegated).
-func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment, keep func(id, ifname string) bool) ([]ipam.Owner, error) {
+func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment, keep func(id, ifname string) bool) (map[ipam.Owner][]netip.Addr, error) {
 	if m.Local == nil {
 		return nil, invoke.DelegateGC(ctx, m.Type, m.stdin, nil)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -11,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netns-cni/netns-cni/pkg/adopt"
+	"github.com/netns-cni/netns-cni/pkg/conntrack"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
@@ -32,7 +34,9 @@ import (
 //     does not own (an empty bridge).
 //  3. The network's state (Network.Detach): the port's filter rules, and
 //     the masquerade rules if no attachment of the network is left.
-//  4. IPAM, last, and only once the link is gone: when the link could not
+//  4. The conntrack entries of the attachment's addresses, before the
+//     addresses can be handed out again (pkg/conntrack).
+//  5. IPAM, last, and only once the link is gone: when the link could not
 //     be removed the addresses stay reserved, and the runtime's next DEL
 //     tries both again.
 func (r runner[T, D]) del(args *skel.CmdArgs) error {
@@ -50,6 +54,10 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		errs = append(errs, t.Teardown(a, host))
 	}
 	errs = append(errs, a.Network().Detach(port))
+	if addrs := a.addresses(); len(addrs) > 0 {
+		_, err := conntrack.Forget(addrs)
+		errs = append(errs, err)
+	}
 	if a.IPAM != nil {
 		if linkErr != nil {
 			errs = append(errs, fmt.Errorf("addresses stay reserved until %s is gone", port))
@@ -96,7 +104,7 @@ func deleteHostLink(host nsutil.Handle, a *Attachment) (string, bool, error) {
 // of an attachment already removed stays cheap.
 func adoptReference(host nsutil.Handle, a *Attachment) error {
 	errs := []error{removeContainerLink(a), removeReferenceHostLinks(host, a)}
-	if a.Conf.IPMasq && (a.Conf.PrevResult != nil || a.IPAM != nil && a.IPAM.Holds()) {
+	if a.Conf.IPMasq && (a.Conf.PrevResult != nil || len(a.addresses()) > 0) {
 		errs = append(errs, adopt.RemoveMasquerade([]adopt.Attachment{{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}}))
 	}
 	return errors.Join(errs...)
@@ -186,8 +194,36 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 		keep := func(id, ifname string) bool { return stuck[[2]string{netconf.Key(id), ifname}] }
 		released, err := a.IPAM.GC(context.Background(), a.Conf.ValidAttachments, keep)
 		errs = append(errs, err, collectReference(a, released))
+		var addrs []netip.Addr
+		for _, as := range released {
+			addrs = append(addrs, as...)
+		}
+		_, err = conntrack.Forget(addrs)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// addresses are the attachment's addresses as the store holds them, or,
+// when it cannot tell (a delegated IPAM), as prevResult lists them for
+// the attachment's interface.
+func (a *Attachment) addresses() []netip.Addr {
+	if a.IPAM != nil {
+		if addrs, ok := a.IPAM.Held(); ok {
+			return addrs
+		}
+	}
+	prev := a.Conf.PrevResult
+	if prev == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ip := range OwnAddresses(prev, FindInterface(prev, a.Args.IfName)).IPs {
+		if addr, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			out = append(out, addr.Unmap())
+		}
+	}
+	return out
 }
 
 // collectReference is GC's part for attachments the reference plugins
@@ -195,12 +231,12 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 // released, and the reference's nftables rules of the network's
 // attachments not listed. (Their links went with their namespaces; GC has
 // no namespace to look into.)
-func collectReference(a *Attachment, released []ipam.Owner) error {
+func collectReference(a *Attachment, released map[ipam.Owner][]netip.Addr) error {
 	if !a.Conf.IPMasq {
 		return nil
 	}
 	var gone, valid []adopt.Attachment
-	for _, o := range released {
+	for o := range released {
 		gone = append(gone, adopt.Attachment{Network: a.Conf.Name, ContainerID: o.ID, IfName: o.IfName})
 	}
 	for _, v := range a.Conf.ValidAttachments {

@@ -6,6 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // hostSysctl reads a sysctl of the fake host (path under /proc/sys).
@@ -128,4 +133,68 @@ func TestIPv6OffInThePod(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConntrackForgottenOnDel: a pod's UDP flow to the outside leaves a
+// conntrack entry in the host; DEL (and GC, for a pod whose DEL never
+// came) deletes every entry of the released address, so the next pod to
+// get the address receives no replies meant for the old one.
+func TestConntrackForgottenOnDel(t *testing.T) {
+	w := newWorld(t)
+	out := w.outside(t)
+	for _, tc := range []struct{ plugin, extra, how string }{
+		{"veth-ptp", "", "DEL"},
+		{"bridge-nat", `,"bridge":"brct0","isGateway":true,"removeEmptyBridge":true`, "DEL"},
+		{"veth-ptp", "", "GC"},
+	} {
+		t.Run(tc.plugin+"/"+tc.how, func(t *testing.T) {
+			list := w.list("1.1.0", "ct-"+tc.plugin, w.ptpConf(tc.plugin, families[0], `"ipMasq":true`+tc.extra))
+			pod := w.sb.PodT(t, "p-"+tc.plugin+"-"+tc.how)
+			rt := w.rt("c-"+tc.how, pod, "eth0")
+			res, err := w.add(list, rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := res.IPs[0].Address.IP.String()
+			if _, err := sourceSeen(t, pod, out, nstest.Outside4); err != nil {
+				t.Fatal(err)
+			}
+			if n := w.conntrackOf(t, addr); n == 0 {
+				t.Fatalf("no conntrack entry of %s after its flow", addr)
+			}
+			switch tc.how {
+			case "DEL":
+				err = w.del(list, rt)
+			case "GC":
+				if err = w.sb.RemovePod(pod); err == nil {
+					err = w.gc(list)
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := w.conntrackOf(t, addr); n != 0 {
+				t.Fatalf("%d conntrack entries of %s left after %s", n, addr, tc.how)
+			}
+		})
+	}
+}
+
+// conntrackOf counts the fake host's conntrack entries whose original
+// source or reply destination is addr.
+func (w *world) conntrackOf(t *testing.T, addr string) int {
+	n := 0
+	_ = w.inHost(func() error {
+		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range flows {
+			if f.Forward.SrcIP.String() == addr || f.Reverse.DstIP.String() == addr {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
 }

@@ -1,0 +1,130 @@
+// Package conntrack forgets the kernel's connection tracking entries of
+// addresses a network released. An entry outlives the container that made
+// it; when round-robin allocation hands the address out again, UDP replies
+// of the old flow reach the new container (kubernetes#66651, a standing
+// request on the reference portmap). DEL and GC delete the entries whose
+// original source or reply destination is a released address: the flows
+// the container started, NATed or not.
+//
+// Over netlink (vishvananda/netlink), no exec. Where the kernel filters a
+// conntrack dump itself (CTA_FILTER, Linux 5.8 and later) only the
+// matching entries cross to user space; elsewhere the library dumps the
+// table and filters here.
+package conntrack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink attributes the library does not name (linux/netfilter/
+// nfnetlink_conntrack.h).
+const (
+	ctaFilter          = 25     // CTA_FILTER
+	ctaFilterOrigFlags = 1      // CTA_FILTER_ORIG_FLAGS
+	ctaFilterReplFlags = 2      // CTA_FILTER_REPLY_FLAGS
+	filterFlagIPSrc    = 1 << 0 // CTA_FILTER_F_CTA_IP_SRC
+	filterFlagIPDst    = 1 << 1 // CTA_FILTER_F_CTA_IP_DST
+)
+
+// side is which address of which tuple an entry is matched on.
+type side struct {
+	tuple int  // nl.CTA_TUPLE_ORIG or nl.CTA_TUPLE_REPLY
+	src   bool // the tuple's source, else its destination
+}
+
+var sides = []side{{nl.CTA_TUPLE_ORIG, true}, {nl.CTA_TUPLE_REPLY, false}}
+
+// Forget deletes, in the network namespace of the calling thread, every
+// conntrack entry whose original source or reply destination is one of
+// addrs. It returns how many it deleted.
+func Forget(addrs []netip.Addr) (int, error) {
+	n := 0
+	var errs []error
+	for _, a := range addrs {
+		for _, s := range sides {
+			raws, err := dump(a, s)
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				d, err := forgetInUserSpace(a, s) // a kernel without CTA_FILTER
+				n += d
+				errs = append(errs, err)
+				continue
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("conntrack: list entries of %s: %w", a, err))
+				continue
+			}
+			for _, raw := range raws {
+				req := newRequest(family(a), nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
+				req.AddRawData(raw[4:]) // past the netfilter header, which the request has
+				if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err == nil {
+					n++
+				} else if !errors.Is(err, unix.ENOENT) {
+					errs = append(errs, fmt.Errorf("conntrack: delete an entry of %s: %w", a, err))
+				}
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func family(a netip.Addr) uint8 {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+func newRequest(fam uint8, op, flags int) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(netlink.ConntrackTable<<8|op, flags)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: nl.NFNETLINK_V0})
+	return req
+}
+
+// dump asks the kernel for the entries whose side s is a, filtered there.
+func dump(a netip.Addr, s side) ([][]byte, error) {
+	req := newRequest(family(a), nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
+	attr := map[bool]int{true: nl.CTA_IP_V4_SRC, false: nl.CTA_IP_V4_DST}[s.src]
+	if a.Is6() {
+		attr = map[bool]int{true: nl.CTA_IP_V6_SRC, false: nl.CTA_IP_V6_DST}[s.src]
+	}
+	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|s.tuple, nil)
+	ip := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
+	ip.AddRtAttr(attr, a.AsSlice())
+	req.AddData(tuple)
+	flag, which := uint32(filterFlagIPDst), ctaFilterReplFlags
+	if s.src {
+		flag = filterFlagIPSrc
+	}
+	if s.tuple == nl.CTA_TUPLE_ORIG {
+		which = ctaFilterOrigFlags
+	}
+	filter := nl.NewRtAttr(unix.NLA_F_NESTED|ctaFilter, nil)
+	filter.AddRtAttr(which, nl.Uint32Attr(flag))
+	req.AddData(filter)
+	return req.Execute(unix.NETLINK_NETFILTER, 0)
+}
+
+// forgetInUserSpace is Forget of one side of one address where the kernel
+// cannot filter: the library dumps the whole table.
+func forgetInUserSpace(a netip.Addr, s side) (int, error) {
+	f := &netlink.ConntrackFilter{}
+	var typ netlink.ConntrackFilterType = netlink.ConntrackOrigSrcIP
+	if s.tuple == nl.CTA_TUPLE_REPLY {
+		typ = netlink.ConntrackReplyDstIP
+	}
+	if err := f.AddIP(typ, net.IP(a.AsSlice())); err != nil {
+		return 0, err
+	}
+	n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(family(a)), f)
+	if err != nil {
+		return int(n), fmt.Errorf("conntrack: delete entries of %s: %w", a, err)
+	}
+	return int(n), nil
+}

@@ -1,0 +1,145 @@
+package conntrack
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+// flow makes a UDP entry from src:sport to dst:53, replied to by
+// replySrc to replyDst (a masqueraded flow has replyDst the host's).
+func flow(src, dst, replySrc, replyDst string, sport uint16) *netlink.ConntrackFlow {
+	fam := uint8(unix.AF_INET)
+	if netip.MustParseAddr(src).Is6() {
+		fam = unix.AF_INET6
+	}
+	ip := func(s string) net.IP { return net.IP(netip.MustParseAddr(s).AsSlice()) } // 4 bytes for IPv4
+	return &netlink.ConntrackFlow{
+		FamilyType: fam, TimeOut: 120,
+		Forward: netlink.IPTuple{SrcIP: ip(src), DstIP: ip(dst), Protocol: unix.IPPROTO_UDP, SrcPort: sport, DstPort: 53},
+		Reverse: netlink.IPTuple{SrcIP: ip(replySrc), DstIP: ip(replyDst), Protocol: unix.IPPROTO_UDP, SrcPort: 53, DstPort: sport},
+	}
+}
+
+func create(t testing.TB, flows ...*netlink.ConntrackFlow) {
+	t.Helper()
+	for _, f := range flows {
+		if err := netlink.ConntrackCreate(netlink.ConntrackTable, netlink.InetFamily(f.FamilyType), f); err != nil {
+			t.Fatalf("create %v: %v", f, err)
+		}
+	}
+}
+
+func count(t testing.TB) int {
+	t.Helper()
+	n := 0
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		fs, err := netlink.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(fs)
+	}
+	return n
+}
+
+// forgetAll is Forget done by the library in user space, as on a kernel
+// without CTA_FILTER.
+func forgetAll(addrs []netip.Addr) (int, error) {
+	n := 0
+	for _, a := range addrs {
+		for _, s := range sides {
+			d, err := forgetInUserSpace(a, s)
+			if err != nil {
+				return n, err
+			}
+			n += d
+		}
+	}
+	return n, nil
+}
+
+// TestForget: the entries of a released address go — flows it started,
+// masqueraded or not, and flows whose replies go to it — and no other;
+// filtered by the kernel, and by the fallback for kernels that cannot.
+func TestForget(t *testing.T) {
+	for name, forget := range map[string]func([]netip.Addr) (int, error){"kernel-filtered": Forget, "user-space": forgetAll} {
+		t.Run(name, func(t *testing.T) { testForget(t, forget) })
+	}
+}
+
+func testForget(t *testing.T, Forget func([]netip.Addr) (int, error)) {
+	sb := nstest.NewT(t)
+	err := sb.Host.Do(func() error {
+		create(t,
+			flow("10.1.0.5", "192.0.2.9", "192.0.2.9", "10.1.0.5", 1000),   // started by it, not NATed
+			flow("10.1.0.5", "192.0.2.9", "192.0.2.9", "192.0.2.1", 1001),  // started by it, masqueraded
+			flow("192.0.2.7", "192.0.2.8", "192.0.2.8", "10.1.0.5", 1002),  // replies go to it
+			flow("fd01::5", "2001:db8::9", "2001:db8::9", "fd01::5", 1003), // IPv6
+			flow("10.1.0.6", "192.0.2.9", "192.0.2.9", "10.1.0.6", 1004),   // another container's
+			flow("fd01::6", "2001:db8::9", "2001:db8::9", "fd01::6", 1005),
+		)
+		if got := count(t); got != 6 {
+			return fmt.Errorf("%d entries planted, want 6", got)
+		}
+		n, err := Forget([]netip.Addr{netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("fd01::5")})
+		if err != nil {
+			return err
+		}
+		if n != 4 || count(t) != 2 {
+			return fmt.Errorf("deleted %d, %d left; want 4 deleted, the other container's 2 left", n, count(t))
+		}
+		if n, err := Forget([]netip.Addr{netip.MustParseAddr("10.1.0.5")}); n != 0 || err != nil {
+			return fmt.Errorf("again: %d %v", n, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkForget: forget one address's 2 entries in a table of 10,000
+// unrelated ones, filtered by the kernel (what Forget does here) and by
+// the library in user space (what it falls back to).
+func BenchmarkForget(b *testing.B) {
+	sb := nstest.NewT(b)
+	for _, mode := range []string{"kernel-filtered", "user-space"} {
+		b.Run(mode, func(b *testing.B) {
+			err := sb.Host.Do(func() error {
+				_ = netlink.ConntrackTableFlush(netlink.ConntrackTable)
+				for i := range 10000 {
+					create(b, flow(fmt.Sprintf("10.2.%d.%d", i/250, i%250+1), "192.0.2.9", "192.0.2.9", "192.0.2.1", uint16(20000+i)))
+				}
+				target := netip.MustParseAddr("10.1.0.5")
+				b.ResetTimer()
+				for i := range b.N {
+					b.StopTimer()
+					create(b, flow("10.1.0.5", "192.0.2.9", "192.0.2.9", "192.0.2.1", uint16(3000+i%1000)),
+						flow("192.0.2.7", "192.0.2.8", "192.0.2.8", "10.1.0.5", uint16(3000+i%1000)))
+					b.StartTimer()
+					var n int
+					var err error
+					if mode == "kernel-filtered" {
+						n, err = Forget([]netip.Addr{target})
+					} else {
+						n, err = forgetAll([]netip.Addr{target})
+					}
+					if err != nil || n != 2 {
+						return fmt.Errorf("deleted %d: %v", n, err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
