@@ -96,7 +96,7 @@ func testForget(t *testing.T, Forget func([]netip.Addr) (int, error)) {
 			return fmt.Errorf("deleted %d, %d left; want 4 deleted, the other container's 2 left", n, count(t))
 		}
 		if n, err := Forget([]netip.Addr{netip.MustParseAddr("10.1.0.5")}); n != 0 || err != nil {
-			return fmt.Errorf("again: %d %v", n, err)
+			return fmt.Errorf("again: %d %w", n, err)
 		}
 		return nil
 	})
@@ -132,7 +132,7 @@ func BenchmarkForget(b *testing.B) {
 						n, err = forgetAll([]netip.Addr{target})
 					}
 					if err != nil || n != 2 {
-						return fmt.Errorf("deleted %d: %v", n, err)
+						return fmt.Errorf("deleted %d: %w", n, err)
 					}
 				}
 				return nil

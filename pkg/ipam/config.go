@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -177,6 +178,19 @@ func Parse(stdin []byte, cniArgs string) (*Config, []error) {
 		return nil, errs
 	}
 	return c, nil
+}
+
+// Subnets are the subnets of every range, in order, each once.
+func (c *Config) Subnets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, set := range c.RangeSets {
+		for _, r := range set {
+			if !slices.Contains(out, r.Subnet) {
+				out = append(out, r.Subnet)
+			}
+		}
+	}
+	return out
 }
 
 // ParseStore reads only what locates a network's store: the IPAM type,

@@ -17,7 +17,8 @@ import (
 // add is ADD, written once for every veth plugin: load, open the target
 // namespace, check the interface name is free, then the steps — IPAM, the
 // driver's host preparation, the veth pair, the driver's setup,
-// forwarding, masquerade — then the result and the commit. Any failure
+// forwarding, masquerade, FORWARD acceptance — then the result and the
+// commit. Any failure
 // after the first step undoes every step done, newest first.
 func (r runner[T, D]) add(args *skel.CmdArgs) (types.Result, error) {
 	d, a, err := r.load(args)
@@ -65,6 +66,11 @@ func (r runner[T, D]) add(args *skel.CmdArgs) (types.Result, error) {
 	}
 	if a.Conf.IPMasq {
 		if err := add.Run(StepMasquerade, masquerade); err != nil {
+			return nil, err
+		}
+	}
+	if a.Network().ForwardAccept {
+		if err := add.Run(StepForwardAccept, acceptForward); err != nil {
 			return nil, err
 		}
 	}
@@ -116,7 +122,16 @@ func masquerade(add *Add) (func() error, error) {
 	// Undone whether Ensure failed part-way (iptables writes rule by rule)
 	// or a later step failed: the rules go unless another attachment of
 	// the network is left.
-	return func() error { return n.RemoveMasqueradeIfUnused(add.HostVeth) }, err
+	return func() error { return n.RemoveIfUnused(add.HostVeth) }, err
+}
+
+func acceptForward(add *Add) (func() error, error) {
+	n := add.Network()
+	err := n.EnsureForwardAccept(add.IPAMResult)
+	if errors.Is(err, lock.ErrBusy) {
+		return nil, err
+	}
+	return func() error { return n.RemoveIfUnused(add.HostVeth) }, err
 }
 
 // result is the complete, chainable result: the master (a bridge) when

@@ -9,6 +9,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
@@ -93,8 +94,14 @@ func checkHostState(c *Checked) error {
 			return errors.New("host: IPv6 forwarding is off")
 		}
 	}
+	n := c.Network()
 	if c.Conf.IPMasq {
-		if err := c.Network().CheckMasquerade(c.Own); err != nil {
+		if err := n.CheckMasquerade(c.Own); err != nil {
+			return err
+		}
+	}
+	if n.ForwardAccept {
+		if err := n.CheckForwardAccept(c.Own); err != nil {
 			return err
 		}
 	}
@@ -118,7 +125,15 @@ func (r runner[T, D]) status(args *skel.CmdArgs) error {
 		}
 	}
 	if a.Conf.IPMasq {
-		return a.Network().Available()
+		if err := a.Network().Available(); err != nil {
+			return err
+		}
+	}
+	if a.Traits.Forwarding && !a.Conf.AcceptsForward() && a.IPAM != nil && a.IPAM.Local != nil {
+		blocked, err := filter.ForwardBlocked(a.IPAM.Local.Subnets())
+		if err == nil && blocked != "" {
+			return UnavailableError(`%s: the pods of network %q reach nothing beyond the host; "forwardAccept" is false, so accept the network's traffic in FORWARD yourself, or set it true`, blocked, a.Conf.Name)
+		}
 	}
 	return nil
 }

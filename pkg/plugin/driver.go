@@ -105,7 +105,8 @@ type Attachment struct {
 // Network is the attachment's network: its host-wide state.
 func (a *Attachment) Network() *Network {
 	c := a.Conf
-	return &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq()}
+	return &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq(),
+		ForwardAccept: a.Traits.Forwarding && c.AcceptsForward()}
 }
 
 // VethPrefixes start the host end's name of every netns-cni veth plugin

@@ -32,6 +32,9 @@ type Network struct {
 	Backend    string
 	// NoMasq are destinations reached unmasqueraded ("nonMasqueradeCIDRs").
 	NoMasq []netip.Prefix
+	// ForwardAccept: the filter FORWARD chain accepts the network's
+	// traffic (forwardAccept, on a network the host routes).
+	ForwardAccept bool
 }
 
 // key names the network in kernel objects (see netconf.Key).
@@ -73,21 +76,45 @@ func (n *Network) RemoveSpoofCheck(port string) error {
 	return n.locked(func() error { return filter.RemoveSpoofCheck(n.key(), port) })
 }
 
-// RemoveMasqueradeIfUnused drops the masquerade rules when no attachment
-// of the network other than the one whose host link is self ("" for none)
-// is left on the host.
-func (n *Network) RemoveMasqueradeIfUnused(self string) error {
-	return n.locked(func() error { return n.removeMasqueradeIfUnused(self) })
+// EnsureForwardAccept makes the filter FORWARD chain accept the traffic
+// of the subnets of res (pkg/filter); usually a netlink read finds the
+// rules in place.
+func (n *Network) EnsureForwardAccept(res *current.Result) error {
+	return n.locked(func() error {
+		return wrap("forward accept", filter.EnsureForward(filter.ForwardSpec{Network: n.key(), Subnets: Subnets(res)}))
+	})
 }
 
-func (n *Network) removeMasqueradeIfUnused(self string) error {
-	if !n.Masquerade {
-		return nil
+// CheckForwardAccept reports the accept rules for res's subnets missing.
+func (n *Network) CheckForwardAccept(res *current.Result) error {
+	return filter.CheckForward(filter.ForwardSpec{Network: n.key(), Subnets: Subnets(res)})
+}
+
+// RemoveIfUnused drops the network's rules (masquerade, FORWARD
+// acceptance) when no attachment of the network other than the one whose
+// host link is self ("" for none) is left on the host.
+func (n *Network) RemoveIfUnused(self string) error {
+	return n.locked(func() error { return n.removeIfUnused(self) })
+}
+
+func (n *Network) removeIfUnused(self string) error {
+	if !n.Masquerade && !n.ForwardAccept {
+		return nil // listing the host's links is not free: only when there is something to drop
 	}
 	unused, err := n.unused(self)
 	if err != nil || !unused {
 		return err
 	}
+	// The accept rules go whatever forwardAccept says now: an edited
+	// config must not strand the rules an earlier one made.
+	errs := []error{wrap("forward accept", filter.RemoveForward(n.key()))}
+	if n.Masquerade {
+		errs = append(errs, n.removeMasquerade())
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Network) removeMasquerade() error {
 	backends := []string{n.Backend}
 	if _, err := nat.New(n.Backend); err != nil {
 		// A backend today's config misnames (DEL after an edit): the rules
@@ -106,18 +133,18 @@ func (n *Network) removeMasqueradeIfUnused(self string) error {
 }
 
 // Detach is DEL's part, once port (the attachment's host link) is gone:
-// port's filter rules, then the masquerade rules if no attachment is left.
+// port's filter rules, then the network's rules if no attachment is left.
 func (n *Network) Detach(port string) error {
 	return n.locked(func() error {
-		return errors.Join(filter.RemoveSpoofCheck(n.key(), port), n.removeMasqueradeIfUnused(""))
+		return errors.Join(filter.RemoveSpoofCheck(n.key(), port), n.removeIfUnused(""))
 	})
 }
 
 // Collect is GC's part: the filter rules of every port not in kept, then
-// the masquerade rules if no attachment is left.
+// the network's rules if no attachment is left.
 func (n *Network) Collect(kept map[string]bool) error {
 	return n.locked(func() error {
-		return errors.Join(filter.RemoveSpoofChecksExcept(n.key(), kept), n.removeMasqueradeIfUnused(""))
+		return errors.Join(filter.RemoveSpoofChecksExcept(n.key(), kept), n.removeIfUnused(""))
 	})
 }
 

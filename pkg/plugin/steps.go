@@ -28,10 +28,13 @@ const (
 	// undone by removing them unless another attachment of the network is
 	// left.
 	StepMasquerade Step = "masquerade"
+	// StepForwardAccept makes sure the filter FORWARD chain accepts the
+	// network's traffic (forwardAccept); undone like StepMasquerade.
+	StepForwardAccept Step = "forward-accept"
 )
 
 // CommonSteps are the steps of every veth plugin's ADD.
-var CommonSteps = []Step{StepIPAM, StepVeth, StepForwarding, StepMasquerade}
+var CommonSteps = []Step{StepIPAM, StepVeth, StepForwarding, StepMasquerade, StepForwardAccept}
 
 // steps runs an ADD's steps and keeps their undos: Run one step after
 // another; on any return before Commit, Undo releases everything the steps

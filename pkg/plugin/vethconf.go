@@ -26,6 +26,11 @@ type VethConf struct {
 	// NonMasqueradeCIDRs are destinations reached unmasqueraded, with the
 	// containers' own addresses (a cluster's pod CIDR across nodes).
 	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
+	// ForwardAccept accepts the network's forwarded traffic (its subnets
+	// out, and the replies) in a chain of its own jumped to from the
+	// filter FORWARD chain, ahead of a DROP policy such as Docker's.
+	// Default true; false for operators who manage FORWARD themselves.
+	ForwardAccept *bool `json:"forwardAccept,omitempty"`
 
 	mac    net.HardwareAddr
 	noMasq []netip.Prefix
@@ -36,6 +41,9 @@ func (c *VethConf) Veth() *VethConf { return c }
 
 // MAC is the container interface's requested MAC address, nil for none.
 func (c *VethConf) MAC() net.HardwareAddr { return c.mac }
+
+// AcceptsForward is ForwardAccept with its default, true.
+func (c *VethConf) AcceptsForward() bool { return c.ForwardAccept == nil || *c.ForwardAccept }
 
 // NoMasq are the parsed NonMasqueradeCIDRs.
 func (c *VethConf) NoMasq() []netip.Prefix { return c.noMasq }

@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -197,4 +200,73 @@ func (w *world) conntrackOf(t *testing.T, addr string) int {
 		return nil
 	})
 	return n
+}
+
+// TestForwardPolicyDrop: Docker sets the filter FORWARD policy to DROP.
+// Pods of both plugins still reach the outside, through accept rules of
+// the network's own that go with its last attachment; with
+// "forwardAccept": false they do not, and STATUS says which policy blocks
+// them.
+func TestForwardPolicyDrop(t *testing.T) {
+	w := newWorld(t)
+	w.outside(t)
+	if err := w.inHost(func() error {
+		for _, c := range []string{"iptables", "ip6tables"} {
+			if b, err := exec.Command(c, "-P", "FORWARD", "DROP").CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %w %s", c, err, b)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ plugin, extra string }{
+		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"nftables"`},
+		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`},
+		{"bridge-nat", `"ipMasq":true,"bridge":"brfw0","isGateway":true,"isDefaultGateway":true,"removeEmptyBridge":true`},
+		{"bridge-nat", `"ipMasq":true,"ipMasqBackend":"iptables","bridge":"brfw0","isGateway":true,"isDefaultGateway":true,"removeEmptyBridge":true`},
+	} {
+		t.Run(tc.plugin+"/"+map[bool]string{true: "iptables", false: "nftables"}[strings.Contains(tc.extra, "iptables")], func(t *testing.T) {
+			before := w.hostState(t)
+			for _, accept := range []bool{true, false} {
+				name := fmt.Sprintf("fw-%s-%v-%d", tc.plugin, accept, strings.Count(tc.extra, "iptables"))
+				list := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.extra+fmt.Sprintf(`,"forwardAccept":%v`, accept)))
+				pod := w.sb.PodT(t, "p-"+name)
+				rt := w.rt("c-"+name, pod, "eth0")
+				if _, err := w.add(list, rt); err != nil {
+					t.Fatal(err)
+				}
+				for _, dst := range []string{nstest.Outside4, nstest.Outside6} {
+					err := ping(t, pod, dst)
+					if accept && err != nil {
+						var rules []byte
+						_ = w.inHost(func() error { rules, _ = exec.Command("iptables-save").CombinedOutput(); return nil })
+						t.Fatalf("with the accept rules: %v\n%s", err, rules)
+					}
+					if !accept && err == nil {
+						t.Fatalf("forwardAccept false, yet %s answered through a DROP policy", dst)
+					}
+				}
+				err := w.status(list)
+				if accept && err != nil {
+					t.Fatalf("STATUS: %v", err)
+				}
+				var e *types.Error
+				if !accept && (!errors.As(err, &e) || e.Code != 50 || !strings.Contains(e.Msg, "FORWARD policy is DROP") || !strings.Contains(e.Msg, `"forwardAccept"`)) {
+					t.Fatalf("STATUS with forwardAccept false under a DROP policy: %v", err)
+				}
+				if accept {
+					if err := w.check(list, rt); err != nil {
+						t.Fatalf("CHECK: %v", err)
+					}
+				}
+				if err := w.del(list, rt); err != nil {
+					t.Fatal(err)
+				}
+				if after := w.settled(t, before); after != before {
+					t.Fatalf("after the last DEL:\n%s", stateDiff(before, after))
+				}
+			}
+		})
+	}
 }

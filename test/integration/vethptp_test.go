@@ -104,7 +104,7 @@ func (w *world) hostState(t *testing.T) string {
 	sort.Strings(rs)
 	b.WriteString(strings.Join(rs, "\n") + "\n")
 	_ = w.inHost(func() error {
-		for _, c := range [][]string{{"iptables", "-t", "nat", "-S"}, {"ip6tables", "-t", "nat", "-S"}} {
+		for _, c := range [][]string{{"iptables", "-t", "nat", "-S"}, {"ip6tables", "-t", "nat", "-S"}, {"iptables", "-S"}, {"ip6tables", "-S"}} {
 			out, err := exec.Command(c[0], c[1:]...).CombinedOutput()
 			if err != nil {
 				t.Errorf("%v: %v %s", c, err, out)

@@ -1,0 +1,290 @@
+package filter
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// Forward acceptance. Docker sets the iptables filter FORWARD policy to
+// DROP; without accept rules of its own a network's pods then reach
+// nothing beyond the host. An nftables accept in another table cannot
+// override that drop (a packet any base chain drops is dropped), so, like
+// the reference firewall plugin and Docker's DOCKER-USER, a network gets a
+// chain of its own in the filter table, reached by a jump from FORWARD:
+//
+//	-A FORWARD -m comment --comment "netns-cni:<network>" -j NETNS-CNI-FW-<hash>
+//	-A NETNS-CNI-FW-<hash> -s <subnet> -j ACCEPT
+//	-A NETNS-CNI-FW-<hash> -d <subnet> -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//
+// in each family the network has subnets of: its traffic out, and the
+// replies. The rules are written with the iptables binary whatever the
+// masquerade backend, so that iptables-nft (and Docker, kube-proxy) can
+// still read the table: native nftables expressions for a conntrack state
+// make the whole table "incompatible" to it. With iptables-nft the rules
+// are read back over netlink, so an ADD that finds them in place execs
+// nothing.
+
+// ForwardSpec is what a network accepts in FORWARD.
+type ForwardSpec struct {
+	// Network is the network's key (netconf.Key).
+	Network string
+	Subnets []netip.Prefix
+}
+
+// ForwardChain is the filter chain of a network's accept rules.
+func ForwardChain(network string) string {
+	sum := sha256.Sum256([]byte(network))
+	return "NETNS-CNI-FW-" + strings.ToUpper(hex.EncodeToString(sum[:]))[:15]
+}
+
+func forwardComment(network string) string { return "netns-cni:" + network }
+
+type family struct {
+	proto iptables.Protocol
+	cmd   string
+	nft   nftables.TableFamily
+}
+
+var families = []family{{iptables.ProtocolIPv4, "iptables", nftables.TableFamilyIPv4}, {iptables.ProtocolIPv6, "ip6tables", nftables.TableFamilyIPv6}}
+
+func (f family) of(p netip.Prefix) bool { return p.Addr().Is4() == (f.proto == iptables.ProtocolIPv4) }
+
+func (f family) open() (*iptables.IPTables, error) {
+	t, err := iptables.New(iptables.IPFamily(f.proto), iptables.Timeout(10))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.cmd, err)
+	}
+	return t, nil
+}
+
+// body is the chain's rules for the family's subnets.
+func (f family) body(s ForwardSpec) [][]string {
+	var rules [][]string
+	for _, p := range s.Subnets {
+		if f.of(p) {
+			p = p.Masked()
+			rules = append(rules, []string{"-s", p.String(), "-j", "ACCEPT"},
+				[]string{"-d", p.String(), "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"})
+		}
+	}
+	return rules
+}
+
+func (f family) jump(network string) []string {
+	return []string{"-m", "comment", "--comment", forwardComment(network), "-j", ForwardChain(network)}
+}
+
+// EnsureForward makes the network's accept rules cover its subnets. When
+// iptables-nft shows them in place over netlink, it execs nothing.
+func EnsureForward(s ForwardSpec) error {
+	var errs []error
+	for _, f := range families {
+		body := f.body(s)
+		if len(body) == 0 {
+			continue
+		}
+		if inPlace(f, s.Network, len(body)) {
+			continue
+		}
+		if _, err := exec.LookPath(f.cmd); err != nil {
+			errs = append(errs, fmt.Errorf("accept the network's traffic in FORWARD: %w", err))
+			continue
+		}
+		t, err := f.open()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		chain := ForwardChain(s.Network)
+		// ClearChain creates the chain or empties it: its body is rewritten
+		// whole, which also replaces the rules of subnets the network no
+		// longer has.
+		if err := t.ClearChain("filter", chain); err != nil {
+			errs = append(errs, fmt.Errorf("%s: create chain %s: %w", f.cmd, chain, err))
+			continue
+		}
+		for _, r := range body {
+			if err := t.Append("filter", chain, r...); err != nil {
+				errs = append(errs, fmt.Errorf("%s: add rule to %s: %w", f.cmd, chain, err))
+			}
+		}
+		if err := t.InsertUnique("filter", "FORWARD", 1, f.jump(s.Network)...); err != nil {
+			errs = append(errs, fmt.Errorf("%s: add jump to %s: %w", f.cmd, chain, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// inPlace reports whether iptables-nft's filter table holds the network's
+// chain with n rules and the jump to it, read over netlink. False when
+// it cannot tell (iptables-legacy, nothing there yet).
+func inPlace(f family, network string, n int) bool {
+	conn, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	tb := &nftables.Table{Family: f.nft, Name: "filter"}
+	rules, err := conn.GetRules(tb, &nftables.Chain{Name: ForwardChain(network), Table: tb})
+	if err != nil || len(rules) != n {
+		return false
+	}
+	fwd, err := conn.GetRules(tb, &nftables.Chain{Name: "FORWARD", Table: tb})
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(fwd, func(r *nftables.Rule) bool { return jumpsTo(r, ForwardChain(network)) })
+}
+
+// RemoveForward deletes the network's jump and chain, both families. What
+// is not there is no error.
+func RemoveForward(network string) error {
+	var errs []error
+	for _, f := range families {
+		if _, err := exec.LookPath(f.cmd); err != nil {
+			continue // without the binary there can be no such rules
+		}
+		if absent(f, network) {
+			continue
+		}
+		t, err := f.open()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := t.DeleteIfExists("filter", "FORWARD", f.jump(network)...); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("%s: delete jump to %s: %w", f.cmd, ForwardChain(network), err))
+		}
+		if err := t.ClearAndDeleteChain("filter", ForwardChain(network)); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("%s: delete chain %s: %w", f.cmd, ForwardChain(network), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// absent reports whether iptables-nft shows no chain of the network, read
+// over netlink; false when it cannot tell.
+func absent(f family, network string) bool {
+	conn, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	chains, err := conn.ListChainsOfTableFamily(f.nft)
+	if err != nil {
+		return false
+	}
+	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
+		return c.Table.Name == "filter" && c.Name == ForwardChain(network)
+	})
+}
+
+// gone reports an iptables error that says the rule or chain is not there.
+func gone(err error) bool {
+	var e *iptables.Error
+	return errors.As(err, &e) && (e.IsNotExist() || strings.Contains(e.Error(), "does not exist"))
+}
+
+// CheckForward reports the network's accept rules missing (for CHECK).
+func CheckForward(s ForwardSpec) error {
+	for _, f := range families {
+		body := f.body(s)
+		if len(body) == 0 {
+			continue
+		}
+		t, err := f.open()
+		if err != nil {
+			return err
+		}
+		for _, r := range append(body, nil) {
+			chain, spec := ForwardChain(s.Network), r
+			if r == nil {
+				chain, spec = "FORWARD", f.jump(s.Network)
+			}
+			ok, err := t.Exists("filter", chain, spec...)
+			if err != nil && !gone(err) {
+				return fmt.Errorf("%s filter: check %s: %w", f.cmd, chain, err)
+			}
+			if !ok {
+				return fmt.Errorf("%s filter: %s lacks %q (accepting the network's forwarded traffic)", f.cmd, chain, strings.Join(spec, " "))
+			}
+		}
+	}
+	return nil
+}
+
+// ForwardBlocked is STATUS's question for a network whose accept rules are
+// off: does the filter FORWARD policy drop its traffic? It describes the
+// policy and the subnet it blocks, or returns "" when none: the policy
+// accepts, or a filter rule accepts from a prefix holding the subnet.
+func ForwardBlocked(subnets []netip.Prefix) (string, error) {
+	for _, f := range families {
+		if _, err := exec.LookPath(f.cmd); err != nil {
+			continue
+		}
+		var mine []netip.Prefix
+		for _, p := range subnets {
+			if f.of(p) {
+				mine = append(mine, p.Masked())
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		t, err := f.open()
+		if err != nil {
+			return "", err
+		}
+		lines, err := t.List("filter", "FORWARD")
+		if err != nil || !slices.Contains(lines, "-P FORWARD DROP") {
+			continue // no filter table, or its policy accepts
+		}
+		all := lines
+		if chains, err := t.ListChains("filter"); err == nil {
+			for _, c := range chains {
+				if rules, err := t.List("filter", c); err == nil {
+					all = append(all, rules...)
+				}
+			}
+		}
+		for _, p := range mine {
+			if !acceptedFrom(all, p) {
+				return fmt.Sprintf("the %s filter FORWARD policy is DROP (Docker sets it) and no rule accepts %s", f.cmd, p), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// acceptedFrom reports whether a listed rule accepts traffic from a prefix
+// holding p.
+func acceptedFrom(lines []string, p netip.Prefix) bool {
+	for _, l := range lines {
+		f := strings.Fields(l)
+		i, j := slices.Index(f, "-s"), slices.Index(f, "-j")
+		if i < 0 || i+1 >= len(f) || j < 0 || j+1 >= len(f) || f[j+1] != "ACCEPT" {
+			continue
+		}
+		if q, err := netip.ParsePrefix(f[i+1]); err == nil && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// jumpsTo reports whether a rule's verdict is a jump to chain. (iptables-
+// nft keeps -m comment as an xtables match, not as the rule's comment.)
+func jumpsTo(r *nftables.Rule, chain string) bool {
+	return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
+		v, ok := e.(*expr.Verdict)
+		return ok && v.Kind == expr.VerdictJump && v.Chain == chain
+	})
+}
