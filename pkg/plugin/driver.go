@@ -1,8 +1,11 @@
 package plugin
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -30,6 +33,27 @@ type Info struct {
 	VethPrefix string
 	// Steps are the driver's own ADD steps, in order.
 	Steps []Step
+}
+
+// ValidateInfo reports what is wrong with a plugin's Info: a name, a
+// VethPrefix that VethPrefixes knows (other plugins' DEL and GC find its
+// host links only under a known prefix), steps named once. Each plugin's
+// tests call it.
+func ValidateInfo(i Info) error {
+	var errs []error
+	if i.Name == "" || i.About == "" {
+		errs = append(errs, errors.New("Name and About must be set"))
+	}
+	if !slices.Contains(VethPrefixes, i.VethPrefix) {
+		errs = append(errs, fmt.Errorf("VethPrefix %q is not in VethPrefixes %v", i.VethPrefix, VethPrefixes))
+	}
+	steps := i.steps()
+	for j, s := range steps {
+		if slices.Contains(steps[:j], s) {
+			errs = append(errs, fmt.Errorf("step %q named twice", s))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // steps are all the ADD steps of the plugin: the common ones and the

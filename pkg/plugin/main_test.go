@@ -310,3 +310,13 @@ func TestLoadLenient(t *testing.T) {
 		t.Fatalf("broken JSON: %v, want code 6", err)
 	}
 }
+
+func TestValidateInfo(t *testing.T) {
+	if err := ValidateInfo(Info{Name: "p", About: "a", VethPrefix: "vp", Steps: []Step{"x"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := ValidateInfo(Info{Name: "p", About: "a", VethPrefix: "zz", Steps: []Step{StepVeth}})
+	if err == nil || !strings.Contains(err.Error(), `"zz"`) || !strings.Contains(err.Error(), `"veth" named twice`) {
+		t.Fatalf("bad info: %v", err)
+	}
+}

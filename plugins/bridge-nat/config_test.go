@@ -1,7 +1,6 @@
 package main
 
 import (
-	"slices"
 	"strings"
 	"testing"
 
@@ -111,10 +110,10 @@ func TestConfigCheckIPAM(t *testing.T) {
 	}
 }
 
-// TestVethPrefixKnown: other plugins' DEL and GC find this plugin's host
-// links only under a prefix pkg/plugin knows.
-func TestVethPrefixKnown(t *testing.T) {
-	if !slices.Contains(plugin.VethPrefixes, info.VethPrefix) {
-		t.Fatalf("VethPrefix %q is not in plugin.VethPrefixes %v", info.VethPrefix, plugin.VethPrefixes)
+// TestInfo: the plugin's name, host link prefix and steps are fit for
+// pkg/plugin.
+func TestInfo(t *testing.T) {
+	if err := plugin.ValidateInfo(info); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/netns-cni/netns-cni/pkg/plugin"
 )
@@ -32,8 +31,8 @@ func TestConfig(t *testing.T) {
 	for _, p := range c.NoMasq() {
 		got = append(got, p.String())
 	}
-	if diff := cmp.Diff([]string{"10.244.0.0/16", "fd00::/8"}, got); diff != "" {
-		t.Fatalf("nonMasqueradeCIDRs (-want +got): %s", diff)
+	if want := []string{"10.244.0.0/16", "fd00::/8"}; !slices.Equal(got, want) {
+		t.Fatalf("nonMasqueradeCIDRs %v, want %v", got, want)
 	}
 	if c.MAC().String() != "02:00:00:00:00:07" {
 		t.Fatalf("MAC %v, want runtimeConfig's", c.MAC())
@@ -79,10 +78,10 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// TestVethPrefixKnown: other plugins' DEL and GC find this plugin's host
-// links only under a prefix pkg/plugin knows.
-func TestVethPrefixKnown(t *testing.T) {
-	if !slices.Contains(plugin.VethPrefixes, info.VethPrefix) {
-		t.Fatalf("VethPrefix %q is not in plugin.VethPrefixes %v", info.VethPrefix, plugin.VethPrefixes)
+// TestInfo: the plugin's name, host link prefix and steps are fit for
+// pkg/plugin.
+func TestInfo(t *testing.T) {
+	if err := plugin.ValidateInfo(info); err != nil {
+		t.Fatal(err)
 	}
 }
