@@ -7,7 +7,7 @@ BINDIR    ?= $(PREFIX)/bin
 CONFDIR   ?= /etc/cni/net.d
 DESTDIR   ?=
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/netns-cni/netns-cni/pkg/plugin.Version=$(VERSION)
+LDFLAGS   := -s -w -X github.com/netns-cni/netns-cni/pkg/version.Version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 # Every binary and the package it is built from. The node agent lives in a

@@ -22,10 +22,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
-)
 
-// Version is the netns-cni release, stamped at build time by ldflags.
-var Version = "dev"
+	nversion "github.com/netns-cni/netns-cni/pkg/version"
+)
 
 // SupportedVersions are the CNI spec versions every netns-cni plugin speaks.
 var SupportedVersions = version.All.SupportedVersions()
@@ -98,9 +97,10 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 
 	cmd := getenv("CNI_COMMAND")
 	if cmd == "" {
+		// Run by hand: say what this is, as the reference plugins do.
 		fmt.Fprintf(stderr, "%s %s: %s\nCNI protocol versions supported: %s\n",
-			p.Name, Version, p.About, strings.Join(SupportedVersions, ", "))
-		return fail(EnvError("CNI_COMMAND is not set: this is a CNI plugin, run by a container runtime"))
+			p.Name, nversion.Version, p.About, strings.Join(SupportedVersions, ", "))
+		return 0
 	}
 	verb, ok := verbs[cmd]
 	if !ok {

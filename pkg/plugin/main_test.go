@@ -86,7 +86,6 @@ func TestRunErrors(t *testing.T) {
 		msgHas  string
 		version string
 	}{
-		{"no command", env(fullEnv...), good, 4, "CNI_COMMAND is not set", "1.1.0"},
 		{"unknown command", withCmd("FROB"), good, 4, `unknown command "FROB"`, "1.1.0"},
 		{"missing containerid", env("CNI_COMMAND", "ADD", "CNI_NETNS", "/x", "CNI_IFNAME", "eth0", "CNI_PATH", "/p"), good, 4, "CNI_CONTAINERID", "1.0.0"},
 		{"missing netns and ifname", env("CNI_COMMAND", "ADD", "CNI_CONTAINERID", "c", "CNI_PATH", "/p"), good, 4, "CNI_NETNS, CNI_IFNAME", "1.0.0"},
@@ -318,5 +317,18 @@ func TestValidateInfo(t *testing.T) {
 	err := ValidateInfo(Info{Name: "p", About: "a", VethPrefix: "zz", Steps: []Step{StepVeth}})
 	if err == nil || !strings.Contains(err.Error(), `"zz"`) || !strings.Contains(err.Error(), `"veth" named twice`) {
 		t.Fatalf("bad info: %v", err)
+	}
+}
+
+// TestRunByHand: without CNI_COMMAND a plugin says what it is and which
+// versions it speaks, on stderr, and exits 0, as the reference does.
+func TestRunByHand(t *testing.T) {
+	var out, errb bytes.Buffer
+	var ran []string
+	if code := Run(recorder(&ran), env(fullEnv...), strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if out.Len() != 0 || !strings.Contains(errb.String(), "test dev: test plugin") || !strings.Contains(errb.String(), "1.1.0") || len(ran) > 0 {
+		t.Fatalf("stdout %q stderr %q ran %v", out.String(), errb.String(), ran)
 	}
 }

@@ -18,29 +18,50 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/netns-cni/netns-cni/pkg/version"
 )
 
 const usage = `Usage: cnitool [flags] COMMAND NETWORK [NETNS]
+       cnitool help [COMMAND]
+       cnitool --version
 
 Runs the CNI network NETWORK (a .conflist or .conf in NETCONFPATH) against the
 network namespace NETNS, exactly as a container runtime does.
 
 Commands:
-  add NETWORK NETNS      attach NETNS to the network; prints the result
+  add NETWORK NETNS      attach NETNS to the network; prints the result, and
+                         the container ID it used on stderr
   check NETWORK NETNS    verify the attachment made by add
   del NETWORK [NETNS]    detach; NETNS may be omitted when it is gone
                          (then --container-id is required)
   gc NETWORK             release everything of the network that belongs to
-                         no attachment named by --valid
+                         no attachment named by --valid; --all releases all
   status NETWORK         ask whether the network is ready for add
   version NETWORK        list the CNI versions each plugin supports
 
 Flags (each defaults to the environment variable named):
 `
 
+// commands says, per command, how many positional arguments follow the
+// network (min, max) and what it does, for "cnitool help COMMAND".
+var commands = map[string]struct {
+	min, max int
+	help     string
+}{
+	"add":     {1, 1, "add NETWORK NETNS: attach the namespace NETNS to NETWORK and print the result. The container ID is --container-id, or one derived from NETNS, printed on stderr."},
+	"check":   {1, 1, "check NETWORK NETNS: verify the attachment add made (CNI CHECK with the cached result)."},
+	"del":     {0, 1, "del NETWORK [NETNS]: detach. Without NETNS (the namespace is gone) --container-id names the attachment."},
+	"gc":      {0, 0, "gc NETWORK (--valid CONTAINERID/IFNAME ... | --all): release every attachment of NETWORK not listed with --valid; --all lists none and releases all."},
+	"status":  {0, 0, "status NETWORK: ask each plugin whether NETWORK could serve an ADD now."},
+	"version": {0, 0, "version NETWORK: list the CNI versions each plugin of NETWORK speaks."},
+}
+
 type options struct {
 	netconfPath, cniPath, ifname, cniArgs, capArgs, containerID, cacheDir string
 	valid                                                                 attachments
+	all                                                                   bool
+	stderr                                                                io.Writer
 }
 
 // attachments collects repeated --valid CONTAINERID/IFNAME flags.
@@ -68,13 +89,16 @@ func main() {
 }
 
 func run(argv []string, stdout, stderr io.Writer) int {
-	var o options
+	o := options{stderr: stderr}
 	fs := flag.NewFlagSet("cnitool", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
+	printUsage := func(w io.Writer) {
+		fs.SetOutput(w)
+		fmt.Fprint(w, usage)
 		fs.PrintDefaults()
+		fs.SetOutput(stderr)
 	}
+	fs.Usage = func() { printUsage(stdout) } // -h, --help: asked for, so on stdout
 	fs.StringVar(&o.netconfPath, "netconfpath", envOr("NETCONFPATH", "/etc/cni/net.d"), "directory of network configs (NETCONFPATH)")
 	fs.StringVar(&o.cniPath, "cni-path", envOr("CNI_PATH", "/opt/cni/bin"), "colon-separated plugin directories (CNI_PATH)")
 	fs.StringVar(&o.ifname, "ifname", envOr("CNI_IFNAME", "eth0"), "interface name in the namespace (CNI_IFNAME)")
@@ -83,6 +107,8 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.containerID, "container-id", os.Getenv("CNI_CONTAINERID"), "container ID; default: derived from NETNS (CNI_CONTAINERID)")
 	fs.StringVar(&o.cacheDir, "cache-dir", envOr("CNI_CACHE_DIR", "/var/lib/cni"), "libcni result cache directory (CNI_CACHE_DIR)")
 	fs.Var(&o.valid, "valid", "for gc: an attachment to keep, CONTAINERID/IFNAME; repeatable")
+	fs.BoolVar(&o.all, "all", false, "for gc: keep no attachment (release everything of the network)")
+	showVersion := fs.Bool("version", false, "print cnitool's version and exit")
 
 	// Flags may come before or after the positional arguments.
 	var pos []string
@@ -99,11 +125,43 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		pos = append(pos, fs.Arg(0))
 		argv = fs.Args()[1:]
 	}
-	if len(pos) < 2 {
-		fs.Usage()
+	if *showVersion {
+		fmt.Fprintln(stdout, "cnitool (netns-cni)", version.Version)
+		return 0
+	}
+	if len(pos) == 0 {
+		printUsage(stderr)
 		return 2
 	}
-	cmd, network := pos[0], pos[1]
+	cmd := pos[0]
+	if cmd == "help" {
+		if len(pos) == 1 {
+			fs.Usage()
+			return 0
+		}
+		c, ok := commands[pos[1]]
+		if !ok {
+			fmt.Fprintf(stderr, "cnitool: help: unknown command %q; want add, check, del, gc, status or version\n", pos[1])
+			return 2
+		}
+		fmt.Fprintln(stdout, "Usage: cnitool [flags] "+c.help)
+		return 0
+	}
+	// The command and its arguments are checked before any config is read.
+	c, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(stderr, "cnitool: unknown command %q; want add, check, del, gc, status or version (cnitool help)\n", cmd)
+		return 2
+	}
+	if n := len(pos) - 2; n < c.min || n > c.max {
+		fmt.Fprintf(stderr, "cnitool: %s takes %s\nUsage: cnitool [flags] %s\n", cmd, arity(c.min, c.max), c.help)
+		return 2
+	}
+	if cmd == "gc" && len(o.valid) == 0 && !o.all {
+		fmt.Fprintln(stderr, "cnitool: gc without --valid would release every attachment of the network; name those to keep with --valid CONTAINERID/IFNAME, or say --all")
+		return 2
+	}
+	network := pos[1]
 	netns := ""
 	if len(pos) > 2 {
 		netns = pos[2]
@@ -119,10 +177,42 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func (o *options) do(cmd, network, netns string, stdout io.Writer) error {
+func arity(min, max int) string {
+	switch {
+	case min == max && min == 0:
+		return "NETWORK and nothing more"
+	case min == max:
+		return "NETWORK and NETNS"
+	}
+	return "NETWORK and at most NETNS"
+}
+
+// loadNetwork is libcni's LoadNetworkConf, naming the file when one in the
+// directory does not parse.
+func (o *options) loadNetwork(network string) (*libcni.NetworkConfigList, error) {
 	list, err := libcni.LoadNetworkConf(o.netconfPath, network)
+	if err == nil {
+		return list, nil
+	}
+	files, _ := libcni.ConfFiles(o.netconfPath, []string{".conf", ".conflist", ".json"})
+	for _, f := range files {
+		var perr error
+		if strings.HasSuffix(f, ".conflist") {
+			_, perr = libcni.ConfListFromFile(f)
+		} else {
+			_, perr = libcni.ConfFromFile(f)
+		}
+		if perr != nil {
+			return nil, fmt.Errorf("load network config from %s: %s: %w", o.netconfPath, f, perr)
+		}
+	}
+	return nil, fmt.Errorf("load network config from %s: %w", o.netconfPath, err)
+}
+
+func (o *options) do(cmd, network, netns string, stdout io.Writer) error {
+	list, err := o.loadNetwork(network)
 	if err != nil {
-		return fmt.Errorf("load network config from %s: %w", o.netconfPath, err)
+		return err
 	}
 	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(o.cniPath), o.cacheDir, nil)
 	ctx := context.Background()
@@ -145,9 +235,6 @@ func (o *options) do(cmd, network, netns string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "%s: %s\n", p.Network.Type, strings.Join(info.SupportedVersions(), ", "))
 		}
 		return nil
-	case "add", "check", "del":
-	default:
-		return fmt.Errorf("unknown command %q; want add, check, del, gc, status or version", cmd)
 	}
 
 	rt, err := o.runtimeConf(cmd, netns)
@@ -179,6 +266,9 @@ func (o *options) runtimeConf(cmd, netns string) (*libcni.RuntimeConf, error) {
 		}
 		sum := sha512.Sum512([]byte(netns))
 		id = "cnitool-" + hex.EncodeToString(sum[:])[:20]
+		if cmd == "add" && o.stderr != nil {
+			fmt.Fprintf(o.stderr, "cnitool: container ID %s (del without NETNS needs --container-id %s)\n", id, id)
+		}
 	}
 	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: netns, IfName: o.ifname}
 	if o.cniArgs != "" {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -76,5 +78,48 @@ func TestUsageErrors(t *testing.T) {
 	code := run([]string{"--netconfpath", t.TempDir(), "add", "missing", "/x"}, &out, &errb)
 	if code != 1 || !strings.Contains(errb.String(), "missing") {
 		t.Fatalf("missing network: code %d, %q", code, errb.String())
+	}
+}
+
+// TestCommandLine: help on stdout and per command, --version, the
+// command and its arguments checked before any config is read, gc asking
+// for --valid or --all.
+func TestCommandLine(t *testing.T) {
+	empty := t.TempDir() // a config directory with no network: reading it would fail
+	for _, tc := range []struct {
+		args        []string
+		code        int
+		out, errOut string
+	}{
+		{[]string{"help"}, 0, "Usage: cnitool", ""},
+		{[]string{"--help"}, 0, "Commands:", ""},
+		{[]string{"help", "add"}, 0, "add NETWORK NETNS", ""},
+		{[]string{"help", "frob"}, 2, "", `unknown command "frob"`},
+		{[]string{"--version"}, 0, "cnitool (netns-cni) dev", ""},
+		{[]string{"frob", "net"}, 2, "", `unknown command "frob"`},
+		{[]string{"add", "net"}, 2, "", "add takes NETWORK and NETNS"},
+		{[]string{"add", "net", "/x", "extra"}, 2, "", "add takes NETWORK and NETNS"},
+		{[]string{"status", "net", "/x"}, 2, "", "status takes NETWORK and nothing more"},
+		{[]string{"del", "net", "/x", "y"}, 2, "", "del takes NETWORK and at most NETNS"},
+		{[]string{"gc", "net"}, 2, "", "say --all"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"--netconfpath", empty}, tc.args...), &out, &errb)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errb.String(), tc.errOut) {
+			t.Errorf("cnitool %v: code %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, out.String(), errb.String(), tc.code, tc.out, tc.errOut)
+		}
+	}
+}
+
+// TestBrokenConflistNamed: a file in the config directory that does not
+// parse is named in the error.
+func TestBrokenConflistNamed(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "10-broken.conflist"), []byte(`{"cniVersion":"1.0.0","name":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"--netconfpath", dir, "status", "net"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "10-broken.conflist") {
+		t.Fatalf("code %d, stderr %q", code, errb.String())
 	}
 }

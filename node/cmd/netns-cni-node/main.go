@@ -25,7 +25,7 @@ import (
 
 	"github.com/netns-cni/netns-cni/node/agent"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
-	"github.com/netns-cni/netns-cni/pkg/plugin"
+	"github.com/netns-cni/netns-cni/pkg/version"
 )
 
 func main() {
@@ -34,10 +34,10 @@ func main() {
 	binDir := flag.String("cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
 	confDir := flag.String("cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config directory")
 	health := flag.String("health", ":9099", "address of the /healthz endpoint")
-	version := flag.Bool("version", false, "print the version and exit")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
-	if *version {
-		fmt.Println("netns-cni-node", plugin.Version)
+	if *showVersion {
+		fmt.Println("netns-cni-node", version.Version)
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
