@@ -76,7 +76,16 @@ func (r runner[T, D]) add(args *skel.CmdArgs) (types.Result, error) {
 	}
 	res := add.result()
 	add.steps.commit()
+	Note("hostLink", add.HostVeth, "addresses", addrStrings(add.IPAMResult))
 	return res, nil
+}
+
+func addrStrings(res *current.Result) []string {
+	var out []string
+	for _, ip := range res.IPs {
+		out = append(out, ip.Address.String())
+	}
+	return out
 }
 
 func allocate(add *Add) (func() error, error) {

@@ -45,6 +45,7 @@ func setupLog(file, level string, attrs ...any) error {
 	}
 	w := logOut
 	if file != "" {
+		rotate(file)
 		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			errs = append(errs, ConfigError(`"logFile": %v`, err))
@@ -59,6 +60,19 @@ func setupLog(file, level string, attrs ...any) error {
 		return errs[0]
 	}
 	return nil
+}
+
+// LogFileMax is the size past which the log file is moved to
+// "<logFile>.1" (replacing an older one) and started afresh: the log
+// stays under twice this.
+const LogFileMax = 10 << 20
+
+// rotate moves file aside when it has grown past LogFileMax. Two plugins
+// doing it at once lose at most one old generation.
+func rotate(file string) {
+	if st, err := os.Stat(file); err == nil && st.Size() > LogFileMax {
+		_ = os.Rename(file, file+".1")
+	}
 }
 
 // quietDefault installs the default logger before any config is read.

@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -149,14 +150,37 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 		}
 	}
 
-	withLogAttrs("plugin", p.Name, "cmd", cmd, "container", args.ContainerID)
-	if err := call(p, cmd, args, cniVersion, stdout); err != nil {
+	attrs := []any{"plugin", p.Name, "cmd", cmd, "container", args.ContainerID}
+	if args.IfName != "" {
+		attrs = append(attrs, "ifname", args.IfName)
+	}
+	if args.Netns != "" {
+		attrs = append(attrs, "netns", args.Netns)
+	}
+	if tp := getenv("TRACEPARENT"); tp != "" { // newer libcni passes the runtime's W3C trace context
+		attrs = append(attrs, "traceparent", tp)
+	}
+	withLogAttrs(attrs...)
+	summary = nil
+	start := time.Now()
+	err = call(p, cmd, args, cniVersion, stdout)
+	// One line per verb: what it acted on, the outcome and the time.
+	done := append([]any{"took", time.Since(start).Round(time.Microsecond)}, summary...)
+	if err != nil {
 		e := CNIError(err)
-		slog.Warn("failed", "code", e.Code, "error", e.Error())
+		slog.Warn(cmd+" failed", append([]any{"code", e.Code, "error", e.Msg}, done...)...)
 		return fail(e)
 	}
+	slog.Info(cmd+" ok", done...)
 	return 0
 }
+
+// summary are attributes a verb adds to its one log line (the addresses,
+// the host link), with Note.
+var summary []any
+
+// Note adds attributes to the verb's summary log line.
+func Note(attrs ...any) { summary = append(summary, attrs...) }
 
 func call(p Plugin, cmd string, args *skel.CmdArgs, cniVersion string, stdout io.Writer) error {
 	var fn func(*skel.CmdArgs) error

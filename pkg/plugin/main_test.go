@@ -332,3 +332,67 @@ func TestRunByHand(t *testing.T) {
 		t.Fatalf("stdout %q stderr %q ran %v", out.String(), errb.String(), ran)
 	}
 }
+
+// TestVerbLogLine: each verb writes one line with what it acted on, the
+// outcome and the time: info when it succeeds, warn (shown by default)
+// with the code when it fails; the runtime's trace context rides along.
+func TestVerbLogLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plugin.log")
+	p := Plugin{Name: "test", Del: func(a *skel.CmdArgs) error {
+		if _, err := Load[testConf](a); err != nil {
+			return err
+		}
+		Note("hostLink", "vp123", "addresses", []string{"10.1.0.5/24"})
+		return nil
+	}, Check: func(a *skel.CmdArgs) error {
+		if _, err := Load[testConf](a); err != nil {
+			return err
+		}
+		return ConfigError(`"x": wrong`)
+	}}
+	for _, tc := range []struct{ cmd, level string }{{"DEL", "info"}, {"CHECK", "warn"}} {
+		stdin := `{"cniVersion":"1.1.0","name":"net1","logFile":"` + file + `","logLevel":"` + tc.level + `"}`
+		var out bytes.Buffer
+		Run(p, withCmd(tc.cmd, "TRACEPARENT", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), strings.NewReader(stdin), &out, &out)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one line per verb, got %q", lines)
+	}
+	for i, want := range [][]string{
+		{"level=INFO", `msg="DEL ok"`, "plugin=test", "cmd=DEL", "container=c1", "ifname=eth0", "netns=/var/run/netns/x", "network=net1",
+			"hostLink=vp123", "addresses=[10.1.0.5/24]", "took=", "traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		{"level=WARN", `msg="CHECK failed"`, "code=7", `error="\"x\": wrong"`, "took="},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %q lacks %s", lines[i], w)
+			}
+		}
+	}
+}
+
+func TestLogRotation(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plugin.log")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), LogFileMax+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rotate(file)
+	if st, err := os.Stat(file + ".1"); err != nil || st.Size() != LogFileMax+1 {
+		t.Fatalf("not rotated: %v", err)
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("the log file stayed")
+	}
+	if err := os.WriteFile(file, []byte("small"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rotate(file)
+	if _, err := os.Stat(file); err != nil {
+		t.Fatal("a small log was rotated")
+	}
+}

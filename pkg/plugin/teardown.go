@@ -54,7 +54,9 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		errs = append(errs, t.Teardown(a, host))
 	}
 	errs = append(errs, a.Network().Detach(port))
-	if addrs := a.addresses(); len(addrs) > 0 {
+	addrs := a.addresses()
+	Note("hostLink", port, "found", found, "addresses", addrs)
+	if len(addrs) > 0 {
 		_, err := conntrack.Forget(addrs)
 		errs = append(errs, err)
 	}
@@ -198,6 +200,7 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 		for _, as := range released {
 			addrs = append(addrs, as...)
 		}
+		Note("released", len(released), "addresses", addrs)
 		_, err = conntrack.Forget(addrs)
 		errs = append(errs, err)
 	}
