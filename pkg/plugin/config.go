@@ -89,6 +89,7 @@ func Load[T any, P interface {
 	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
 		return nil, err
 	}
+	warnUnknownKeys(args.StdinData, conf)
 	return conf, nil
 }
 
@@ -133,6 +134,7 @@ func LoadLenient[T any, P interface {
 	for _, p := range problems {
 		slog.Warn("invalid config ignored: removing what can be found", "problem", p)
 	}
+	warnUnknownKeys(args.StdinData, conf)
 	return conf, nil
 }
 

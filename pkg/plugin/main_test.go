@@ -396,3 +396,14 @@ func TestLogRotation(t *testing.T) {
 		t.Fatal("a small log was rotated")
 	}
 }
+
+func TestUnknownKeys(t *testing.T) {
+	got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMask":true,"MTU":1400,"kubernetes":{},"ipam":{},"runtimeConfig":{}}`), &VethConf{})
+	want := []string{`"MTU": unknown key; did you mean "mtu"?`, `"ipMask": unknown key; did you mean "ipMasq"?`, `"kubernetes": unknown key`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("(-want +got): %s", diff)
+	}
+	if got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMasq":true,"mac":"x","prevResult":{}}`), &VethConf{}); len(got) != 1 || !strings.Contains(got[0], `"mac"`) {
+		t.Fatalf("known keys named: %v", got)
+	}
+}

@@ -270,3 +270,18 @@ func TestForwardPolicyDrop(t *testing.T) {
 		})
 	}
 }
+
+// TestTypoNamed: a misspelt key is no error (conflists carry keys for
+// other tools), but the plugin names it and the key it likely meant.
+func TestTypoNamed(t *testing.T) {
+	w := newWorld(t)
+	pod := w.sb.PodT(t, "pod")
+	stdin := w.pluginStdin("1.1.0", "typo", "veth-ptp", families[0], `"ipMask":true`)
+	r := w.exec("veth-ptp", w.pluginEnv("ADD", "c1", pod.Path(), "eth0"), stdin)
+	if r.exit != 0 || !strings.Contains(r.stderr, `\"ipMask\": unknown key; did you mean \"ipMasq\"?`) {
+		t.Fatalf("exit %d, stderr %q", r.exit, r.stderr)
+	}
+	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "c1", pod.Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("DEL: %s", r.stdout)
+	}
+}

@@ -1,0 +1,112 @@
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// commonKeys are keys any plugin config may carry that no config struct
+// here declares: runtimes and libcni add them.
+var commonKeys = []string{"ipam", "cniVersions", "runtimeConfig", "args"}
+
+// UnknownKeys lists the top-level keys of a config (data) that the config
+// type of conf does not know, each with the known key it most likely
+// meant, if any: `"ipMask": unknown key; did you mean "ipMasq"?`. Keys are
+// never an error (conflists carry keys for other tools); they are named,
+// as a typo silently changes nothing.
+func UnknownKeys(data []byte, conf any) []string {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		return nil
+	}
+	known := jsonKeys(reflect.TypeOf(conf))
+	known = append(known, commonKeys...)
+	var out []string
+	for k := range raw {
+		if slices.Contains(known, k) {
+			continue
+		}
+		msg := fmt.Sprintf("%q: unknown key", k)
+		if m := closest(k, known); m != "" {
+			msg += fmt.Sprintf("; did you mean %q?", m)
+		}
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// warnUnknownKeys logs UnknownKeys at warn.
+func warnUnknownKeys(data []byte, conf any) {
+	for _, m := range UnknownKeys(data, conf) {
+		slog.Warn("config key ignored", "problem", m)
+	}
+}
+
+// jsonKeys are the JSON names of t's fields, embedded structs' included.
+func jsonKeys(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			keys = append(keys, jsonKeys(f.Type)...)
+			continue
+		}
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		keys = append(keys, name)
+	}
+	return keys
+}
+
+// closest is the known key k most likely meant: the same but for case, or
+// within two edits; "" when none is that close.
+func closest(k string, known []string) string {
+	best, dist := "", 3
+	for _, c := range known {
+		if strings.EqualFold(c, k) {
+			return c
+		}
+		if d := editDistance(strings.ToLower(k), strings.ToLower(c)); d < dist {
+			best, dist = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
