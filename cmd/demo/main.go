@@ -147,10 +147,23 @@ func (d *demo) network(list *libcni.NetworkConfigList, n int) error {
 			return err
 		}
 	}
+	isolated := true
 	for _, p := range pods {
-		for _, target := range d.targets(p, pods) {
-			d.say("    %s → %-28s %s", p.name, target[0], d.ping(p.ns, target[1]))
+		for _, t := range d.targets(p, pods) {
+			isolated = isolated && (t.reach == strings.HasPrefix(t.label, "itself"))
+			got := d.ping(p.ns, t.addr)
+			switch {
+			case t.reach:
+				d.say("    %s → %-28s %s", p.name, t.label, got)
+			case got == noAnswer:
+				d.say("    %s → %-28s unreachable, as it should be", p.name, t.label)
+			default:
+				return fmt.Errorf("%s reaches %s, but its network has no way out: isolation broken", p.name, t.label)
+			}
 		}
+	}
+	if isolated {
+		d.say("  isolation: each pod reaches itself and nothing else (lo is its only link)")
 	}
 	if rules := d.natRules(list.Name); rules != "" {
 		d.say("  masquerade: %s", rules)
@@ -172,14 +185,24 @@ func (d *demo) network(list *libcni.NetworkConfigList, n int) error {
 	return nil
 }
 
-// targets lists what a pod should reach: its gateways, the other pods, and
-// the outside (through masquerade) when the network has an uplink.
-func (d *demo) targets(p *pod, all []*pod) [][2]string {
-	var out [][2]string
+// target is an address a pod is tried against, and whether it should
+// answer.
+type target struct {
+	label, addr string
+	reach       bool
+}
+
+// targets lists what a pod should reach: itself, its gateways, the other
+// pods, and the outside (through masquerade) when the network has an
+// uplink. A pod whose network gives it only lo must reach itself and
+// nothing else: the other pods and the outside are tried too, expecting
+// no answer.
+func (d *demo) targets(p *pod, all []*pod) []target {
+	var out []target
 	v4, v6 := false, false
 	for _, ip := range p.res.IPs {
 		if ip.Address.IP.IsLoopback() {
-			out = append(out, [2]string{"itself (" + ip.Address.IP.String() + ")", ip.Address.IP.String()})
+			out = append(out, target{"itself (" + ip.Address.IP.String() + ")", ip.Address.IP.String(), true})
 			continue
 		}
 		if ip.Address.IP.To4() != nil {
@@ -188,7 +211,7 @@ func (d *demo) targets(p *pod, all []*pod) [][2]string {
 			v6 = true
 		}
 		if ip.Gateway != nil {
-			out = append(out, [2]string{"gateway " + ip.Gateway.String(), ip.Gateway.String()})
+			out = append(out, target{"gateway " + ip.Gateway.String(), ip.Gateway.String(), true})
 		}
 	}
 	for _, o := range all {
@@ -197,15 +220,19 @@ func (d *demo) targets(p *pod, all []*pod) [][2]string {
 		}
 		for _, ip := range o.res.IPs {
 			if !ip.Address.IP.IsLoopback() {
-				out = append(out, [2]string{o.name + " " + ip.Address.IP.String(), ip.Address.IP.String()})
+				out = append(out, target{o.name + " " + ip.Address.IP.String(), ip.Address.IP.String(), true})
 			}
 		}
 	}
-	if v4 {
-		out = append(out, [2]string{"outside " + nstest.Outside4, nstest.Outside4})
+	isolated := !v4 && !v6
+	if v4 || isolated {
+		out = append(out, target{"outside " + nstest.Outside4, nstest.Outside4, !isolated})
 	}
-	if v6 {
-		out = append(out, [2]string{"outside " + nstest.Outside6, nstest.Outside6})
+	if v6 || isolated {
+		out = append(out, target{"outside " + nstest.Outside6, nstest.Outside6, !isolated})
+	}
+	if isolated {
+		out = append(out, target{"the host " + nstest.HostUplink4, nstest.HostUplink4, false})
 	}
 	return out
 }
@@ -237,12 +264,14 @@ func (d *demo) showLinks(ns *nsutil.NS) error {
 	return nil
 }
 
+const noAnswer = "NO ANSWER"
+
 // ping sends one echo request from inside ns to addr, an address in a
 // namespace the demo made.
 func (d *demo) ping(ns *nsutil.NS, addr string) string {
 	out, err := nstest.Ping(ns, addr)
 	if err != nil {
-		return "NO ANSWER"
+		return noAnswer
 	}
 	for _, line := range strings.Split(out, "\n") {
 		if i := strings.Index(line, "time="); i >= 0 {
