@@ -49,7 +49,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 TEST_FLAGS ?= -count=1
 FUZZTIME   ?= 10s
 
-.PHONY: all build image test unit fuzz integration e2e demo deps-e2e apt bench lint install install-config clean deps tools
+.PHONY: all build image test unit fuzz integration e2e demo deps-e2e apt bench lint install install-config uninstall clean deps tools
 
 all: build
 
@@ -155,11 +155,22 @@ install: build
 	install -m 0755 $(addprefix bin/,$(PLUGINS)) $(DESTDIR)$(BINDIR)/
 	@echo "installed $(PLUGINS) into $(DESTDIR)$(BINDIR)"
 
-# install-config puts the example configurations into the runtime config
-# directory. Only on request: it changes what every runtime on the node uses.
+# install-config puts example configurations into the runtime config
+# directory: all of them, or those named, e.g. EXAMPLES=10-veth-ptp.conflist.
+# Only on request: it changes what every runtime on the node uses.
+EXAMPLES ?= $(notdir $(wildcard examples/*.conflist))
 install-config:
 	install -d $(DESTDIR)$(CONFDIR)
-	install -m 0644 examples/*.conflist $(DESTDIR)$(CONFDIR)/
+	install -m 0644 $(addprefix examples/,$(EXAMPLES)) $(DESTDIR)$(CONFDIR)/
+	@echo "installed $(EXAMPLES) into $(DESTDIR)$(CONFDIR)"
+
+# uninstall removes what install and install-config put in place. The
+# networks' state (addresses under /var/lib/cni/networks, rules, links)
+# goes with their pods; see the README's "Uninstall".
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(PLUGINS))
+	rm -f $(addprefix $(DESTDIR)$(CONFDIR)/,$(notdir $(wildcard examples/*.conflist)))
+	@echo "removed $(PLUGINS) from $(DESTDIR)$(BINDIR) and the examples from $(DESTDIR)$(CONFDIR)"
 
 clean:
 	rm -rf bin .tools
