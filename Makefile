@@ -20,8 +20,9 @@ PKG_cnitool        := ./test/cnitool
 PKG_cnibench       := ./test/cnibench
 PKG_demo           := ./cmd/demo
 PKG_mkimage        := ./cmd/mkimage
+PKG_netns-cni      := ./cmd/netns-cni
 PKG_netns-cni-node := ./node/cmd/netns-cni-node
-BINARIES  := $(addprefix bin/,$(PLUGINS) cnitool cnibench demo mkimage netns-cni-node)
+BINARIES  := $(addprefix bin/,$(PLUGINS) netns-cni cnitool cnibench demo mkimage netns-cni-node)
 # The plugins again, with the fault-injection hooks the integration tests
 # use (build tag faultinject); never installed.
 FAULT_BINARIES := $(addprefix bin/faultinject/,$(PLUGINS))
@@ -152,8 +153,8 @@ lint: tools
 
 install: build
 	install -d $(DESTDIR)$(BINDIR)
-	install -m 0755 $(addprefix bin/,$(PLUGINS)) $(DESTDIR)$(BINDIR)/
-	@echo "installed $(PLUGINS) into $(DESTDIR)$(BINDIR)"
+	install -m 0755 $(addprefix bin/,$(PLUGINS) netns-cni) $(DESTDIR)$(BINDIR)/
+	@echo "installed $(PLUGINS) and the operator command netns-cni into $(DESTDIR)$(BINDIR)"
 
 # install-config puts example configurations into the runtime config
 # directory: all of them, or those named, e.g. EXAMPLES=10-veth-ptp.conflist.
@@ -168,7 +169,7 @@ install-config:
 # networks' state (addresses under /var/lib/cni/networks, rules, links)
 # goes with their pods; see the README's "Uninstall".
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(PLUGINS))
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(PLUGINS) netns-cni)
 	rm -f $(addprefix $(DESTDIR)$(CONFDIR)/,$(notdir $(wildcard examples/*.conflist)))
 	@echo "removed $(PLUGINS) from $(DESTDIR)$(BINDIR) and the examples from $(DESTDIR)$(CONFDIR)"
 

@@ -42,7 +42,7 @@ type Info struct {
 func ValidateInfo(i Info) error {
 	var errs []error
 	if i.Name == "" || i.About == "" {
-		errs = append(errs, errors.New("Name and About must be set"))
+		errs = append(errs, errors.New("name and about must be set"))
 	}
 	if !slices.Contains(VethPrefixes, i.VethPrefix) {
 		errs = append(errs, fmt.Errorf("VethPrefix %q is not in VethPrefixes %v", i.VethPrefix, VethPrefixes))

@@ -196,13 +196,7 @@ func (o *options) loadNetwork(network string) (*libcni.NetworkConfigList, error)
 	}
 	files, _ := libcni.ConfFiles(o.netconfPath, []string{".conf", ".conflist", ".json"})
 	for _, f := range files {
-		var perr error
-		if strings.HasSuffix(f, ".conflist") {
-			_, perr = libcni.ConfListFromFile(f)
-		} else {
-			_, perr = libcni.ConfFromFile(f)
-		}
-		if perr != nil {
+		if _, perr := libcni.NetworkConfFromFile(f); perr != nil {
 			return nil, fmt.Errorf("load network config from %s: %s: %w", o.netconfPath, f, perr)
 		}
 	}

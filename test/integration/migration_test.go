@@ -246,7 +246,7 @@ func (m *migration) confWith(typ, keys string) *libcni.NetworkConfigList {
 
 // masqState is the reference's masquerade state in the fake host: the
 // nat tables of both families and its nftables chain.
-func (m *migration) masqState(t *testing.T) string {
+func (m *world) masqState(t *testing.T) string {
 	var b strings.Builder
 	_ = m.inHost(func() error {
 		for _, c := range [][]string{{"iptables", "-t", "nat", "-S"}, {"ip6tables", "-t", "nat", "-S"}, {"nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"}} {

@@ -1,0 +1,487 @@
+// Package inspect reads a node's container networking as it really is —
+// the conflists, each network's host-local store, the host links and
+// their aliases, netns-cni's NAT state, libcni's cache — and tells what is
+// attached and what is wrong. It serves the operator command (cmd/netns-
+// cni). It works on the reference plugins' attachments too: they share the
+// store layout and the cache.
+//
+// Reading changes nothing: a store is read without its lock and without
+// the repairs opening it would run.
+package inspect
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/google/nftables"
+
+	"github.com/netns-cni/netns-cni/pkg/ipam"
+	"github.com/netns-cni/netns-cni/pkg/nat"
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/plugin"
+)
+
+// Ours are the plugin types netns-cni ships.
+var Ours = []string{"veth-ptp", "bridge-nat", "loopback"}
+
+// Network is one network of the configuration directory.
+type Network struct {
+	Name string `json:"name"`
+	File string `json:"file"`
+	// Type is the main plugin's (the first with an ipam, or the first).
+	Type    string   `json:"type"`
+	Plugins []string `json:"plugins"`
+	// Store is the host-local store, nil when the network has none.
+	Store         *ipam.Config `json:"-"`
+	StoreDir      string       `json:"store,omitempty"`
+	IPMasq        bool         `json:"ipMasq"`
+	IPMasqBackend string       `json:"ipMasqBackend,omitempty"`
+	// UnknownKeys are the keys of netns-cni plugins' configs they ignore.
+	UnknownKeys []string `json:"unknownKeys,omitempty"`
+	Pools       []Pool   `json:"pools,omitempty"`
+	list        *libcni.NetworkConfigList
+}
+
+// Ours reports whether netns-cni's plugin is the network's main plugin.
+func (n *Network) Ours() bool { return slices.Contains(Ours, n.Type) }
+
+// Pool is one range set of a network: how full it is.
+type Pool struct {
+	Ranges string `json:"ranges"`
+	Used   uint64 `json:"used"`
+	Size   uint64 `json:"size"`
+}
+
+// Attachment is a container interface on a network, as the store, the
+// host links and libcni's cache show it.
+type Attachment struct {
+	Network     string   `json:"network"`
+	ContainerID string   `json:"containerID"`
+	IfName      string   `json:"ifname"`
+	Addresses   []string `json:"addresses,omitempty"`
+	// HostLink is netns-cni's host end, "" when there is none.
+	HostLink string `json:"hostLink,omitempty"`
+	// Netns is the namespace libcni's cache names, "" when not cached.
+	Netns       string    `json:"netns,omitempty"`
+	NetnsExists bool      `json:"netnsExists"`
+	Since       time.Time `json:"since,omitzero"`
+	Cached      bool      `json:"cached"`
+}
+
+// Live reports whether anything says the attachment's container still
+// exists: its namespace, or a host end (a veth whose container end went
+// with its namespace is gone too).
+func (a *Attachment) Live() bool { return a.NetnsExists || a.HostLink != "" }
+
+// Node is what Read found.
+type Node struct {
+	ConfDir, CacheDir string
+	Networks          []*Network
+	Attachments       []*Attachment
+	// RetiredLinks are host links older versions retired and left.
+	RetiredLinks []string
+	// NATTables are netns-cni's nftables masquerade tables, by network key.
+	NATTables []string
+	BootTime  time.Time
+	links     map[string]netconf.Attachment // host link name → alias
+}
+
+// Read reads the node. confDir is the runtime's CNI config directory,
+// cacheDir libcni's cache directory (/var/lib/cni).
+func Read(confDir, cacheDir string) (*Node, error) {
+	n := &Node{ConfDir: confDir, CacheDir: cacheDir, BootTime: ipam.BootTime(), links: map[string]netconf.Attachment{}}
+	if err := n.readConfigs(); err != nil {
+		return nil, err
+	}
+	if err := n.readLinks(); err != nil {
+		return nil, err
+	}
+	n.readNAT()
+	byKey := map[[3]string]*Attachment{}
+	get := func(network, id, ifname string) *Attachment {
+		k := [3]string{network, id, ifname}
+		if byKey[k] == nil {
+			byKey[k] = &Attachment{Network: network, ContainerID: id, IfName: ifname}
+		}
+		return byKey[k]
+	}
+	for _, net := range n.Networks {
+		if net.Store == nil {
+			continue
+		}
+		rs, err := net.Store.ReadReservations()
+		if err != nil {
+			return nil, fmt.Errorf("read the store of %s: %w", net.Name, err)
+		}
+		for _, u := range net.Store.Usage(rs) {
+			net.Pools = append(net.Pools, Pool{Ranges: u.Set.String(), Used: u.Used, Size: u.Size})
+		}
+		for _, r := range rs {
+			a := get(net.Name, r.Owner.ID, r.Owner.IfName)
+			a.Addresses = append(a.Addresses, r.Addr.String())
+			if a.Since.IsZero() || r.Since.Before(a.Since) {
+				a.Since = r.Since
+			}
+		}
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(nil, cacheDir, nil)
+	cached, err := cni.GetCachedAttachments("")
+	if err != nil {
+		return nil, fmt.Errorf("read libcni's cache in %s: %w", cacheDir, err)
+	}
+	for _, c := range cached {
+		a := get(c.Network, c.ContainerID, c.IfName)
+		a.Cached, a.Netns = true, c.NetNS
+		if ns, err := nsutil.Open(c.NetNS); err == nil {
+			a.NetnsExists = true
+			_ = ns.Close()
+		}
+	}
+	for name, at := range n.links {
+		for _, net := range n.Networks {
+			if netconf.Key(net.Name) == at.Network {
+				a := n.findByKey(byKey, net.Name, at)
+				if a == nil {
+					a = get(net.Name, at.ContainerID, at.IfName)
+				}
+				a.HostLink = name
+			}
+		}
+	}
+	for _, a := range byKey {
+		sort.Strings(a.Addresses)
+		n.Attachments = append(n.Attachments, a)
+	}
+	sort.Slice(n.Attachments, func(i, j int) bool {
+		x, y := n.Attachments[i], n.Attachments[j]
+		return x.Network+"\x00"+x.ContainerID+"\x00"+x.IfName < y.Network+"\x00"+y.ContainerID+"\x00"+y.IfName
+	})
+	return n, nil
+}
+
+// findByKey finds the attachment a host link's alias names (container ID
+// as netconf.Key).
+func (n *Node) findByKey(byKey map[[3]string]*Attachment, network string, at netconf.Attachment) *Attachment {
+	for k, a := range byKey {
+		if k[0] == network && at.Is(k[1], k[2]) {
+			return a
+		}
+	}
+	return nil
+}
+
+// readConfigs loads every conflist (and single conf) of the directory.
+func (n *Node) readConfigs() error {
+	files, err := libcni.ConfFiles(n.ConfDir, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", n.ConfDir, err)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		list, err := libcni.NetworkConfFromFile(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		n.Networks = append(n.Networks, network(list, f))
+	}
+	return nil
+}
+
+func network(list *libcni.NetworkConfigList, file string) *Network {
+	net := &Network{Name: list.Name, File: file, list: list}
+	for _, p := range list.Plugins {
+		net.Plugins = append(net.Plugins, p.Network.Type)
+		// The plugin's config as the runtime hands it over: name and
+		// version added to the conflist's entry.
+		var m map[string]any
+		_ = json.Unmarshal(p.Bytes, &m)
+		m["name"], m["cniVersion"] = list.Name, list.CNIVersion
+		stdin, _ := json.Marshal(m)
+		if _, hasIPAM := m["ipam"]; (hasIPAM || net.Type == "") && p.Network.Type != "loopback" {
+			net.Type = p.Network.Type
+			if c, err := ipam.ParseStore(stdin); err == nil && c.Type == "host-local" {
+				if full, errs := ipam.Parse(stdin, ""); len(errs) == 0 {
+					c = full
+				}
+				net.Store, net.StoreDir = c, c.Dir()
+			}
+			if b, ok := m["ipMasq"].(bool); ok {
+				net.IPMasq = b
+			}
+			net.IPMasqBackend, _ = m["ipMasqBackend"].(string)
+		}
+		switch p.Network.Type {
+		case "veth-ptp", "bridge-nat":
+			net.UnknownKeys = append(net.UnknownKeys, plugin.UnknownKeys(stdin, &ptpLike{})...)
+		}
+	}
+	if net.Type == "" && len(net.Plugins) > 0 {
+		net.Type = net.Plugins[0]
+	}
+	return net
+}
+
+// ptpLike knows the keys of both veth plugins, for UnknownKeys.
+type ptpLike struct {
+	plugin.VethConf
+	Bridge                    string `json:"bridge"`
+	IsGateway                 bool   `json:"isGateway"`
+	IsDefaultGateway          bool   `json:"isDefaultGateway"`
+	ForceAddress              bool   `json:"forceAddress"`
+	HairpinMode               bool   `json:"hairpinMode"`
+	PromiscMode               bool   `json:"promiscMode"`
+	Vlan                      int    `json:"vlan"`
+	VlanTrunk                 any    `json:"vlanTrunk"`
+	PreserveDefaultVlan       bool   `json:"preserveDefaultVlan"`
+	EnableDAD                 bool   `json:"enabledad"`
+	MacSpoofChk               bool   `json:"macspoofchk"`
+	DisableContainerInterface bool   `json:"disableContainerInterface"`
+	PortIsolation             bool   `json:"portIsolation"`
+	RemoveEmptyBridge         bool   `json:"removeEmptyBridge"`
+}
+
+// readLinks reads the host's links: netns-cni's attachments by alias, and
+// links older versions retired.
+func (n *Node) readLinks() error {
+	h, err := nsutil.CurrentHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		alias := l.Attrs().Alias
+		if alias == netconf.RetiredAlias {
+			n.RetiredLinks = append(n.RetiredLinks, l.Attrs().Name)
+		} else if at, ok := netconf.ParseAlias(alias); ok {
+			n.links[l.Attrs().Name] = at
+		}
+	}
+	return nil
+}
+
+// readNAT lists netns-cni's nftables masquerade tables.
+func (n *Node) readNAT() {
+	conn, err := nftables.New()
+	if err != nil {
+		return
+	}
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return
+	}
+	for _, t := range tables {
+		if key, ok := strings.CutPrefix(t.Name, "netns-cni-"); ok {
+			n.NATTables = append(n.NATTables, key)
+		}
+	}
+	sort.Strings(n.NATTables)
+}
+
+// network returns the configured network of that name, or nil.
+func (n *Node) network(name string) *Network {
+	for _, net := range n.Networks {
+		if net.Name == name {
+			return net
+		}
+	}
+	return nil
+}
+
+// Problem is one thing audit found wrong.
+type Problem struct {
+	Kind        string `json:"kind"`
+	Network     string `json:"network,omitempty"`
+	ContainerID string `json:"containerID,omitempty"`
+	IfName      string `json:"ifname,omitempty"`
+	Detail      string `json:"detail"`
+	// Fix says what repair does, or what an operator should; Repairable
+	// whether repair does it.
+	Fix        string `json:"fix"`
+	Repairable bool   `json:"repairable"`
+	link       string
+}
+
+// The kinds of problems.
+const (
+	OrphanReservation  = "orphan-reservation"
+	BeforeBoot         = "reservation-before-boot"
+	StaleCache         = "stale-cache"
+	LinkNoReservation  = "link-without-reservation"
+	NATWithoutAttached = "nat-without-attachment"
+	RetiredLink        = "retired-link"
+	PoolNearlyFull     = "pool-nearly-full"
+	UnknownKey         = "unknown-key"
+)
+
+// Audit lists what is wrong on the node, in a stable order.
+func (n *Node) Audit() []Problem {
+	var out []Problem
+	for _, a := range n.Attachments {
+		net := n.network(a.Network)
+		p := Problem{Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName}
+		switch {
+		case len(a.Addresses) > 0 && !a.Live() && !a.Since.IsZero() && a.Since.Before(n.BootTime):
+			p.Kind, p.Detail = BeforeBoot, fmt.Sprintf("%s reserved %s, before the last boot (%s): its container is gone",
+				strings.Join(a.Addresses, ", "), a.Since.Format(time.RFC3339), n.BootTime.Format(time.RFC3339))
+		case len(a.Addresses) > 0 && !a.Live():
+			p.Kind, p.Detail = OrphanReservation, fmt.Sprintf("%s reserved, but no host link, and %s", strings.Join(a.Addresses, ", "), cacheState(a))
+		case a.Cached && !a.NetnsExists && a.HostLink == "":
+			p.Kind, p.Detail = StaleCache, fmt.Sprintf("libcni's cache names namespace %q, which is gone", a.Netns)
+		case a.HostLink != "" && len(a.Addresses) == 0 && net != nil && net.Store != nil:
+			p.Kind, p.Detail = LinkNoReservation, fmt.Sprintf("host link %s, but no address reserved in %s", a.HostLink, net.StoreDir)
+			p.Fix = fmt.Sprintf("the container still exists: DEL it through its runtime, or: cnitool del %s --container-id %s --ifname %s", a.Network, a.ContainerID, a.IfName)
+		default:
+			continue
+		}
+		if p.Fix == "" {
+			p.Repairable = net != nil
+			p.Fix = fmt.Sprintf("DEL through %s (releases the addresses and what the plugin made for them)", netFile(net))
+		}
+		out = append(out, p)
+	}
+	for _, l := range n.RetiredLinks {
+		out = append(out, Problem{Kind: RetiredLink, Detail: "host link " + l + " retired by an older netns-cni and never deleted",
+			Fix: "delete the link", Repairable: true, link: l})
+	}
+	for _, key := range n.NATTables {
+		if n.hasLinks(key) {
+			continue
+		}
+		p := Problem{Kind: NATWithoutAttached, Network: key, Detail: fmt.Sprintf("nftables table inet %s, but no attachment of the network is on this host", nat.TableName(key)),
+			Fix: "remove the network's masquerade and forward rules", Repairable: true}
+		for _, net := range n.Networks {
+			if netconf.Key(net.Name) == key {
+				p.Network = net.Name
+			}
+		}
+		out = append(out, p)
+	}
+	for _, net := range n.Networks {
+		for _, pool := range net.Pools {
+			if pool.Size > 0 && pool.Used*10 >= pool.Size*9 {
+				out = append(out, Problem{Kind: PoolNearlyFull, Network: net.Name, Detail: fmt.Sprintf("range set %s: %d of %d addresses used", pool.Ranges, pool.Used, pool.Size),
+					Fix: "widen the range, or free addresses (repair, GC, deleting containers)"})
+			}
+		}
+		for _, k := range net.UnknownKeys {
+			out = append(out, Problem{Kind: UnknownKey, Network: net.Name, Detail: net.File + ": " + k, Fix: "correct or remove the key"})
+		}
+	}
+	return out
+}
+
+func netFile(net *Network) string {
+	if net == nil {
+		return "no config (the network is in no conflist: DEL it by hand with its old config)"
+	}
+	return net.File
+}
+
+func cacheState(a *Attachment) string {
+	switch {
+	case !a.Cached:
+		return "no libcni cache entry"
+	case a.Netns == "":
+		return "a cache entry without a namespace"
+	}
+	return fmt.Sprintf("its namespace %s is gone", a.Netns)
+}
+
+// hasLinks reports whether host links of the network with key exist.
+func (n *Node) hasLinks(key string) bool {
+	for _, at := range n.links {
+		if at.Network == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Repair fixes p when it is repairable: an attachment whose container is
+// gone is DELed through its network's plugins, exactly as a runtime would
+// (libcni, with the cached result when there is one), so the plugins take
+// their own locks and remove everything they made; a retired link is
+// deleted; NAT state of a network without attachments is removed under
+// the network's lock. It never touches an attachment that something says
+// is alive: that is checked again right before.
+func (n *Node) Repair(p Problem, cniPath []string) error {
+	if !p.Repairable {
+		return errors.New("not repairable: " + p.Fix)
+	}
+	switch p.Kind {
+	case RetiredLink:
+		h, err := nsutil.CurrentHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return netconf.DelLink(h, p.link)
+	case NATWithoutAttached:
+		net := &plugin.Network{Name: p.Network, Masquerade: true, ForwardAccept: true}
+		if cfg := n.network(p.Network); cfg != nil {
+			net.Backend = cfg.IPMasqBackend
+		}
+		return net.RemoveIfUnused("")
+	}
+	fresh, err := Read(n.ConfDir, n.CacheDir)
+	if err != nil {
+		return err
+	}
+	for _, a := range fresh.Attachments {
+		if a.Network == p.Network && a.ContainerID == p.ContainerID && a.IfName == p.IfName && a.Live() {
+			return fmt.Errorf("%s/%s on %s is alive now (namespace or host link): left alone", p.ContainerID, p.IfName, p.Network)
+		}
+	}
+	list, err := n.network(p.Network).adopted()
+	if err != nil {
+		return err
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(cniPath, n.CacheDir, nil)
+	rt := &libcni.RuntimeConf{ContainerID: p.ContainerID, IfName: p.IfName}
+	if rt.IfName == "" {
+		rt.IfName = "eth0" // a legacy reservation names no interface
+	}
+	return cni.DelNetworkList(context.Background(), list, rt)
+}
+
+// adoptedTypes are netns-cni's plugins that remove what the reference
+// ones of those types made (pkg/adopt) — which the reference's own DEL does
+// not when the namespace is gone: it leaks its masquerade chain.
+var adoptedTypes = map[string]string{"ptp": "veth-ptp", "bridge": "bridge-nat"}
+
+// adopted is the network's config list with a reference ptp or bridge
+// replaced by netns-cni's plugin of the same keys, for repair's DEL.
+func (n *Network) adopted() (*libcni.NetworkConfigList, error) {
+	if _, ok := adoptedTypes[n.Type]; !ok {
+		return n.list, nil
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(n.list.Bytes, &raw); err != nil {
+		return nil, err
+	}
+	plugins, _ := raw["plugins"].([]any)
+	for _, p := range plugins {
+		if m, ok := p.(map[string]any); ok {
+			if t, ok := adoptedTypes[fmt.Sprint(m["type"])]; ok {
+				m["type"] = t
+			}
+		}
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromBytes(b)
+}

@@ -1,0 +1,76 @@
+package ipam
+
+import (
+	"errors"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Reservation is one reserved address as the store holds it.
+type Reservation struct {
+	Addr  netip.Addr
+	Owner Owner
+	// Since is when it was made (the file's modification time).
+	Since time.Time
+}
+
+// ReadReservations lists the network's reservations without taking the
+// lock or changing anything: for an operator's inspection, which must not
+// trigger the store's own repairs (such as reclaiming what is older than
+// the boot). A store that does not exist holds none.
+func (c *Config) ReadReservations() ([]Reservation, error) {
+	entries, err := os.ReadDir(c.Dir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Reservation
+	for _, e := range entries {
+		a, err := netip.ParseAddr(e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue // lock, cursors, our metadata
+		}
+		p := filepath.Join(c.Dir(), e.Name())
+		body, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, Reservation{Addr: a, Owner: parseOwner(string(body)), Since: info.ModTime()})
+	}
+	return out, nil
+}
+
+// Usage is how full one range set is.
+type Usage struct {
+	Set        RangeSet
+	Used, Size uint64
+}
+
+// Usage counts, per range set, the reservations among rs that fall in it.
+func (c *Config) Usage(rs []Reservation) []Usage {
+	out := make([]Usage, len(c.RangeSets))
+	for i, set := range c.RangeSets {
+		out[i] = Usage{Set: set, Size: set.Size()}
+		for _, r := range rs {
+			if set.RangeFor(r.Addr) != nil {
+				out[i].Used++
+			}
+		}
+	}
+	return out
+}
+
+// BootTime is when the machine booted, as the store reckons it.
+func BootTime() time.Time {
+	_, t := clock()
+	return t
+}

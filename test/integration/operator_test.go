@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/netns-cni/netns-cni/pkg/ipam"
+	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+)
+
+// TestOperatorCommand plants one leak of each kind audit knows, made by
+// netns-cni and by the reference plugins, beside live attachments; list,
+// audit and repair (dry run, then --yes) find and fix each, and never
+// touch a live attachment.
+func TestOperatorCommand(t *testing.T) {
+	w := newWorld(t)
+	ours := w.list("1.0.0", "op-ours", w.ptpConf("veth-ptp", families[0], `"ipMasq":true`))
+	ref := w.list("1.0.0", "op-ref", fmt.Sprintf(`{"type":"ptp","ipMasq":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.11.0.0/24"}}`, filepath.Join(w.sb.Dir, "ipam")))
+	tiny := w.list("1.0.0", "op-tiny", fmt.Sprintf(`{"type":"veth-ptp","ipMask":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.12.0.0/30"}}`, filepath.Join(w.sb.Dir, "ipam")))
+	pods := map[string]*nsutil.NS{}
+	add := func(list any, id string) {
+		t.Helper()
+		pod := w.sb.PodT(t, id)
+		pods[id] = pod
+		l := ours
+		switch list {
+		case "ref":
+			l = ref
+		case "tiny":
+			l = tiny
+		}
+		if _, err := w.add(l, w.rt(id, pod, "eth0")); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	for _, id := range []string{"live-ours", "gone-ours", "gone-cache", "live-noresv"} {
+		add("ours", id)
+	}
+	for _, id := range []string{"live-ref", "gone-ref"} {
+		add("ref", id)
+	}
+	add("tiny", "live-tiny") // a /30 has one address: full
+	// The leaks: namespaces deleted without DEL.
+	for _, id := range []string{"gone-ours", "gone-ref", "gone-cache"} {
+		if err := w.sb.RemovePod(pods[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The kernel frees a namespace, and the host ends of its veths, a moment later.
+	goneLink := netconf.HostVethName("vp", "gone-ours", "eth0")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if !strings.Contains(w.hostState(t), goneLink) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s outlived its namespace", goneLink)
+		}
+	}
+	// gone-cache: its plugin DEL ran (not through libcni): only the cache entry is left.
+	stdin := w.pluginStdin("1.0.0", "op-ours", "veth-ptp", families[0], `"ipMasq":true`)
+	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "gone-cache", "", "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("DEL: %s", r.stdout)
+	}
+	// live-noresv: its reservation removed by hand.
+	store := filepath.Join(w.sb.Dir, "ipam", w.netName("op-ours"))
+	files, _ := os.ReadDir(store)
+	for _, f := range files {
+		b, _ := os.ReadFile(filepath.Join(store, f.Name()))
+		if strings.HasPrefix(string(b), "live-noresv") {
+			_ = os.Remove(filepath.Join(store, f.Name()))
+		}
+	}
+	// A reservation from before the boot.
+	old := filepath.Join(store, "10.10.0.200")
+	if err := os.WriteFile(old, []byte("rebooted\r\neth0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := ipam.BootTime().Add(-time.Hour)
+	if err := os.Chtimes(old, before, before); err != nil {
+		t.Fatal(err)
+	}
+	// NAT state of a network without attachments, and a retired link.
+	if err := w.inHost(func() error {
+		for _, c := range [][]string{{"nft", "add", "table", "inet", "netns-cni-op-natleft"},
+			{"ip", "link", "add", "vpretired0", "type", "veth", "peer", "name", "vpretired1"},
+			{"ip", "link", "set", "vpretired0", "alias", "netns-cni:retired"}} {
+			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%v: %w %s", c, err, out)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	op := func(args ...string) execResult {
+		t.Helper()
+		env := []string{"PATH=" + os.Getenv("PATH")}
+		return w.exec("netns-cni", env, "", append([]string{"--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "--cni-path", binDir + ":" + refDir}, args...)...)
+	}
+	kinds := func() []string {
+		t.Helper()
+		r := op("audit", "--json")
+		var ps []struct {
+			Kind        string `json:"kind"`
+			ContainerID string `json:"containerID"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &ps); err != nil {
+			t.Fatalf("audit --json: %v: %s %s", err, r.stdout, r.stderr)
+		}
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Kind+" "+p.ContainerID)
+		}
+		slices.Sort(out)
+		if (r.exit != 0) != (len(out) > 0) {
+			t.Fatalf("audit exit %d with %d problems", r.exit, len(out))
+		}
+		return out
+	}
+
+	// list: every attachment, live or not.
+	r := op("list", "--json")
+	var atts []struct {
+		Network, ContainerID, HostLink, Netns string
+		NetnsExists                           bool
+		Addresses                             []string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &atts); err != nil || r.exit != 0 {
+		t.Fatalf("list --json: %v %s %s", err, r.stdout, r.stderr)
+	}
+	seen := map[string]bool{}
+	for _, a := range atts {
+		seen[a.ContainerID] = true
+		if a.ContainerID == "live-ours" && (!a.NetnsExists || a.HostLink == "" || len(a.Addresses) != 1) {
+			t.Fatalf("live attachment listed as %+v", a)
+		}
+	}
+	for _, id := range []string{"live-ours", "gone-ours", "live-ref", "gone-ref", "gone-cache", "live-noresv", "live-tiny", "rebooted"} {
+		if !seen[id] {
+			t.Errorf("list lacks %s: %s", id, r.stdout)
+		}
+	}
+	if r := op("list"); !strings.Contains(r.stdout, "NETWORK") || !strings.Contains(r.stdout, "(gone)") {
+		t.Errorf("list table: %s", r.stdout)
+	}
+	if r := op("pools"); !strings.Contains(r.stdout, w.netName("op-tiny")) {
+		t.Errorf("pools: %s", r.stdout)
+	}
+
+	want := []string{"link-without-reservation live-noresv", "nat-without-attachment ", "orphan-reservation gone-ours", "orphan-reservation gone-ref",
+		"pool-nearly-full ", "reservation-before-boot rebooted", "retired-link ", "stale-cache gone-cache", "unknown-key "}
+	if got := kinds(); !slices.Equal(got, want) {
+		t.Fatalf("audit found\n%q\nwant\n%q", got, want)
+	}
+	if r := op("repair"); r.exit != 0 || !strings.Contains(r.stdout, "would  orphan-reservation") {
+		t.Fatalf("repair dry run: %s %s", r.stdout, r.stderr)
+	}
+	if got := kinds(); !slices.Equal(got, want) {
+		t.Fatalf("a dry run changed something: %q", got)
+	}
+	if r := op("repair", "--yes"); r.exit != 0 {
+		t.Fatalf("repair --yes: %s %s", r.stdout, r.stderr)
+	}
+	left := []string{"link-without-reservation live-noresv", "pool-nearly-full ", "unknown-key "}
+	if got := kinds(); !slices.Equal(got, left) {
+		t.Fatalf("after repair --yes\n%q\nwant what repair leaves alone\n%q", got, left)
+	}
+	// The live attachments are whole.
+	for _, c := range []struct {
+		list *libcni.NetworkConfigList
+		id   string
+	}{{ours, "live-ours"}, {ref, "live-ref"}} {
+		if err := w.check(c.list, w.rt(c.id, pods[c.id], "eth0")); err != nil {
+			t.Errorf("CHECK %s after repair: %v", c.id, err)
+		}
+	}
+	if out := w.masqState(t); !strings.Contains(out, `id: \"live-ref\"`) || strings.Contains(out, `id: \"gone-ref\"`) {
+		t.Errorf("reference masquerade state after repair:\n%s", out)
+	}
+}
