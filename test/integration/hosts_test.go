@@ -285,3 +285,36 @@ func TestTypoNamed(t *testing.T) {
 		t.Fatalf("DEL: %s", r.stdout)
 	}
 }
+
+// TestForwardAcceptWithoutIptables: a host without the iptables binary has
+// no iptables FORWARD policy to get past; ADD and CHECK with the default
+// forwardAccept succeed there, with masquerade over netlink alone.
+func TestForwardAcceptWithoutIptables(t *testing.T) {
+	w := newWorld(t)
+	pod := w.sb.PodT(t, "pod")
+	before := w.hostState(t)
+	stdin := w.pluginStdin("1.1.0", "noipt", "veth-ptp", families[0], `"ipMasq":true`)
+	env := func(cmd string) []string {
+		e := w.pluginEnv(cmd, "c1", pod.Path(), "eth0")
+		for i, kv := range e {
+			if strings.HasPrefix(kv, "PATH=") {
+				e[i] = "PATH=/nonexistent"
+			}
+		}
+		return e
+	}
+	r := w.exec("veth-ptp", env("ADD"), stdin)
+	if r.exit != 0 {
+		t.Fatalf("ADD without iptables: %s", r.stdout)
+	}
+	check := strings.TrimSuffix(stdin, "}") + `,"prevResult":` + r.stdout + "}"
+	if r := w.exec("veth-ptp", env("CHECK"), check); r.exit != 0 {
+		t.Fatalf("CHECK without iptables: %s", r.stdout)
+	}
+	if r := w.exec("veth-ptp", env("DEL"), stdin); r.exit != 0 {
+		t.Fatalf("DEL: %s", r.stdout)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
+	}
+}
