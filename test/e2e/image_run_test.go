@@ -22,9 +22,9 @@ func TestNodeImageRunsUnderContainerd(t *testing.T) {
 	if !strings.Contains(out, "netns-cni-node") {
 		t.Fatalf("the image's agent says %q", out)
 	}
-	// A plugin run by hand says what it is (and exits 1: no CNI_COMMAND).
-	b, _ := r.cmd("ctr", "-a", sock, "-n", "e2e", "run", "--rm", "--snapshotter", "native", "docker.io/netns-cni/node:test", "img2", "/opt/netns-cni/bin/veth-ptp").CombinedOutput()
-	if !strings.Contains(string(b), "CNI protocol versions supported") || !strings.Contains(string(b), `"code": 4`) {
-		t.Fatalf("the image's veth-ptp says %q", b)
+	// A plugin run by hand says what it is and exits 0, as the reference does.
+	b, err := r.cmd("ctr", "-a", sock, "-n", "e2e", "run", "--rm", "--snapshotter", "native", "docker.io/netns-cni/node:test", "img2", "/opt/netns-cni/bin/veth-ptp").CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "CNI protocol versions supported") || strings.Contains(string(b), `"code"`) {
+		t.Fatalf("the image's veth-ptp: %v, says %q", err, b)
 	}
 }
