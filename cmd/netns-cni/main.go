@@ -7,7 +7,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,8 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/netns-cni/netns-cni/pkg/cli"
 	"github.com/netns-cni/netns-cni/pkg/inspect"
-	"github.com/netns-cni/netns-cni/pkg/version"
 )
 
 const usage = `Usage: netns-cni [flags] COMMAND
@@ -62,24 +61,10 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cniPath, "cni-path", "/opt/cni/bin:/usr/lib/cni", "where repair finds the plugins (colon-separated)")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.BoolVar(&o.yes, "yes", false, "repair: act (without it, repair only shows what it would do)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	var pos []string
-	for {
-		if err := fs.Parse(argv); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		argv = fs.Args()[1:]
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "netns-cni", version.Version)
-		return 0
+	// Flags may come before or after the positional arguments.
+	pos, code, done := cli.Parse(fs, argv, stdout, "netns-cni")
+	if done {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprint(stderr, usage)

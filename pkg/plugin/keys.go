@@ -14,18 +14,17 @@ import (
 // here declares: runtimes and libcni add them.
 var commonKeys = []string{"ipam", "cniVersions", "runtimeConfig", "args"}
 
-// UnknownKeys lists the top-level keys of a config (data) that the config
-// type of conf does not know, each with the known key it most likely
-// meant, if any: `"ipMask": unknown key; did you mean "ipMasq"?`. Keys are
-// never an error (conflists carry keys for other tools); they are named,
-// as a typo silently changes nothing.
-func UnknownKeys(data []byte, conf any) []string {
+// UnknownKeys lists the top-level keys of a config (data) that are not in
+// known (nor keys any config may carry), each with the known key it most
+// likely meant, if any: `"ipMask": unknown key; did you mean "ipMasq"?`.
+// Keys are never an error (conflists carry keys for other tools); they
+// are named, as a typo silently changes nothing.
+func UnknownKeys(data []byte, known []string) []string {
 	var raw map[string]json.RawMessage
 	if json.Unmarshal(data, &raw) != nil {
 		return nil
 	}
-	known := jsonKeys(reflect.TypeOf(conf))
-	known = append(known, commonKeys...)
+	known = append(slices.Clone(known), commonKeys...)
 	var out []string
 	for k := range raw {
 		if slices.Contains(known, k) {
@@ -41,14 +40,17 @@ func UnknownKeys(data []byte, conf any) []string {
 	return out
 }
 
-// warnUnknownKeys logs UnknownKeys at warn.
+// warnUnknownKeys logs UnknownKeys of conf's type at warn.
 func warnUnknownKeys(data []byte, conf any) {
-	for _, m := range UnknownKeys(data, conf) {
+	for _, m := range UnknownKeys(data, JSONKeys(conf)) {
 		slog.Warn("config key ignored", "problem", m)
 	}
 }
 
-// jsonKeys are the JSON names of t's fields, embedded structs' included.
+// JSONKeys are the JSON names of the fields of v's struct type, embedded
+// structs' included.
+func JSONKeys(v any) []string { return jsonKeys(reflect.TypeOf(v)) }
+
 func jsonKeys(t reflect.Type) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()

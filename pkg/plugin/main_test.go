@@ -398,12 +398,12 @@ func TestLogRotation(t *testing.T) {
 }
 
 func TestUnknownKeys(t *testing.T) {
-	got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMask":true,"MTU":1400,"kubernetes":{},"ipam":{},"runtimeConfig":{}}`), &VethConf{})
+	got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMask":true,"MTU":1400,"kubernetes":{},"ipam":{},"runtimeConfig":{}}`), JSONKeys(&VethConf{}))
 	want := []string{`"MTU": unknown key; did you mean "mtu"?`, `"ipMask": unknown key; did you mean "ipMasq"?`, `"kubernetes": unknown key`}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("(-want +got): %s", diff)
 	}
-	if got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMasq":true,"mac":"x","prevResult":{}}`), &VethConf{}); len(got) != 1 || !strings.Contains(got[0], `"mac"`) {
+	if got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMasq":true,"mac":"x","prevResult":{}}`), JSONKeys(&VethConf{})); len(got) != 1 || !strings.Contains(got[0], `"mac"`) {
 		t.Fatalf("known keys named: %v", got)
 	}
 }

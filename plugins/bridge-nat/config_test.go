@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/netns-cni/netns-cni/pkg/inspect"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/plugin"
 )
@@ -115,5 +117,14 @@ func TestConfigCheckIPAM(t *testing.T) {
 func TestInfo(t *testing.T) {
 	if err := plugin.ValidateInfo(info); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKeysKnownToAudit: the operator command's audit knows every key of
+// this config, so it names none of them as unknown.
+func TestKeysKnownToAudit(t *testing.T) {
+	own := slices.DeleteFunc(plugin.JSONKeys(&Config{}), func(k string) bool { return slices.Contains(plugin.JSONKeys(&plugin.VethConf{}), k) })
+	if !slices.Equal(own, inspect.BridgeKeys) {
+		t.Fatalf("bridge-nat's own keys %q, inspect.BridgeKeys %q", own, inspect.BridgeKeys)
 	}
 }

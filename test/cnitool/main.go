@@ -19,7 +19,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/netns-cni/netns-cni/pkg/version"
+	"github.com/netns-cni/netns-cni/pkg/cli"
 )
 
 const usage = `Usage: cnitool [flags] COMMAND NETWORK [NETNS]
@@ -108,26 +108,11 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cacheDir, "cache-dir", envOr("CNI_CACHE_DIR", "/var/lib/cni"), "libcni result cache directory (CNI_CACHE_DIR)")
 	fs.Var(&o.valid, "valid", "for gc: an attachment to keep, CONTAINERID/IFNAME; repeatable")
 	fs.BoolVar(&o.all, "all", false, "for gc: keep no attachment (release everything of the network)")
-	showVersion := fs.Bool("version", false, "print cnitool's version and exit")
 
 	// Flags may come before or after the positional arguments.
-	var pos []string
-	for {
-		if err := fs.Parse(argv); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		argv = fs.Args()[1:]
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "cnitool (netns-cni)", version.Version)
-		return 0
+	pos, code, done := cli.Parse(fs, argv, stdout, "cnitool (netns-cni)")
+	if done {
+		return code
 	}
 	if len(pos) == 0 {
 		printUsage(stderr)

@@ -1,0 +1,39 @@
+// Package cli holds what netns-cni's command-line tools (cnitool, the
+// operator command) share.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/netns-cni/netns-cni/pkg/version"
+)
+
+// Parse adds a --version flag to fs and parses argv with it, letting flags
+// come before, between or after the positional arguments, which it
+// returns. When the tool is done — -h/--help (exit 0), a bad flag (exit 2,
+// flag has said why), --version (printed to stdout as "name version",
+// exit 0) — done is true and code is the exit status.
+func Parse(fs *flag.FlagSet, argv []string, stdout io.Writer, name string) (pos []string, code int, done bool) {
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	for {
+		if err := fs.Parse(argv); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0, true
+			}
+			return nil, 2, true
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		argv = fs.Args()[1:]
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, name, version.Version)
+		return nil, 0, true
+	}
+	return pos, 0, false
+}
