@@ -74,3 +74,25 @@ func BootTime() time.Time {
 	_, t := clock()
 	return t
 }
+
+// HeldByOthers reports whether the store's owner index names an owner
+// other than o: whether another attachment of the network holds addresses
+// here. It reads one directory of small names, without the lock: the index
+// may over-list (a release it has not caught up with), never under-list,
+// so a false "no" cannot happen while another attachment holds an address.
+func (c *Config) HeldByOthers(o Owner) (bool, error) {
+	entries, err := os.ReadDir(filepath.Join(c.Dir(), metaName, ownersName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	mine, legacy := indexKey(o), indexKey(Owner{ID: o.ID})
+	for _, e := range entries {
+		if n := e.Name(); n != mine && n != legacy {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -419,3 +419,25 @@ func TestManyRangeSets(t *testing.T) {
 		t.Fatalf("%d reservations after a release, want 20", got)
 	}
 }
+
+func TestHeldByOthers(t *testing.T) {
+	c := conf(t, `"ranges":[[{"subnet":"10.1.0.0/24"}]]`)
+	a, b := Owner{"a", "eth0"}, Owner{"b", "eth0"}
+	if others, err := c.HeldByOthers(a); err != nil || others {
+		t.Fatalf("empty store: %v %v", others, err)
+	}
+	alloc(t, c, a)
+	if others, _ := c.HeldByOthers(a); others {
+		t.Fatal("a's own reservation counted as another's")
+	}
+	if others, _ := c.HeldByOthers(b); !others {
+		t.Fatal("a's reservation not seen from b")
+	}
+	alloc(t, c, b)
+	if err := c.Release(b); err != nil {
+		t.Fatal(err)
+	}
+	if others, _ := c.HeldByOthers(a); others {
+		t.Fatal("b released, still counted")
+	}
+}

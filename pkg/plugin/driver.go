@@ -129,8 +129,12 @@ type Attachment struct {
 // Network is the attachment's network: its host-wide state.
 func (a *Attachment) Network() *Network {
 	c := a.Conf
-	return &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq(),
+	n := &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq(),
 		ForwardAccept: a.Traits.Forwarding && c.AcceptsForward()}
+	if a.IPAM != nil && a.IPAM.Local != nil {
+		n.others = func() (bool, error) { return a.IPAM.Local.HeldByOthers(a.IPAM.owner) }
+	}
+	return n
 }
 
 // VethPrefixes start the host end's name of every netns-cni veth plugin

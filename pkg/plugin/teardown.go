@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -45,20 +47,28 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		return err
 	}
 	defer host.Close()
+	lap := newLap()
 	port, found, linkErr := deleteHostLink(host, a)
 	if !found && linkErr == nil {
 		linkErr = adoptReference(host, a)
 	}
+	lap("link")
 	errs := []error{linkErr}
 	if t, ok := any(d).(Teardowner); ok {
 		errs = append(errs, t.Teardown(a, host))
+		lap("driver")
 	}
-	errs = append(errs, a.Network().Detach(port))
+	// Read through the store (which brings its owner index up to date
+	// with what other programs, such as the reference host-local, changed)
+	// before the network asks the index whether other attachments are left.
 	addrs := a.addresses()
+	errs = append(errs, a.Network().Detach(port))
+	lap("network")
 	Note("hostLink", port, "found", found, "addresses", addrs)
 	if len(addrs) > 0 {
 		_, err := conntrack.Forget(addrs)
 		errs = append(errs, err)
+		lap("conntrack")
 	}
 	if a.IPAM != nil {
 		if linkErr != nil {
@@ -66,8 +76,20 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		} else {
 			errs = append(errs, a.IPAM.Del(context.Background()))
 		}
+		lap("ipam")
 	}
 	return errors.Join(errs...)
+}
+
+// newLap returns a func that logs, at debug, the time since it was last
+// called (or made) as a step of the verb.
+func newLap() func(step string) {
+	last := time.Now()
+	return func(step string) {
+		now := time.Now()
+		slog.Debug("step done", "step", step, "took", now.Sub(last))
+		last = now
+	}
 }
 
 // deleteHostLink deletes the attachment's host end, under whichever

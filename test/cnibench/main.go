@@ -10,13 +10,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -49,6 +52,8 @@ func main() {
 	big := flag.Int("big", 250, "attachments of the bridge's fuller-node run")
 	backend := flag.String("backend", "nftables", "ipMasqBackend for ours")
 	only := flag.String("plugin", "", "veth-ptp or bridge-nat; default both")
+	scale := flag.Int("scale", 0, "also ADD this many pods to one network (ours), then DEL them, reporting p50 at pod 10, 100 and the last; 0: skip")
+	probes := flag.Int("probes", 50, "STATUS and VERSION execs per plugin")
 	// The sandboxes hold each run's IPAM store and libcni cache. /var/tmp
 	// sits on the same disk as /var/lib/cni, where these live on a node;
 	// on the development VM /tmp creates files ~35× slower than the rest of
@@ -113,7 +118,133 @@ func main() {
 				theirs[2].wall.Seconds()/last.wall.Seconds())
 		}
 		fmt.Printf("\n(targets: %s)\n\n", suite.target)
+		if err := probe(suite.impls[0], *probes); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", suite.impls[0].name, err)
+			os.Exit(1)
+		}
+		if *scale > 0 {
+			if err := scaleRun(suite.impls[0], *scale); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", suite.impls[0].name, err)
+				os.Exit(1)
+			}
+		}
 	}
+}
+
+// probe measures what a runtime's status polling costs: STATUS against
+// VERSION, each exec'd through libcni, and the plugin's peak RSS in an ADD.
+func probe(im impl, n int) error {
+	dir, err := os.MkdirTemp(workDir, "cnibench-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	sb, err := nstest.New(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sb.Close() }()
+	list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"bench","plugins":[%s]}`,
+		replace(im.conf, "DATADIR", filepath.Join(dir, "ipam")))))
+	if err != nil {
+		return err
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{im.dir}, filepath.Join(dir, "cache"), nil)
+	ctx := context.Background()
+	var status, version []time.Duration
+	for range n {
+		for _, m := range []struct {
+			to *[]time.Duration
+			f  func() error
+		}{
+			{&status, func() error { return cni.GetStatusNetworkList(ctx, list) }},
+			{&version, func() error { _, err := cni.GetVersionInfo(ctx, list.Plugins[0].Network.Type); return err }},
+		} {
+			start := time.Now()
+			if err := sb.Host.Do(m.f); err != nil {
+				return err
+			}
+			*m.to = append(*m.to, time.Since(start))
+		}
+	}
+	pod, err := sb.NewPod("rss")
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(im.dir, list.Plugins[0].Network.Type))
+	cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=rss", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + im.dir, "PATH=" + os.Getenv("PATH")}
+	var conf map[string]any
+	if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {
+		return err
+	}
+	conf["name"], conf["cniVersion"] = "bench", "1.1.0"
+	stdin, _ := json.Marshal(conf)
+	cmd.Stdin = strings.NewReader(string(stdin))
+	if err := sb.Host.Do(func() error { return cmd.Run() }); err != nil {
+		return fmt.Errorf("ADD for RSS: %w", err)
+	}
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	st, ve := pct(status, 50), pct(version, 50)
+	fmt.Printf("%s: STATUS p50 %s, VERSION p50 %s (%.2f×), exec'd through libcni, %d each; peak RSS of an ADD %d KiB\n\n",
+		im.name, ms(st), ms(ve), float64(st)/float64(ve), n, rss)
+	return nil
+}
+
+// scaleRun ADDs n pods to one network, one at a time, then DELs them
+// newest first, and prints the p50 of the ten operations around pod 10,
+// pod 100 and pod n: flat when nothing on the path grows with the pods.
+func scaleRun(im impl, n int) error {
+	dir, err := os.MkdirTemp(workDir, "cnibench-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	sb, err := nstest.New(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sb.Close() }()
+	list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"bench","plugins":[%s]}`,
+		replace(im.conf, "DATADIR", filepath.Join(dir, "ipam")))))
+	if err != nil {
+		return err
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{im.dir}, filepath.Join(dir, "cache"), nil)
+	ctx := context.Background()
+	add, del := make([]time.Duration, n), make([]time.Duration, n)
+	rts := make([]*libcni.RuntimeConf, n)
+	for i := range n {
+		pod, err := sb.NewPod(fmt.Sprintf("s%04d", i))
+		if err != nil {
+			return err
+		}
+		rts[i] = &libcni.RuntimeConf{ContainerID: fmt.Sprintf("s%04d", i), NetNS: pod.Path(), IfName: "eth0"}
+		start := time.Now()
+		if err := sb.Host.Do(func() error { _, err := cni.AddNetworkList(ctx, list, rts[i]); return err }); err != nil {
+			return fmt.Errorf("ADD %d: %w", i, err)
+		}
+		add[i] = time.Since(start)
+	}
+	for i := n - 1; i >= 0; i-- {
+		start := time.Now()
+		if err := sb.Host.Do(func() error { return cni.DelNetworkList(ctx, list, rts[i]) }); err != nil {
+			return fmt.Errorf("DEL %d: %w", i, err)
+		}
+		del[i] = time.Since(start)
+	}
+	window := func(ds []time.Duration, at int) time.Duration {
+		lo, hi := max(at-5, 0), min(at+5, len(ds))
+		return pct(ds[lo:hi], 50)
+	}
+	fmt.Printf("%s: %d pods on one network, one at a time; p50 of the ten operations around pod k\n", im.name, n)
+	fmt.Printf("%-8s %10s %10s\n", "pod", "ADD p50", "DEL p50")
+	for _, at := range []int{10, 100, n - 5} {
+		if at < n {
+			fmt.Printf("%-8d %10s %10s\n", at, ms(window(add, at)), ms(window(del, at)))
+		}
+	}
+	fmt.Printf("ADD at pod %d / pod 10: %.2f×; DEL: %.2f×\n\n", n, float64(window(add, n-5))/float64(window(add, 10)), float64(window(del, n-5))/float64(window(del, 10)))
+	return nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
