@@ -31,6 +31,8 @@ const (
 	ctaFilterReplFlags = 2      // CTA_FILTER_REPLY_FLAGS
 	filterFlagIPSrc    = 1 << 0 // CTA_FILTER_F_CTA_IP_SRC
 	filterFlagIPDst    = 1 << 1 // CTA_FILTER_F_CTA_IP_DST
+	filterFlagProto    = 1 << 3 // CTA_FILTER_F_CTA_PROTO_NUM
+	filterFlagDstPort  = 1 << 5 // CTA_FILTER_F_CTA_PROTO_DST_PORT
 )
 
 // side is which address of which tuple an entry is matched on.
@@ -60,16 +62,80 @@ func Forget(addrs []netip.Addr) (int, error) {
 				errs = append(errs, fmt.Errorf("conntrack: list entries of %s: %w", a, err))
 				continue
 			}
-			for _, raw := range raws {
-				req := newRequest(family(a), nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
-				req.AddRawData(raw[4:]) // past the netfilter header, which the request has
-				if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err == nil {
-					n++
-				} else if !errors.Is(err, unix.ENOENT) {
-					errs = append(errs, fmt.Errorf("conntrack: delete an entry of %s: %w", a, err))
-				}
-			}
+			d, err := deleteAll(family(a), raws)
+			n += d
+			errs = append(errs, wrap(a.String(), err))
 		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// deleteAll deletes the dumped entries raws of family fam; one gone
+// meanwhile is no error.
+func deleteAll(fam uint8, raws [][]byte) (int, error) {
+	n := 0
+	var errs []error
+	for _, raw := range raws {
+		req := newRequest(fam, nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
+		req.AddRawData(raw[4:]) // past the netfilter header, which the request has
+		if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err == nil {
+			n++
+		} else if !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete an entry: %w", err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("conntrack: %s: %w", what, err)
+}
+
+// Port is a transport port of one IP family.
+type Port struct {
+	// Proto is the IP protocol number (17 for UDP).
+	Proto uint8
+	Port  uint16
+	IPv6  bool
+}
+
+// ForgetPorts deletes, in the network namespace of the calling thread,
+// every conntrack entry of a flow sent to one of ports, whatever the
+// addresses: a UDP client that keeps sending to a host port keeps its
+// entry alive, and with it the forward (or the lack of one) it was made
+// under, so a mapping added or removed would never apply to it. It needs
+// the kernel's filtering (Linux 5.8 and later); elsewhere it does nothing.
+func ForgetPorts(ports []Port) (int, error) {
+	n := 0
+	var errs []error
+	for _, p := range ports {
+		fam := uint8(unix.AF_INET)
+		if p.IPv6 {
+			fam = unix.AF_INET6
+		}
+		req := newRequest(fam, nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
+		tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)
+		proto := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
+		proto.AddRtAttr(nl.CTA_PROTO_NUM, []byte{p.Proto})
+		proto.AddRtAttr(nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(p.Port))
+		req.AddData(tuple)
+		filter := nl.NewRtAttr(unix.NLA_F_NESTED|ctaFilter, nil)
+		filter.AddRtAttr(ctaFilterOrigFlags, nl.Uint32Attr(filterFlagProto|filterFlagDstPort))
+		req.AddData(filter)
+		raws, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			continue // a kernel without CTA_FILTER
+		}
+		if err != nil {
+			errs = append(errs, wrap(fmt.Sprintf("list flows to port %d", p.Port), err))
+			continue
+		}
+		d, err := deleteAll(fam, raws)
+		n += d
+		errs = append(errs, wrap(fmt.Sprintf("port %d", p.Port), err))
 	}
 	return n, errors.Join(errs...)
 }

@@ -105,6 +105,40 @@ func testForget(t *testing.T, Forget func([]netip.Addr) (int, error)) {
 	}
 }
 
+// TestForgetPorts: the entries of flows sent to a port go, of that
+// protocol and family only.
+func TestForgetPorts(t *testing.T) {
+	sb := nstest.NewT(t)
+	to := func(proto uint8, dport uint16, f *netlink.ConntrackFlow) *netlink.ConntrackFlow {
+		f.Forward.Protocol, f.Reverse.Protocol = proto, proto
+		f.Forward.DstPort, f.Reverse.SrcPort = dport, dport
+		if proto == unix.IPPROTO_TCP {
+			f.ProtoInfo = &netlink.ProtoInfoTCP{State: 3} // established
+		}
+		return f
+	}
+	err := sb.Host.Do(func() error {
+		create(t,
+			to(unix.IPPROTO_UDP, 8080, flow("192.0.2.7", "192.0.2.1", "10.1.0.5", "192.0.2.7", 1000)),  // DNATed to a container
+			to(unix.IPPROTO_UDP, 8080, flow("192.0.2.8", "192.0.2.1", "192.0.2.1", "192.0.2.8", 1001)), // before the mapping
+			to(unix.IPPROTO_UDP, 8080, flow("2001:db8::7", "2001:db8::1", "fd01::5", "2001:db8::7", 1002)),
+			to(unix.IPPROTO_UDP, 8081, flow("192.0.2.7", "192.0.2.1", "10.1.0.5", "192.0.2.7", 1003)), // another port
+			to(unix.IPPROTO_TCP, 8080, flow("192.0.2.7", "192.0.2.1", "10.1.0.5", "192.0.2.7", 1004)), // TCP
+		)
+		n, err := ForgetPorts([]Port{{Proto: unix.IPPROTO_UDP, Port: 8080}, {Proto: unix.IPPROTO_UDP, Port: 8080, IPv6: true}})
+		if err != nil {
+			return err
+		}
+		if n != 3 || count(t) != 2 {
+			return fmt.Errorf("deleted %d, %d left; want 3 deleted, 2 left (port 8081, TCP)", n, count(t))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // BenchmarkForget: forget one address's 2 entries in a table of 10,000
 // unrelated ones, filtered by the kernel (what Forget does here) and by
 // the library in user space (what it falls back to).

@@ -75,6 +75,20 @@ func BootTime() time.Time {
 	return t
 }
 
+// Holder returns the owner of a's reservation, reading its one file
+// without the lock (files are written whole, so the read sees the old
+// owner or the new); ok is false when a is not reserved.
+func (c *Config) Holder(a netip.Addr) (o Owner, ok bool, err error) {
+	body, err := os.ReadFile(filepath.Join(c.Dir(), a.String()))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Owner{}, false, nil
+	}
+	if err != nil {
+		return Owner{}, false, err
+	}
+	return parseOwner(string(body)), true, nil
+}
+
 // HeldByOthers reports whether the store's owner index names an owner
 // other than o: whether another attachment of the network holds addresses
 // here. It reads one directory of small names, without the lock: the index

@@ -441,3 +441,18 @@ func TestHeldByOthers(t *testing.T) {
 		t.Fatal("b released, still counted")
 	}
 }
+
+func TestHolder(t *testing.T) {
+	c := conf(t, `"ranges":[[{"subnet":"10.1.0.0/24"}]]`)
+	a := Owner{"a", "eth0"}
+	addr := alloc(t, c, a)[0].Address.Addr()
+	if o, ok, err := c.Holder(addr); err != nil || !ok || o != a {
+		t.Fatalf("holder of %s: %v %v %v, want %v", addr, o, ok, err, a)
+	}
+	if err := c.Release(a); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok, err := c.Holder(addr); err != nil || ok {
+		t.Fatalf("holder of released %s: %v %v %v", addr, o, ok, err)
+	}
+}

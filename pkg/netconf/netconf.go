@@ -392,6 +392,23 @@ func ForwardingOn(v6 bool) bool {
 	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
+// SetRouteLocalnet turns route_localnet on or off on a host link, in the
+// calling process's namespace: on, the link may carry traffic from and to
+// 127.0.0.0/8, which forwarding a host port to a container needs for
+// connections from the host's loopback (pkg/hostport). A link that is gone
+// is no error.
+func SetRouteLocalnet(ifname string, on bool) error {
+	p := "/proc/sys/net/ipv4/conf/" + ifname + "/route_localnet"
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	val := "0"
+	if on {
+		val = "1"
+	}
+	return setSysctl(p, val)
+}
+
 func setSysctl(path, val string) error {
 	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == val {
 		return nil

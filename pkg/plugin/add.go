@@ -17,8 +17,8 @@ import (
 // add is ADD, written once for every veth plugin: load, open the target
 // namespace, check the interface name is free, then the steps — IPAM, the
 // driver's host preparation, the veth pair, the driver's setup,
-// forwarding, masquerade, FORWARD acceptance — then the result and the
-// commit. Any failure
+// forwarding, masquerade, FORWARD acceptance, port mappings — then the
+// result and the commit. Any failure
 // after the first step undoes every step done, newest first.
 func (r runner[T, D]) add(args *skel.CmdArgs) (types.Result, error) {
 	d, a, err := r.load(args)
@@ -71,6 +71,11 @@ func (r runner[T, D]) add(args *skel.CmdArgs) (types.Result, error) {
 	}
 	if a.Network().ForwardAccept {
 		if err := add.Run(StepForwardAccept, acceptForward); err != nil {
+			return nil, err
+		}
+	}
+	if len(a.Conf.RuntimeConfig.PortMappings) > 0 {
+		if err := add.Run(StepPortMappings, mapPorts); err != nil {
 			return nil, err
 		}
 	}

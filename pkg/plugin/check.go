@@ -105,6 +105,9 @@ func checkHostState(c *Checked) error {
 			return err
 		}
 	}
+	if err := c.checkPorts(c.Own); err != nil {
+		return err
+	}
 	if c.IPAM == nil { // L2 mode: no reservation to check
 		return nil
 	}
@@ -124,7 +127,7 @@ func (r runner[T, D]) status(args *skel.CmdArgs) error {
 			return err
 		}
 	}
-	if a.Conf.IPMasq {
+	if a.Conf.IPMasq || a.Network().HostPorts {
 		if err := a.Network().Available(); err != nil {
 			return err
 		}

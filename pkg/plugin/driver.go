@@ -67,6 +67,10 @@ type Traits struct {
 	Forwarding bool
 	// ContainerDown: the container interface is left down on purpose.
 	ContainerDown bool
+	// Bridge is the bridge the host ends are ports of, "" for none: the
+	// host side of every attachment, which port mappings mark for traffic
+	// from the host's loopback.
+	Bridge string
 }
 
 // Driver is a veth plugin's own part of the verbs. The plugin's config
@@ -130,7 +134,8 @@ type Attachment struct {
 func (a *Attachment) Network() *Network {
 	c := a.Conf
 	n := &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq(),
-		ForwardAccept: a.Traits.Forwarding && c.AcceptsForward()}
+		ForwardAccept: a.Traits.Forwarding && c.AcceptsForward(),
+		HostPorts:     c.Capabilities["portMappings"] || len(c.RuntimeConfig.PortMappings) > 0}
 	if a.IPAM != nil && a.IPAM.Local != nil {
 		n.others = func() (bool, error) { return a.IPAM.Local.HeldByOthers(a.IPAM.owner) }
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
 	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -62,6 +63,7 @@ var codes = []struct {
 	{ipam.ErrBusy, types.ErrTryAgainLater, ""},
 	{ipam.ErrExhausted, types.ErrTryAgainLater, "; free addresses by deleting containers (or GC), or widen the range"},
 	{ipam.ErrConflict, types.ErrInvalidNetworkConfig, ""},
+	{hostport.ErrPortTaken, types.ErrInvalidNetworkConfig, ""},
 }
 
 // CNIError returns err as the *types.Error the runtime gets: a typed error

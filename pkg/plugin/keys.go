@@ -11,8 +11,10 @@ import (
 )
 
 // commonKeys are keys any plugin config may carry that no config struct
-// here declares: runtimes and libcni add them.
-var commonKeys = []string{"ipam", "cniVersions", "runtimeConfig", "args"}
+// here declares: runtimes and libcni add them. libcni's GC passes the
+// valid attachments under the spec's key and again under
+// "cni.dev/attachments", a draft's name.
+var commonKeys = []string{"ipam", "cniVersions", "runtimeConfig", "args", "cni.dev/attachments"}
 
 // UnknownKeys lists the top-level keys of a config (data) that are not in
 // known (nor keys any config may carry), each with the known key it most

@@ -9,6 +9,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
+	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -16,8 +17,8 @@ import (
 )
 
 // Network is the host-wide state of one network that no single attachment
-// owns: its masquerade rules and its filter rules (the MAC checks of its
-// bridge ports). It belongs to the network, not to a plugin: the
+// owns: its masquerade rules, its filter rules (the MAC checks of its
+// bridge ports) and the rules around its port mappings. It belongs to the network, not to a plugin: the
 // masquerade rules stay while any attachment of the network is left on the
 // host, and a port's filter rules go with the port, whichever netns-cni
 // plugin made it and whichever plugin's DEL or GC removes it (a node agent
@@ -35,6 +36,10 @@ type Network struct {
 	// ForwardAccept: the filter FORWARD chain accepts the network's
 	// traffic (forwardAccept, on a network the host routes).
 	ForwardAccept bool
+	// HostPorts: the network may forward host ports (the portMappings
+	// capability, or mappings given), so its forwards and the rules around
+	// them go with its last attachment.
+	HostPorts bool
 	// others, when set, tells from the network's store whether an
 	// attachment other than the caller's holds addresses: a read of one
 	// small directory, where listing the host's links costs ~30 ms at
@@ -95,6 +100,53 @@ func (n *Network) CheckForwardAccept(res *current.Result) error {
 	return filter.CheckForward(filter.ForwardSpec{Network: n.key(), Subnets: Subnets(res)})
 }
 
+// backends are the hostport backends the network's forwards may be in:
+// the configured one, or both when the config misnames it (a DEL after an
+// edit).
+func (n *Network) portBackends() []hostport.Backend {
+	if b, err := hostport.New(n.Backend); err == nil {
+		return []hostport.Backend{b}
+	}
+	nft, _ := hostport.New(hostport.NFTables)
+	ipt, _ := hostport.New(hostport.IPTables)
+	return []hostport.Backend{nft, ipt}
+}
+
+// MapPorts puts an attachment's forwards in place.
+func (n *Network) MapPorts(s hostport.Spec) error {
+	b, err := hostport.New(n.Backend)
+	if err != nil {
+		return err
+	}
+	return n.locked(func() error { return wrap("port mappings", b.Add(s)) })
+}
+
+// UnmapPorts removes the forwards of the attachment s names (of
+// s.Entries, or all it has when nil; pods are its addresses) and returns
+// them.
+func (n *Network) UnmapPorts(s hostport.Spec, pods []netip.Addr) ([]hostport.Entry, error) {
+	var removed []hostport.Entry
+	err := n.locked(func() error {
+		var errs []error
+		for _, b := range n.portBackends() {
+			r, err := b.Remove(s, pods)
+			removed = append(removed, r...)
+			errs = append(errs, err)
+		}
+		return wrap("port mappings", errors.Join(errs...))
+	})
+	return removed, err
+}
+
+// CheckPorts reports the attachment's forwards missing.
+func (n *Network) CheckPorts(s hostport.Spec) error {
+	b, err := hostport.New(n.Backend)
+	if err != nil {
+		return err
+	}
+	return wrap("check port mappings", b.Check(s))
+}
+
 // RemoveIfUnused drops the network's rules (masquerade, FORWARD
 // acceptance) when no attachment of the network other than the one whose
 // host link is self ("" for none) is left on the host.
@@ -103,7 +155,7 @@ func (n *Network) RemoveIfUnused(self string) error {
 }
 
 func (n *Network) removeIfUnused(self string) error {
-	if !n.Masquerade && !n.ForwardAccept {
+	if !n.Masquerade && !n.ForwardAccept && !n.HostPorts {
 		return nil // listing the host's links is not free: only when there is something to drop
 	}
 	unused, err := n.unused(self)
@@ -111,8 +163,14 @@ func (n *Network) removeIfUnused(self string) error {
 		return err
 	}
 	// The accept rules go whatever forwardAccept says now: an edited
-	// config must not strand the rules an earlier one made.
+	// config must not strand the rules an earlier one made. So do the
+	// rules of port mappings, from either backend (each looks before it
+	// execs anything).
 	errs := []error{wrap("forward accept", filter.RemoveForward(n.key()))}
+	for _, kind := range []string{hostport.NFTables, hostport.IPTables} {
+		b, _ := hostport.New(kind)
+		errs = append(errs, wrap("port mappings", b.Drop(n.key())))
+	}
 	if n.Masquerade {
 		errs = append(errs, n.removeMasquerade())
 	}
@@ -145,14 +203,23 @@ func (n *Network) Detach(port string) error {
 	})
 }
 
-// Collect is GC's part: the filter rules of every port not in kept, then
-// the network's rules if no attachment is left — told from the host links:
-// the store still holds the reservations GC releases after.
-func (n *Network) Collect(kept map[string]bool) error {
+// Collect is GC's part: the filter rules of every port not in kept, the
+// forwards of attachments keep rejects (returned), then the network's
+// rules if no attachment is left — told from the host links: the store
+// still holds the reservations GC releases after.
+func (n *Network) Collect(kept map[string]bool, keep func(portOwner string) bool) ([]hostport.Entry, error) {
 	n.others = nil
-	return n.locked(func() error {
-		return errors.Join(filter.RemoveSpoofChecksExcept(n.key(), kept), n.removeIfUnused(""))
+	var removed []hostport.Entry
+	err := n.locked(func() error {
+		errs := []error{filter.RemoveSpoofChecksExcept(n.key(), kept)}
+		for _, b := range n.portBackends() {
+			r, err := b.Collect(n.key(), keep)
+			removed = append(removed, r...)
+			errs = append(errs, wrap("port mappings", err))
+		}
+		return errors.Join(append(errs, n.removeIfUnused(""))...)
 	})
+	return removed, err
 }
 
 // unused reports whether no attachment of the network but the caller's
@@ -188,15 +255,15 @@ func (n *Network) CheckMasquerade(res *current.Result) error {
 	return wrap("check masquerade", backend.Check(n.spec(res)))
 }
 
-// Available is STATUS's question: can the masquerade backend work here?
-// Code 50 if not.
+// Available is STATUS's question: can the NAT backend (masquerade, port
+// mappings) work here? Code 50 if not.
 func (n *Network) Available() error {
 	backend, err := nat.New(n.Backend)
 	if err == nil {
 		err = backend.Available()
 	}
 	if err != nil {
-		return UnavailableError("ipMasq: %v", err)
+		return UnavailableError("ipMasqBackend %q (masquerade, port mappings): %v", n.Backend, err)
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ const (
 )
 
 // CommonSteps are the steps of every veth plugin's ADD.
-var CommonSteps = []Step{StepIPAM, StepVeth, StepForwarding, StepMasquerade, StepForwardAccept}
+var CommonSteps = []Step{StepIPAM, StepVeth, StepForwarding, StepMasquerade, StepForwardAccept, StepPortMappings}
 
 // steps runs an ADD's steps and keeps their undos: Run one step after
 // another; on any return before Commit, Undo releases everything the steps

@@ -34,8 +34,9 @@ import (
 //     and its per-attachment masquerade state go (adoptReference).
 //  2. The driver's teardown: what it made beside the link that the network
 //     does not own (an empty bridge).
-//  3. The network's state (Network.Detach): the port's filter rules, and
-//     the masquerade rules if no attachment of the network is left.
+//  3. The attachment's port mappings (found without runtimeConfig too),
+//     then the network's state (Network.Detach): the port's filter rules,
+//     and the masquerade rules if no attachment of the network is left.
 //  4. The conntrack entries of the attachment's addresses, before the
 //     addresses can be handed out again (pkg/conntrack).
 //  5. IPAM, last, and only once the link is gone: when the link could not
@@ -62,6 +63,8 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	// with what other programs, such as the reference host-local, changed)
 	// before the network asks the index whether other attachments are left.
 	addrs := a.addresses()
+	errs = append(errs, a.unmapPorts(addrs))
+	lap("port-mappings")
 	errs = append(errs, a.Network().Detach(port))
 	lap("network")
 	Note("hostLink", port, "found", found, "addresses", addrs)
@@ -212,7 +215,16 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 		errs = append(errs, t.Collect(a, host))
 	}
 	if kept != nil { // without the list of links, no port's rules are known to be stale
-		errs = append(errs, a.Network().Collect(kept))
+		valid := map[string]bool{}
+		for _, v := range a.Conf.ValidAttachments {
+			valid[portOwner(v.ContainerID, v.IfName)] = true
+		}
+		for id := range stuck {
+			valid[id[0]+"/"+id[1]] = true // its link stays, and with it its forwards
+		}
+		removed, err := a.Network().Collect(kept, func(owner string) bool { return valid[owner] })
+		errs = append(errs, err)
+		forgetUDPFlows(removed)
 	}
 	if a.IPAM != nil {
 		keep := func(id, ifname string) bool { return stuck[[2]string{netconf.Key(id), ifname}] }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 )
 
@@ -15,13 +16,14 @@ import (
 // these keys once and keeps what it parsed, so nothing parses them again.
 type VethConf struct {
 	NetConf
-	MACArgs
+	RuntimeArgs
 	// MTU of both veth ends; 0 keeps the kernel's default.
 	MTU int `json:"mtu,omitempty"`
 	// IPMasq masquerades traffic from the network to anywhere but the
 	// network itself, multicast and NonMasqueradeCIDRs.
 	IPMasq bool `json:"ipMasq"`
-	// IPMasqBackend is "nftables" (the default) or "iptables".
+	// IPMasqBackend is "nftables" (the default) or "iptables", for the
+	// masquerade and the port mappings both.
 	IPMasqBackend string `json:"ipMasqBackend,omitempty"`
 	// NonMasqueradeCIDRs are destinations reached unmasqueraded, with the
 	// containers' own addresses (a cluster's pod CIDR across nodes).
@@ -68,6 +70,7 @@ func (c *VethConf) Validate() []error {
 		}
 		c.noMasq = append(c.noMasq, p.Masked())
 	}
+	errs = append(errs, hostport.Validate(c.RuntimeConfig.PortMappings)...)
 	mac, err := c.parseMAC(c.cniArgs)
 	if err != nil {
 		errs = append(errs, err)
@@ -76,12 +79,15 @@ func (c *VethConf) Validate() []error {
 	return errs
 }
 
-// MACArgs are the places a runtime may ask for the container interface's
-// MAC address: runtimeConfig.mac (capability "mac"), args.cni.mac, and
-// CNI_ARGS MAC=, in that order.
-type MACArgs struct {
+// RuntimeArgs are what a runtime asks of one attachment: the container
+// interface's MAC address — runtimeConfig.mac (capability "mac"),
+// args.cni.mac, or CNI_ARGS MAC=, in that order — and the host ports to
+// forward to it, runtimeConfig.portMappings (capability "portMappings",
+// pkg/hostport).
+type RuntimeArgs struct {
 	RuntimeConfig struct {
-		Mac string `json:"mac,omitempty"`
+		Mac          string             `json:"mac,omitempty"`
+		PortMappings []hostport.Mapping `json:"portMappings,omitempty"`
 	} `json:"runtimeConfig"`
 	Args struct {
 		CNI struct {
@@ -91,7 +97,7 @@ type MACArgs struct {
 }
 
 // parseMAC returns the requested MAC (nil for none), runtimeConfig first.
-func (m MACArgs) parseMAC(cniArgs string) (net.HardwareAddr, error) {
+func (m RuntimeArgs) parseMAC(cniArgs string) (net.HardwareAddr, error) {
 	s := m.RuntimeConfig.Mac
 	key := `"runtimeConfig.mac"`
 	if s == "" {

@@ -139,5 +139,5 @@ func (c *Config) CheckIPAM(m *plugin.IPAM) error {
 
 // Traits: the host routes the network's traffic only as its gateway.
 func (c *Config) Traits() plugin.Traits {
-	return plugin.Traits{Forwarding: c.IsGateway || c.IPMasq, ContainerDown: c.DisableContainerInterface}
+	return plugin.Traits{Forwarding: c.IsGateway || c.IPMasq, ContainerDown: c.DisableContainerInterface, Bridge: c.Bridge}
 }

@@ -29,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Bridge != "cni0" || !c.IsGateway || !*c.PreserveDefaultVlan || c.RemoveEmptyBridge {
 		t.Fatalf("defaults: %+v", c)
 	}
-	if got := c.Traits(); got != (plugin.Traits{Forwarding: true}) {
+	if got := c.Traits(); got != (plugin.Traits{Forwarding: true, Bridge: "cni0"}) {
 		t.Fatalf("traits of a gateway bridge: %+v", got)
 	}
 	if c, _ := load(t, ""); c.Traits().Forwarding {

@@ -14,14 +14,17 @@ import (
 // its ADD: each step is injected with each config on whose path it lies.
 var faultConfigs = map[string][]string{
 	"veth-ptp": {
-		`"ipMasq":true,"ipMasqBackend":"nftables"`,
-		`"ipMasq":true,"ipMasqBackend":"iptables"`,
+		`"ipMasq":true,"ipMasqBackend":"nftables",` + faultPorts,
+		`"ipMasq":true,"ipMasqBackend":"iptables",` + faultPorts,
 	},
 	"bridge-nat": {
-		`"bridge":"brf0","isGateway":true,"isDefaultGateway":true,"ipMasq":true,"macspoofchk":true,"hairpinMode":true`,
-		`"bridge":"brf1","ipMasq":true,"ipMasqBackend":"iptables","portIsolation":true,"removeEmptyBridge":true`,
+		`"bridge":"brf0","isGateway":true,"isDefaultGateway":true,"ipMasq":true,"macspoofchk":true,"hairpinMode":true,` + faultPorts,
+		`"bridge":"brf1","ipMasq":true,"ipMasqBackend":"iptables","portIsolation":true,"removeEmptyBridge":true,` + faultPorts,
 	},
 }
+
+// faultPorts are port mappings of both protocols, as a runtime passes them.
+const faultPorts = `"capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":18080,"containerPort":80},{"hostPort":18053,"containerPort":53,"protocol":"udp"}]}`
 
 // listSteps asks a fault-injection build of plugin for the steps its ADD
 // may take: the constants of pkg/plugin and of the plugin's driver.

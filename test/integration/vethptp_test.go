@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -76,6 +77,13 @@ func (w *world) hostState(t *testing.T) string {
 	}
 	for _, l := range links {
 		fmt.Fprintf(&b, "link %s alias=%q\n", l.Attrs().Name, l.Attrs().Alias)
+		_ = w.inHost(func() error {
+			v, _ := os.ReadFile("/proc/sys/net/ipv4/conf/" + l.Attrs().Name + "/route_localnet")
+			if strings.TrimSpace(string(v)) == "1" {
+				b.WriteString("  route_localnet\n") // port mappings turned it on
+			}
+			return nil
+		})
 		as, _ := h.AddrList(l, netlink.FAMILY_ALL)
 		var lines []string
 		for _, a := range as {

@@ -49,7 +49,29 @@ func New(dir string) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create host namespace: %w", err)
 	}
-	return &Sandbox{Dir: dir, Host: host, ID: id}, nil
+	s := &Sandbox{Dir: dir, Host: host, ID: id}
+	// A node's loopback is up: the host's own 127.0.0.1 is reachable.
+	if err := loopbackUp(host); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func loopbackUp(n *nsutil.NS) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("host loopback up: %w", err)
+	}
+	return nil
 }
 
 // ErrNotRoot is returned by New when the caller cannot create namespaces.
@@ -186,6 +208,94 @@ func Serve(ns *nsutil.NS, addr, greeting string) (net.Listener, error) {
 		}
 	}()
 	return ln, nil
+}
+
+// ServeSource answers on port inside ns, over TCP and UDP, IPv4 and IPv6,
+// with the address each client's traffic arrives from — what a port
+// mapping or a masquerade did to it — until the returned closer runs.
+// (Each family is listened on by itself: a dual-stack listener depends on
+// a probe Go makes once per process, in whichever namespace it is in.)
+func ServeSource(ns *nsutil.NS, port int) (io.Closer, error) {
+	var cs closers
+	var lns []net.Listener
+	var pcs []net.PacketConn
+	err := ns.Do(func() error {
+		for _, fam := range []string{"4", "6"} {
+			ln, err := net.Listen("tcp"+fam, fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			lns, cs = append(lns, ln), append(cs, ln)
+			pc, err := net.ListenPacket("udp"+fam, fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			pcs, cs = append(pcs, pc), append(cs, pc)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = cs.Close()
+		return nil, err
+	}
+	host := func(a net.Addr) string { h, _, _ := net.SplitHostPort(a.String()); return h }
+	for _, ln := range lns {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, host(c.RemoteAddr()))
+				_ = c.Close()
+			}
+		}()
+	}
+	for _, pc := range pcs {
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				_, src, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo([]byte(host(src)), src)
+			}
+		}()
+	}
+	return cs, nil
+}
+
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// AskUDP sends a datagram from inside ns to addr and returns the first
+// answer, waiting at most two seconds.
+func AskUDP(ns *nsutil.NS, addr string) (string, error) {
+	var got string
+	err := ns.Do(func() error {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = c.Close() }()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("?")); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		got = string(buf[:n])
+		return err
+	})
+	return got, err
 }
 
 // Fetch connects from inside ns to addr and returns what it answers.

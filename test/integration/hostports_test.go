@@ -1,0 +1,286 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+// capPorts declares the portMappings capability, so libcni passes a
+// runtime's mappings to the plugin in runtimeConfig.
+const capPorts = `"capabilities":{"portMappings":true}`
+
+// withPorts is rt with port mappings as CRI, podman and nerdctl pass them.
+func withPorts(rt *libcni.RuntimeConf, ms ...map[string]any) *libcni.RuntimeConf {
+	rt.CapabilityArgs = map[string]any{"portMappings": ms}
+	return rt
+}
+
+func tcpPort(host, cont int) map[string]any {
+	return map[string]any{"hostPort": host, "containerPort": cont, "protocol": "tcp"}
+}
+
+func udpPort(host, cont int) map[string]any {
+	return map[string]any{"hostPort": host, "containerPort": cont, "protocol": "udp"}
+}
+
+// serveSource answers on port 80 of pod with the client's address as seen.
+func serveSource(t *testing.T, pod *nsutil.NS) {
+	t.Helper()
+	srv, err := nstest.ServeSource(pod, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// answers asks addr over proto from ns and returns the answer.
+func answers(ns *nsutil.NS, proto, addr string) (string, error) {
+	if proto == "udp" {
+		return nstest.AskUDP(ns, addr)
+	}
+	return nstest.Fetch(ns, addr)
+}
+
+func wantAnswer(t *testing.T, ns *nsutil.NS, proto, addr, want string) {
+	t.Helper()
+	got, err := answers(ns, proto, addr)
+	if err != nil || want != "*" && got != want || got == "" {
+		t.Errorf("%s %s: answer %q, %v; want %q", proto, addr, got, err, want)
+	}
+}
+
+func wantNoAnswer(t *testing.T, ns *nsutil.NS, proto, addr, why string) {
+	t.Helper()
+	if got, err := answers(ns, proto, addr); err == nil {
+		t.Errorf("%s %s answered %q: %s", proto, addr, got, why)
+	}
+}
+
+// TestPortMappings: the portMappings capability, built into both plugins
+// and both backends, as a runtime uses it through libcni: forwards from
+// outside (IPv4, IPv6, TCP, UDP), from the host itself and its loopback,
+// and from the container to itself; CHECK; a host port another container
+// holds refused with nothing left behind; DEL without the mappings; GC.
+func TestPortMappings(t *testing.T) {
+	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
+		for _, backend := range []string{"nftables", "iptables"} {
+			t.Run(plugin+"/"+backend, func(t *testing.T) {
+				t.Parallel()
+				w := newWorld(t)
+				out := w.outside(t)
+				before := w.hostState(t)
+				extra := capPorts + fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q`, backend)
+				if plugin == "bridge-nat" {
+					// hairpinMode: with br_netfilter, a container's packets to
+					// its own mapped port come back through its own port.
+					extra += `,"isGateway":true,"hairpinMode":true,"removeEmptyBridge":true`
+				}
+				list := w.list("1.1.0", "ports", w.ptpConf(plugin, families[2], extra))
+				a, b := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
+				serveSource(t, a)
+				serveSource(t, b)
+				rtA := withPorts(w.rt("a", a, "eth0"), tcpPort(8080, 80), udpPort(8053, 80))
+				if _, err := w.add(list, rtA); err != nil {
+					t.Fatalf("ADD a: %v", err)
+				}
+				wantAnswer(t, out, "tcp", "192.0.2.1:8080", "192.0.2.2")
+				wantAnswer(t, out, "tcp", "[2001:db8:ff::1]:8080", "2001:db8:ff::2")
+				wantAnswer(t, out, "udp", "192.0.2.1:8053", "192.0.2.2")
+				wantAnswer(t, out, "udp", "[2001:db8:ff::1]:8053", "2001:db8:ff::2")
+				wantAnswer(t, w.sb.Host, "tcp", "192.0.2.1:8080", "192.0.2.1")
+				wantAnswer(t, w.sb.Host, "tcp", "127.0.0.1:8080", "*") // masqueraded: not 127.0.0.1
+				wantAnswer(t, a, "tcp", "192.0.2.1:8080", "*")         // hairpin
+				if err := w.check(list, rtA); err != nil {
+					t.Errorf("CHECK: %v", err)
+				}
+
+				// b asks for a's port: refused with code 7 naming a, nothing of b left.
+				beforeB := w.hostState(t)
+				_, err := w.add(list, withPorts(w.rt("b", b, "eth0"), tcpPort(8080, 80)))
+				var e *types.Error
+				if !asCNIError(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, "a/eth0") {
+					t.Fatalf("ADD of a taken host port: %v; want code 7 naming a/eth0", err)
+				}
+				if after := w.settled(t, beforeB); after != beforeB {
+					t.Fatalf("the refused ADD left:\n%s", stateDiff(beforeB, after))
+				}
+				rtB := withPorts(w.rt("b", b, "eth0"), tcpPort(8081, 80))
+				if _, err := w.add(list, rtB); err != nil {
+					t.Fatalf("ADD b: %v", err)
+				}
+				wantAnswer(t, out, "tcp", "192.0.2.1:8081", "192.0.2.2")
+				// Someone deletes a's forward: CHECK says so.
+				w.tamper(t, backend, w.netName("ports"))
+				if err := w.check(list, rtA); err == nil || !strings.Contains(err.Error(), "8080") {
+					t.Errorf("CHECK after a's forward went: %v", err)
+				}
+
+				// DEL of a without its mappings (a runtime that lost them)
+				// still removes them; b's stay.
+				if err := w.del(list, w.rt("a", a, "eth0")); err != nil {
+					t.Fatalf("DEL a: %v", err)
+				}
+				wantNoAnswer(t, out, "tcp", "192.0.2.1:8053", "a is gone")
+				wantAnswer(t, out, "tcp", "192.0.2.1:8081", "192.0.2.2")
+				// GC keeping nothing takes b's.
+				if err := w.gc(list); err != nil {
+					t.Fatalf("GC: %v", err)
+				}
+				wantNoAnswer(t, out, "tcp", "192.0.2.1:8081", "b was collected")
+				if after := w.settled(t, before); after != before {
+					t.Fatalf("DEL and GC left:\n%s", stateDiff(before, after))
+				}
+			})
+		}
+	}
+}
+
+// tamper deletes the network's IPv4 forward of host port 8080 behind the
+// plugin's back.
+func (w *world) tamper(t *testing.T, backend, network string) {
+	t.Helper()
+	cmds := [][]string{{"nft", "delete", "element", "inet", "netns-cni-" + network, "hostports-ipv4", "{ tcp . 8080 }"}}
+	if backend == "iptables" {
+		cmds = nil
+		_ = w.inHost(func() error {
+			out, _ := exec.Command("iptables", "-t", "nat", "-S").Output()
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "-A NETNS-CNI-HP-") && strings.Contains(l, "--dport 8080 ") {
+					rule := strings.Fields(strings.ReplaceAll(strings.TrimPrefix(l, "-A "), `"`, ""))
+					cmds = append(cmds, append([]string{"iptables", "-t", "nat", "-D"}, rule...))
+				}
+			}
+			return nil
+		})
+	}
+	_ = w.inHost(func() error {
+		for _, c := range cmds {
+			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v %s", c, err, out)
+			}
+		}
+		return nil
+	})
+	if len(cmds) == 0 {
+		t.Fatal("no forward of port 8080 to delete")
+	}
+}
+
+// TestPortMappingsFlushStaleUDPFlows: a UDP client that kept sending to a
+// host port before it was mapped has a conntrack entry that would carry
+// its datagrams past the new forward; ADD deletes it. DEL deletes the
+// entries of the forward it removes, so the next container mapped on the
+// port gets the flow.
+func TestPortMappingsFlushStaleUDPFlows(t *testing.T) {
+	w := newWorld(t)
+	out := w.outside(t)
+	list := w.list("1.1.0", "udp", w.ptpConf("veth-ptp", families[0], capPorts+`,"ipMasq":true`))
+	// A first container without mappings: the network's NAT rules make
+	// the host track connections.
+	if _, err := w.add(list, w.rt("first", w.sb.PodT(t, "first"), "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	// The client, from one fixed port, like a DNS or game client that keeps going.
+	var conn *net.UDPConn
+	if err := out.Do(func() (err error) {
+		conn, err = net.DialUDP("udp4", &net.UDPAddr{Port: 40000}, &net.UDPAddr{IP: net.ParseIP("192.0.2.1"), Port: 8053})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ask := func() (string, error) {
+		if _, err := conn.Write([]byte("?")); err != nil {
+			return "", err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 64)
+		n, err := conn.Read(buf)
+		return string(buf[:n]), err
+	}
+	_, _ = ask() // nothing listens: the host tracks an unanswered flow
+	if n := w.flowsTo(t, 8053); n != 1 {
+		t.Fatalf("%d conntrack entries for port 8053 before the mapping, want 1", n)
+	}
+	for _, id := range []string{"a", "b"} {
+		pod := w.sb.PodT(t, id)
+		srv, err := nstest.ServeSource(pod, 53)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := withPorts(w.rt(id, pod, "eth0"), udpPort(8053, 53))
+		if _, err := w.add(list, rt); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+		if got, err := ask(); err != nil || got != "192.0.2.2" {
+			t.Errorf("the client's flow after %s was mapped: %q, %v", id, got, err)
+		}
+		_ = srv.Close()
+		if err := w.del(list, rt); err != nil {
+			t.Fatal(err)
+		}
+		if n := w.flowsTo(t, 8053); n != 0 {
+			t.Errorf("%d conntrack entries for port 8053 after DEL of %s, want 0", n, id)
+		}
+	}
+}
+
+// flowsTo counts the fake host's conntrack entries of UDP flows to port.
+func (w *world) flowsTo(t *testing.T, port uint16) int {
+	t.Helper()
+	n := 0
+	_ = w.inHost(func() error {
+		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range flows {
+			if f.Forward.Protocol == unix.IPPROTO_UDP && f.Forward.DstPort == port {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// TestReferencePortmapInTheChain: a conflist that still chains the
+// reference portmap keeps working as before. Our plugin is not given the
+// capability there, so it maps nothing and nothing is mapped twice.
+func TestReferencePortmapInTheChain(t *testing.T) {
+	w := newWorld(t)
+	out := w.outside(t)
+	// Debian's portmap speaks cniVersion 1.0.0 at most.
+	list := w.list("1.0.0", "refpm", w.ptpConf("veth-ptp", families[0], `"ipMasq":true`),
+		`{"type":"portmap",`+capPorts+`}`)
+	pod := w.sb.PodT(t, "a")
+	serveSource(t, pod)
+	rt := withPorts(w.rt("a", pod, "eth0"), tcpPort(8080, 80))
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	wantAnswer(t, out, "tcp", "192.0.2.1:8080", "192.0.2.2")
+	_ = w.inHost(func() error {
+		got, _ := exec.Command("nft", "list", "table", "inet", "netns-cni-"+w.netName("refpm")).CombinedOutput()
+		if strings.Contains(string(got), "8080") {
+			t.Errorf("our plugin mapped the port the chained portmap maps:\n%s", got)
+		}
+		return nil
+	})
+	if err := w.del(list, rt); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	wantNoAnswer(t, out, "tcp", "192.0.2.1:8080", "DEL removed the mapping")
+}
