@@ -28,10 +28,11 @@ BINARIES  := $(addprefix bin/,$(PLUGINS) netns-cni cnitool cnibench demo mkimage
 FAULT_BINARIES := $(addprefix bin/faultinject/,$(PLUGINS))
 # The reference plugins at the version go.mod pins (its tool directives),
 # built from the module: the other side of the migration tests.
-UPSTREAM_BINARIES := bin/upstream/ptp bin/upstream/bridge bin/upstream/host-local
+UPSTREAM_BINARIES := bin/upstream/ptp bin/upstream/bridge bin/upstream/host-local bin/upstream/portmap
 PKG_upstream/ptp        := github.com/containernetworking/plugins/plugins/main/ptp
 PKG_upstream/bridge     := github.com/containernetworking/plugins/plugins/main/bridge
 PKG_upstream/host-local := github.com/containernetworking/plugins/plugins/ipam/host-local
+PKG_upstream/portmap    := github.com/containernetworking/plugins/plugins/meta/portmap
 # The Go modules: the plugins' own, the node agent's, the end-to-end tests'.
 MODULES   := . node test/e2e
 IMAGE     ?= docker.io/netns-cni/node:dev

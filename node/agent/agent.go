@@ -32,7 +32,9 @@ type Config struct {
 	Bridge string `json:"bridge,omitempty"`
 	// MTU of the pods' interfaces; 0 keeps the kernel's default.
 	MTU int `json:"mtu,omitempty"`
-	// Portmap adds the reference portmap plugin to the chain (hostPort).
+	// Portmap chains the reference portmap plugin for hostPort instead of
+	// the plugins' built-in port mappings (which take the portMappings
+	// capability otherwise).
 	Portmap bool `json:"portmap"`
 	// HostGW routes other nodes' pod CIDRs via their InternalIP.
 	HostGW bool `json:"hostGW"`
@@ -99,9 +101,14 @@ func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {
 		main["isDefaultGateway"] = true
 		main["hairpinMode"] = true
 	}
+	// hostPort: the built-in port mappings, or the reference portmap.
+	// Never both: each would forward the ports it is given.
+	ports := map[string]bool{"portMappings": true}
 	plugins := []any{main}
 	if cfg.Portmap {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": ports})
+	} else {
+		main["capabilities"] = ports
 	}
 	return json.MarshalIndent(map[string]any{"cniVersion": "1.0.0", "name": "netns-cni", "plugins": plugins}, "", "  ")
 }

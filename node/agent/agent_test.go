@@ -37,9 +37,10 @@ func TestConflistDualStack(t *testing.T) {
 	}
 	var got struct {
 		Plugins []struct {
-			Type  string   `json:"type"`
-			NoMas []string `json:"nonMasqueradeCIDRs"`
-			IPAM  struct {
+			Type         string          `json:"type"`
+			Capabilities map[string]bool `json:"capabilities"`
+			NoMas        []string        `json:"nonMasqueradeCIDRs"`
+			IPAM         struct {
 				Ranges [][]struct{ Subnet string } `json:"ranges"`
 				Routes []struct{ Dst string }      `json:"routes"`
 			} `json:"ipam"`
@@ -56,8 +57,18 @@ func TestConflistDualStack(t *testing.T) {
 	if len(p.IPAM.Routes) != 2 || p.IPAM.Routes[0].Dst != "0.0.0.0/0" || p.IPAM.Routes[1].Dst != "::/0" {
 		t.Fatalf("routes: %s", data)
 	}
-	if len(got.Plugins) != 2 || got.Plugins[1].Type != "portmap" {
-		t.Fatalf("no portmap: %s", data)
+	if len(got.Plugins) != 2 || got.Plugins[1].Type != "portmap" || !got.Plugins[1].Capabilities["portMappings"] || p.Capabilities["portMappings"] {
+		t.Fatalf("portmap asked for: the reference portmap must map the ports, and only it: %s", data)
+	}
+	// By default the main plugin maps them, with no portmap in the chain.
+	cfg.Portmap = false
+	data, _ = Conflist(cfg, node("n1", "192.168.1.1", "10.244.1.0/24"))
+	got.Plugins = nil
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Plugins) != 1 || !got.Plugins[0].Capabilities["portMappings"] {
+		t.Fatalf("built-in port mappings: %s", data)
 	}
 	if _, err := Conflist(cfg, node("n2", "192.168.1.2")); err == nil {
 		t.Fatal("a node without podCIDRs got a conflist")

@@ -20,6 +20,20 @@
 //
 // Both are looked for whatever the config says: the pod may have been made
 // under another config.
+//
+// The reference portmap, chained after either, forwards an attachment's
+// host ports in one of two ways too:
+//
+//   - iptables: a chain in the nat table named "CNI-DN-" and the first 21
+//     hex digits of the same SHA-512 of network name and container ID,
+//     with its DNAT rules, reached by a jump from CNI-HOSTPORT-DNAT;
+//   - nftables (upstream, "backend": "nftables"): rules in chains
+//     hostports, hostip_hostports and masquerading of tables ip and ip6
+//     cni_hostport whose comment is the container ID.
+//
+// A node whose conflist moves from portmap to the built-in port mappings
+// DELs pods portmap mapped without running portmap: netns-cni removes
+// those for it.
 package adopt
 
 import (
@@ -34,7 +48,10 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mattn/go-shellwords"
 	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
 
 // Attachment names a reference attachment.
@@ -137,6 +154,12 @@ func removeChains(p iptables.Protocol, atts []Attachment) error {
 	if _, err := exec.LookPath(cmd); err != nil {
 		return nil // without the binary there can be no such chains
 	}
+	fam := map[iptables.Protocol]nftables.TableFamily{iptables.ProtocolIPv4: nftables.TableFamilyIPv4, iptables.ProtocolIPv6: nftables.TableFamilyIPv6}[p]
+	if iptview.Lacks(fam, func(table, chain string) bool {
+		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.Chain() })
+	}) {
+		return nil
+	}
 	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
@@ -191,4 +214,109 @@ func deleteJump(t *iptables.IPTables, src string, a Attachment) error {
 		return t.Delete("nat", "POSTROUTING", with...)
 	}
 	return t.DeleteIfExists("nat", "POSTROUTING", "-s", src, "-j", a.Chain())
+}
+
+// PortmapChain is the reference portmap's iptables chain of an attachment.
+func (a Attachment) PortmapChain() string { return ("CNI-DN-" + hash(a.Network+a.ContainerID))[:28] }
+
+// The reference portmap's top-level DNAT chain and nftables table.
+const (
+	portmapDNAT  = "CNI-HOSTPORT-DNAT"
+	portmapTable = "cni_hostport"
+)
+
+var portmapChains = []string{"hostports", "hostip_hostports", "masquerading"}
+
+// RemovePortmap removes the reference portmap's forwards of the
+// attachments: their iptables chains and the jumps to them, both
+// families, and their nftables rules. The shared chains and tables stay,
+// as the reference keeps them. What is not there is no error; a family
+// without iptables, or whose netlink view shows no such chain, costs no
+// exec.
+func RemovePortmap(atts []Attachment) error {
+	if len(atts) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		errs = append(errs, removePortmapNFT(fam, atts))
+	}
+	for _, p := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		errs = append(errs, removePortmapChains(p, atts))
+	}
+	return errors.Join(errs...)
+}
+
+func removePortmapNFT(fam nftables.TableFamily, atts []Attachment) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := &nftables.Table{Family: fam, Name: portmapTable}
+	n := 0
+	for _, chain := range portmapChains {
+		rules, err := conn.GetRules(t, &nftables.Chain{Name: chain, Table: t})
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("list %s %s: %w", portmapTable, chain, err)
+		}
+		for _, r := range rules {
+			c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			if slices.ContainsFunc(atts, func(a Attachment) bool { return c == a.ContainerID }) {
+				if err := conn.DelRule(r); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove reference portmap rules: %w", err)
+	}
+	return nil
+}
+
+func removePortmapChains(p iptables.Protocol, atts []Attachment) error {
+	fam, cmd := nftables.TableFamilyIPv4, "iptables"
+	if p == iptables.ProtocolIPv6 {
+		fam, cmd = nftables.TableFamilyIPv6, "ip6tables"
+	}
+	if _, err := exec.LookPath(cmd); err != nil {
+		return nil
+	}
+	if iptview.Lacks(fam, func(table, chain string) bool {
+		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.PortmapChain() })
+	}) {
+		return nil
+	}
+	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	var errs []error
+	for _, a := range atts {
+		if ok, err := t.ChainExists("nat", a.PortmapChain()); err != nil || !ok {
+			continue
+		}
+		jumps, err := t.List("nat", portmapDNAT)
+		if err == nil {
+			for _, line := range jumps {
+				// The jump's comment holds quoted quotes and spaces: the
+				// listing is split the way a shell would.
+				f, err := shellwords.Parse(line)
+				if err == nil && len(f) > 2 && f[0] == "-A" && f[len(f)-1] == a.PortmapChain() && f[len(f)-2] == "-j" {
+					errs = append(errs, t.Delete("nat", portmapDNAT, f[2:]...))
+				}
+			}
+		}
+		if err := t.ClearAndDeleteChain("nat", a.PortmapChain()); err != nil {
+			errs = append(errs, fmt.Errorf("%s: delete chain %s: %w", cmd, a.PortmapChain(), err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
 
 // Forward acceptance. Docker sets the iptables filter FORWARD policy to
@@ -172,20 +174,10 @@ func RemoveForward(network string) error {
 	return errors.Join(errs...)
 }
 
-// absent reports whether iptables-nft shows no chain of the network, read
-// over netlink; false when it cannot tell.
+// absent reports whether, certainly, no chain of the network is there
+// (pkg/iptview: read over netlink, no exec).
 func absent(f family, network string) bool {
-	conn, err := nftables.New()
-	if err != nil {
-		return false
-	}
-	chains, err := conn.ListChainsOfTableFamily(f.nft)
-	if err != nil {
-		return false
-	}
-	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
-		return c.Table.Name == "filter" && c.Name == ForwardChain(network)
-	})
+	return iptview.Lacks(f.nft, func(table, chain string) bool { return table == "filter" && chain == ForwardChain(network) })
 }
 
 // gone reports an iptables error that says the rule or chain is not there.

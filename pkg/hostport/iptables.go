@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
@@ -295,18 +296,10 @@ func chainsOf(f iptFamily, network string) (*iptables.IPTables, map[string][]rul
 	return t, out, nil
 }
 
-// absent reports whether iptables-nft shows none of the chains, read over
-// netlink; false when it cannot tell (iptables-legacy).
+// absent reports whether, certainly, none of the chains is there
+// (pkg/iptview: read over netlink, no exec).
 func absent(f iptFamily, names map[string]string) bool {
-	conn, err := nftables.New()
-	if err != nil {
-		return false
-	}
-	chains, err := conn.ListChainsOfTableFamily(f.nft)
-	if err != nil {
-		return false
-	}
-	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool { return names[c.Name] == c.Table.Name })
+	return iptview.Lacks(f.nft, func(table, chain string) bool { return names[chain] == table })
 }
 
 // removeWhere deletes the rules of the network's chains that drop says

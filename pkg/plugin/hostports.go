@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"golang.org/x/sys/unix"
 
+	"github.com/netns-cni/netns-cni/pkg/adopt"
 	"github.com/netns-cni/netns-cni/pkg/conntrack"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/lock"
@@ -96,9 +97,18 @@ func mapPorts(add *Add) (func() error, error) {
 }
 
 // unmapPorts is DEL's part: the attachment's forwards, whether or not the
-// runtime passed the mappings again, and the UDP flows through them.
+// runtime passed the mappings again, and the UDP flows through them. When
+// the runtime passes mappings of which none is the attachment's, a
+// reference portmap chained before the conflist moved to the built-in
+// mappings made them: its forwards go (pkg/adopt).
 func (a *Attachment) unmapPorts(addrs []netip.Addr) error {
-	removed, err := a.Network().UnmapPorts(a.portSpec(a.plannedPorts(addrs)), addrs)
+	planned := a.plannedPorts(addrs)
+	removed, err := a.Network().UnmapPorts(a.portSpec(planned), addrs)
+	if len(removed) == 0 && len(a.Conf.RuntimeConfig.PortMappings) > 0 {
+		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}
+		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}))
+		removed = planned
+	}
 	forgetUDPFlows(removed)
 	return err
 }

@@ -264,22 +264,24 @@ func (a *Attachment) addresses() []netip.Addr {
 }
 
 // collectReference is GC's part for attachments the reference plugins
-// made: the per-attachment masquerade state of those whose reservations GC
-// released, and the reference's nftables rules of the network's
-// attachments not listed. (Their links went with their namespaces; GC has
+// made: the port forwards a chained reference portmap made and the
+// per-attachment masquerade state of those whose reservations GC
+// released, and the reference's nftables masquerade rules of the
+// network's attachments not listed. (Their links went with their namespaces; GC has
 // no namespace to look into.)
 func collectReference(a *Attachment, released map[ipam.Owner][]netip.Addr) error {
-	if !a.Conf.IPMasq {
-		return nil
-	}
 	var gone, valid []adopt.Attachment
 	for o := range released {
 		gone = append(gone, adopt.Attachment{Network: a.Conf.Name, ContainerID: o.ID, IfName: o.IfName})
 	}
-	for _, v := range a.Conf.ValidAttachments {
-		valid = append(valid, adopt.Attachment{Network: a.Conf.Name, ContainerID: v.ContainerID, IfName: v.IfName})
+	errs := []error{adopt.RemovePortmap(gone)}
+	if a.Conf.IPMasq {
+		for _, v := range a.Conf.ValidAttachments {
+			valid = append(valid, adopt.Attachment{Network: a.Conf.Name, ContainerID: v.ContainerID, IfName: v.IfName})
+		}
+		errs = append(errs, adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
 	}
-	return errors.Join(adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
+	return errors.Join(errs...)
 }
 
 // loadOnHost is loadLenient plus a netlink handle in the host, for DEL and

@@ -118,6 +118,10 @@ func TestExamples(t *testing.T) {
 			pod := w.sb.PodT(t, "pod")
 			env := []string{"NETCONFPATH=" + w.confDir, "CNI_PATH=" + binDir + ":" + refDir, "CNI_IFNAME=" + ifname,
 				"CNI_CACHE_DIR=" + w.cacheDir, "CNI_CONTAINERID=example", "PATH=" + os.Getenv("PATH")}
+			if strings.Contains(string(b), `"portMappings": true`) {
+				// A host port, as a runtime asks for one.
+				env = append(env, `CAP_ARGS={"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}`)
+			}
 			for _, cmd := range [][]string{{"add", name, pod.Path()}, {"check", name, pod.Path()}, {"status", name}, {"del", name, pod.Path()}} {
 				if r := w.exec("cnitool", env, "", cmd...); r.exit != 0 {
 					t.Fatalf("cnitool %v: %s %s", cmd, r.stdout, r.stderr)

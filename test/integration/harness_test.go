@@ -29,7 +29,7 @@ import (
 // binDir holds loopback, veth-ptp, bridge-nat and cnitool; faultDir the
 // plugins built with the faultinject tag, for the fault-injection tests
 // ($NETNS_CNI_FAULT_BIN, which make sets; else built into a temporary
-// directory); upstreamDir the reference ptp, bridge and host-local at the
+// directory); upstreamDir the reference ptp, bridge, host-local and portmap at the
 // version go.mod pins (v1.10.0), built from the module
 // ($NETNS_CNI_UPSTREAM_BIN, likewise).
 var binDir, faultDir, upstreamDir string
@@ -47,7 +47,8 @@ func TestMain(m *testing.M) {
 		{&binDir, []string{"../../plugins/...", "../cnitool"}},
 		{&faultDir, []string{"-tags", "faultinject", "../../plugins/..."}},
 		{&upstreamDir, []string{"github.com/containernetworking/plugins/plugins/main/ptp",
-			"github.com/containernetworking/plugins/plugins/main/bridge", "github.com/containernetworking/plugins/plugins/ipam/host-local"}},
+			"github.com/containernetworking/plugins/plugins/main/bridge", "github.com/containernetworking/plugins/plugins/ipam/host-local",
+			"github.com/containernetworking/plugins/plugins/meta/portmap"}},
 	} {
 		if *b.dir != "" || os.Geteuid() != 0 {
 			continue

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/exec"
@@ -283,4 +284,89 @@ func TestReferencePortmapInTheChain(t *testing.T) {
 		t.Fatalf("DEL: %v", err)
 	}
 	wantNoAnswer(t, out, "tcp", "192.0.2.1:8080", "DEL removed the mapping")
+}
+
+// TestMigrationFromReferencePortmap: a node whose conflist moves from the
+// reference ptp with portmap to veth-ptp with the built-in mappings, with
+// a mapped pod live. The pod's DEL goes through the new conflist — no
+// portmap runs — and still removes portmap's forwards (its iptables chain,
+// or its nftables rules); a new pod then maps the same port. For Debian's
+// 1.1.1 (iptables) and upstream v1.10.0 (both backends).
+func TestMigrationFromReferencePortmap(t *testing.T) {
+	for _, ref := range []struct {
+		name, dir, version, backend string
+	}{
+		{"debian-1.1.1", refDir, "1.0.0", ""},
+		{"upstream-v1.10.0/iptables", upstreamDir, "1.1.0", `,"backend":"iptables"`},
+		{"upstream-v1.10.0/nftables", upstreamDir, "1.1.0", `,"backend":"nftables"`},
+	} {
+		t.Run(ref.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			out := w.outside(t)
+			name := w.netName("pmig")
+			conf := func(plugins ...string) *libcni.NetworkConfigList {
+				list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":%q,"name":%q,"plugins":[%s]}`, ref.version, name, strings.Join(plugins, ","))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return list
+			}
+			old := conf(w.ptpConf("ptp", families[0], `"ipMasq":true`), `{"type":"portmap",`+capPorts+ref.backend+`}`)
+			ours := conf(w.ptpConf("veth-ptp", families[0], capPorts+`,"ipMasq":true`))
+			refCNI := libcni.NewCNIConfigWithCacheDir([]string{ref.dir}, w.cacheDir, nil)
+
+			a := w.sb.PodT(t, "a")
+			serveSource(t, a)
+			rtA := withPorts(w.rt("mig-a", a, "eth0"), tcpPort(8080, 80))
+			if err := w.inHost(func() error { _, err := refCNI.AddNetworkList(context.Background(), old, rtA); return err }); err != nil {
+				t.Fatalf("reference ADD: %v", err)
+			}
+			wantAnswer(t, out, "tcp", "192.0.2.1:8080", "192.0.2.2")
+			if n := w.portmapLeft(t, "mig-a"); n == 0 {
+				t.Fatal("the reference portmap made no rule the test can see")
+			}
+			if err := w.del(ours, rtA); err != nil {
+				t.Fatalf("DEL through the new conflist: %v", err)
+			}
+			wantNoAnswer(t, out, "tcp", "192.0.2.1:8080", "the pod is gone")
+			if n := w.portmapLeft(t, "mig-a"); n != 0 {
+				t.Errorf("%d rules of the reference portmap left for the deleted pod", n)
+			}
+			b := w.sb.PodT(t, "b")
+			serveSource(t, b)
+			rtB := withPorts(w.rt("mig-b", b, "eth0"), tcpPort(8080, 80))
+			if _, err := w.add(ours, rtB); err != nil {
+				t.Fatalf("ADD under the built-in mappings: %v", err)
+			}
+			wantAnswer(t, out, "tcp", "192.0.2.1:8080", "192.0.2.2")
+			if err := w.del(ours, rtB); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// portmapLeft counts the reference portmap's rules of a container in the
+// fake host: iptables lines naming its chain or comment, nftables rules
+// with its ID as comment.
+func (w *world) portmapLeft(t *testing.T, id string) int {
+	t.Helper()
+	n := 0
+	_ = w.inHost(func() error {
+		for _, c := range [][]string{{"iptables-save", "-t", "nat"}, {"ip6tables-save", "-t", "nat"}, {"nft", "list", "ruleset"}} {
+			out, err := exec.Command(c[0], c[1:]...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %v %s", c, err, out)
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				// iptables-save escapes the quotes of the comment it lists.
+				if strings.Contains(l, `id: \"`+id+`\"`) || strings.Contains(l, `comment "`+id+`"`) {
+					n++
+				}
+			}
+		}
+		return nil
+	})
+	return n
 }
