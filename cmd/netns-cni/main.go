@@ -103,7 +103,7 @@ func (o *options) list(n *inspect.Node, stdout, _ io.Writer) int {
 		return o.printJSON(stdout, n.Attachments)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NETWORK\tCONTAINER\tIFNAME\tADDRESSES\tHOST LINK\tNETNS\tAGE")
+	fmt.Fprintln(tw, "NETWORK\tCONTAINER\tIFNAME\tADDRESSES\tHOST LINK\tNETNS\tAGE\tPORTS")
 	for _, a := range n.Attachments {
 		ns := a.Netns
 		switch {
@@ -116,8 +116,8 @@ func (o *options) list(n *inspect.Node, stdout, _ io.Writer) int {
 		if !a.Since.IsZero() {
 			age = time.Since(a.Since).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Network, short(a.ContainerID), a.IfName,
-			dash(strings.Join(a.Addresses, ",")), dash(a.HostLink), ns, age)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Network, short(a.ContainerID), a.IfName,
+			dash(strings.Join(a.Addresses, ",")), dash(a.HostLink), ns, age, dash(strings.Join(a.Ports, ", ")))
 	}
 	_ = tw.Flush()
 	return 0

@@ -109,12 +109,13 @@ type Entry struct {
 	ContainerPort uint16
 }
 
+// String is "8080/tcp -> 10.66.0.5:80", "192.0.2.1:53/udp -> [fd66::5]:53".
 func (e Entry) String() string {
-	host := "*"
+	host := fmt.Sprint(e.HostPort)
 	if e.HostIP.IsValid() {
-		host = e.HostIP.String()
+		host = netip.AddrPortFrom(e.HostIP, e.HostPort).String()
 	}
-	return fmt.Sprintf("%s:%d/%s -> %s", host, e.HostPort, ProtoName(e.Proto), netip.AddrPortFrom(e.Pod, e.ContainerPort))
+	return fmt.Sprintf("%s/%s -> %s", host, ProtoName(e.Proto), netip.AddrPortFrom(e.Pod, e.ContainerPort))
 }
 
 // Plan returns the forwards of an attachment with addresses addrs: each

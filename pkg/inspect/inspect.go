@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/google/nftables"
 
+	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -74,6 +75,9 @@ type Attachment struct {
 	NetnsExists bool      `json:"netnsExists"`
 	Since       time.Time `json:"since,omitzero"`
 	Cached      bool      `json:"cached"`
+	// Ports are the host ports netns-cni forwards to it: "8080/tcp ->
+	// 10.66.0.5:80", "192.0.2.1:53/udp -> [fd66::5]:53".
+	Ports []string `json:"ports,omitempty"`
 }
 
 // Live reports whether anything says the attachment's container still
@@ -92,6 +96,15 @@ type Node struct {
 	NATTables []string
 	BootTime  time.Time
 	links     map[string]netconf.Attachment // host link name → alias
+	// strayPorts are forwards whose owner is no attachment found.
+	strayPorts []strayPorts
+}
+
+// strayPorts are the forwards of one owner that Read matched to no
+// attachment.
+type strayPorts struct {
+	network, owner string
+	ports          []string
 }
 
 // Read reads the node. confDir is the runtime's CNI config directory,
@@ -156,6 +169,7 @@ func Read(confDir, cacheDir string) (*Node, error) {
 			}
 		}
 	}
+	n.readPorts(byKey)
 	for _, a := range byKey {
 		sort.Strings(a.Addresses)
 		n.Attachments = append(n.Attachments, a)
@@ -261,6 +275,44 @@ func (n *Node) readLinks() error {
 	return nil
 }
 
+// readPorts reads the forwards of netns-cni's networks (pkg/hostport) and
+// gives each to the attachment its owner names; those it names none of are
+// strays.
+func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
+	for _, net := range n.Networks {
+		if !net.Ours() {
+			continue
+		}
+		b, err := hostport.New(net.IPMasqBackend)
+		if err != nil {
+			continue
+		}
+		owners, err := b.List(netconf.Key(net.Name))
+		if err != nil {
+			continue
+		}
+		for owner, entries := range owners {
+			var ports []string
+			for _, e := range entries {
+				ports = append(ports, e.String())
+			}
+			sort.Strings(ports)
+			found := false
+			for k, a := range byKey {
+				if k[0] == net.Name && plugin.PortOwner(k[1], k[2]) == owner {
+					a.Ports, found = ports, true
+				}
+			}
+			if !found {
+				n.strayPorts = append(n.strayPorts, strayPorts{net.Name, owner, ports})
+			}
+		}
+	}
+	sort.Slice(n.strayPorts, func(i, j int) bool {
+		return n.strayPorts[i].network+n.strayPorts[i].owner < n.strayPorts[j].network+n.strayPorts[j].owner
+	})
+}
+
 // readNAT lists netns-cni's nftables masquerade tables.
 func (n *Node) readNAT() {
 	conn, err := nftables.New()
@@ -301,6 +353,7 @@ type Problem struct {
 	Fix        string `json:"fix"`
 	Repairable bool   `json:"repairable"`
 	link       string
+	owner      string // of stray forwards
 }
 
 // The kinds of problems.
@@ -313,6 +366,7 @@ const (
 	RetiredLink        = "retired-link"
 	PoolNearlyFull     = "pool-nearly-full"
 	UnknownKey         = "unknown-key"
+	PortsWithoutOwner  = "port-mappings-without-attachment"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
@@ -357,6 +411,11 @@ func (n *Node) Audit() []Problem {
 			}
 		}
 		out = append(out, p)
+	}
+	for _, sp := range n.strayPorts {
+		out = append(out, Problem{Kind: PortsWithoutOwner, Network: sp.network,
+			Detail: fmt.Sprintf("host ports %s forwarded for %s, which has no attachment on this host", strings.Join(sp.ports, ", "), sp.owner),
+			Fix:    "remove the forwards", Repairable: true, owner: sp.owner})
 	}
 	for _, net := range n.Networks {
 		for _, pool := range net.Pools {
@@ -418,6 +477,13 @@ func (n *Node) Repair(p Problem, cniPath []string) error {
 		}
 		defer h.Close()
 		return netconf.DelLink(h, p.link)
+	case PortsWithoutOwner:
+		net := &plugin.Network{Name: p.Network}
+		if cfg := n.network(p.Network); cfg != nil {
+			net.Backend = cfg.IPMasqBackend
+		}
+		_, err := net.UnmapPorts(hostport.Spec{Network: netconf.Key(p.Network), Owner: p.owner}, nil)
+		return err
 	case NATWithoutAttached:
 		net := &plugin.Network{Name: p.Network, Masquerade: true, ForwardAccept: true}
 		if cfg := n.network(p.Network); cfg != nil {

@@ -22,22 +22,22 @@ import (
 // per mapped address says whether there are any, so a DEL of an attachment
 // without mappings reads one element and writes nothing); GC removes
 // those of attachments not listed; CHECK verifies them. Forwards belong to
-// the attachment, named in them as portOwner; the network keeps the
+// the attachment, named in them as PortOwner; the network keeps the
 // rules around them and drops them with its last attachment.
 
 // StepPortMappings forwards the host ports the runtime asked for; undone
 // by removing the attachment's forwards.
 const StepPortMappings Step = "port-mappings"
 
-// portOwner names an attachment in its forwards (within nftables' comment
+// PortOwner names an attachment in its forwards (within nftables' comment
 // length whatever the container ID).
-func portOwner(containerID, ifname string) string {
+func PortOwner(containerID, ifname string) string {
 	return netconf.Key(containerID) + "/" + ifname
 }
 
 // portSpec is what the attachment asks of pkg/hostport, with entries.
 func (a *Attachment) portSpec(entries []hostport.Entry) hostport.Spec {
-	s := hostport.Spec{Network: netconf.Key(a.Conf.Name), Owner: portOwner(a.Args.ContainerID, a.Args.IfName),
+	s := hostport.Spec{Network: netconf.Key(a.Conf.Name), Owner: PortOwner(a.Args.ContainerID, a.Args.IfName),
 		Entries: entries, HostIf: a.HostVeth, Live: a.live()}
 	if a.Traits.Bridge != "" {
 		s.HostIf, s.Shared = a.Traits.Bridge, true
@@ -57,7 +57,7 @@ func (a *Attachment) live() func(owner string, addr netip.Addr) bool {
 		if err != nil {
 			return true // cannot tell: not ours to take
 		}
-		return held && portOwner(o.ID, o.IfName) == owner
+		return held && PortOwner(o.ID, o.IfName) == owner
 	}
 }
 

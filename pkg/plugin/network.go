@@ -207,7 +207,7 @@ func (n *Network) Detach(port string) error {
 // forwards of attachments keep rejects (returned), then the network's
 // rules if no attachment is left — told from the host links: the store
 // still holds the reservations GC releases after.
-func (n *Network) Collect(kept map[string]bool, keep func(portOwner string) bool) ([]hostport.Entry, error) {
+func (n *Network) Collect(kept map[string]bool, keep func(owner string) bool) ([]hostport.Entry, error) {
 	n.others = nil
 	var removed []hostport.Entry
 	err := n.locked(func() error {

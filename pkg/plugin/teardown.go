@@ -217,7 +217,7 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 	if kept != nil { // without the list of links, no port's rules are known to be stale
 		valid := map[string]bool{}
 		for _, v := range a.Conf.ValidAttachments {
-			valid[portOwner(v.ContainerID, v.IfName)] = true
+			valid[PortOwner(v.ContainerID, v.IfName)] = true
 		}
 		for id := range stuck {
 			valid[id[0]+"/"+id[1]] = true // its link stays, and with it its forwards

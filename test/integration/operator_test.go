@@ -24,7 +24,7 @@ import (
 // touch a live attachment.
 func TestOperatorCommand(t *testing.T) {
 	w := newWorld(t)
-	ours := w.list("1.0.0", "op-ours", w.ptpConf("veth-ptp", families[0], `"ipMasq":true`))
+	ours := w.list("1.0.0", "op-ours", w.ptpConf("veth-ptp", families[0], capPorts+`,"ipMasq":true`))
 	ref := w.list("1.0.0", "op-ref", fmt.Sprintf(`{"type":"ptp","ipMasq":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.11.0.0/24"}}`, filepath.Join(w.sb.Dir, "ipam")))
 	tiny := w.list("1.0.0", "op-tiny", fmt.Sprintf(`{"type":"veth-ptp","ipMask":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.12.0.0/30"}}`, filepath.Join(w.sb.Dir, "ipam")))
 	pods := map[string]*nsutil.NS{}
@@ -39,7 +39,11 @@ func TestOperatorCommand(t *testing.T) {
 		case "tiny":
 			l = tiny
 		}
-		if _, err := w.add(l, w.rt(id, pod, "eth0")); err != nil {
+		rt := w.rt(id, pod, "eth0")
+		if port, ok := map[string]int{"live-ours": 8080, "gone-ours": 8081}[id]; ok {
+			rt = withPorts(rt, tcpPort(port, 80))
+		}
+		if _, err := w.add(l, rt); err != nil {
 			t.Fatalf("ADD %s: %v", id, err)
 		}
 	}
@@ -59,7 +63,7 @@ func TestOperatorCommand(t *testing.T) {
 	// The kernel frees a namespace, and the host ends of its veths, a moment later.
 	goneLink := netconf.HostVethName("vp", "gone-ours", "eth0")
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if !strings.Contains(w.hostState(t), goneLink) {
+		if !slices.Contains(linkNames(t, w.sb.Host), goneLink) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -89,9 +93,11 @@ func TestOperatorCommand(t *testing.T) {
 	if err := os.Chtimes(old, before, before); err != nil {
 		t.Fatal(err)
 	}
-	// NAT state of a network without attachments, and a retired link.
+	// NAT state of a network without attachments, a retired link, and a
+	// forward of an attachment that is nowhere.
 	if err := w.inHost(func() error {
 		for _, c := range [][]string{{"nft", "add", "table", "inet", "netns-cni-op-natleft"},
+			{"nft", "add", "element", "inet", "netns-cni-" + w.netName("op-ours"), "hostports-ipv4", `{ tcp . 9999 comment "stray/eth0" : 10.10.0.99 . 80 }`},
 			{"ip", "link", "add", "vpretired0", "type", "veth", "peer", "name", "vpretired1"},
 			{"ip", "link", "set", "vpretired0", "alias", "netns-cni:retired"}} {
 			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
@@ -134,7 +140,7 @@ func TestOperatorCommand(t *testing.T) {
 	var atts []struct {
 		Network, ContainerID, HostLink, Netns string
 		NetnsExists                           bool
-		Addresses                             []string
+		Addresses, Ports                      []string
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &atts); err != nil || r.exit != 0 {
 		t.Fatalf("list --json: %v %s %s", err, r.stdout, r.stderr)
@@ -142,7 +148,8 @@ func TestOperatorCommand(t *testing.T) {
 	seen := map[string]bool{}
 	for _, a := range atts {
 		seen[a.ContainerID] = true
-		if a.ContainerID == "live-ours" && (!a.NetnsExists || a.HostLink == "" || len(a.Addresses) != 1) {
+		if a.ContainerID == "live-ours" && (!a.NetnsExists || a.HostLink == "" || len(a.Addresses) != 1 ||
+			!slices.Equal(a.Ports, []string{"8080/tcp -> " + a.Addresses[0] + ":80"})) {
 			t.Fatalf("live attachment listed as %+v", a)
 		}
 	}
@@ -159,7 +166,7 @@ func TestOperatorCommand(t *testing.T) {
 	}
 
 	want := []string{"link-without-reservation live-noresv", "nat-without-attachment ", "orphan-reservation gone-ours", "orphan-reservation gone-ref",
-		"pool-nearly-full ", "reservation-before-boot rebooted", "retired-link ", "stale-cache gone-cache", "unknown-key "}
+		"pool-nearly-full ", "port-mappings-without-attachment ", "reservation-before-boot rebooted", "retired-link ", "stale-cache gone-cache", "unknown-key "}
 	if got := kinds(); !slices.Equal(got, want) {
 		t.Fatalf("audit found\n%q\nwant\n%q", got, want)
 	}
@@ -188,4 +195,13 @@ func TestOperatorCommand(t *testing.T) {
 	if out := w.masqState(t); !strings.Contains(out, `id: \"live-ref\"`) || strings.Contains(out, `id: \"gone-ref\"`) {
 		t.Errorf("reference masquerade state after repair:\n%s", out)
 	}
+	// The forwards of the repaired attachment and the stray one went; the
+	// live one's stayed.
+	_ = w.inHost(func() error {
+		out, _ := exec.Command("nft", "list", "table", "inet", "netns-cni-"+w.netName("op-ours")).CombinedOutput()
+		if !strings.Contains(string(out), "8080") || strings.Contains(string(out), "8081") || strings.Contains(string(out), "9999") {
+			t.Errorf("forwards after repair:\n%s", out)
+		}
+		return nil
+	})
 }
