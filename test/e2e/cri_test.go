@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestContainerdCRI is the kubelet's path: containerd's CRI plugin runs
@@ -98,4 +102,62 @@ func TestContainerdCRI(t *testing.T) {
 			r.assertClean(t, n.name)
 		})
 	}
+
+	// hostPort, the kubelet's way, forwarded by the plugin itself: no
+	// portmap in the chain.
+	t.Run("cri-hostport", func(t *testing.T) {
+		r.t = t
+		name := "cri-hostport"
+		r.writeConf(name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"veth-ptp","ipMasq":true,"capabilities":{"portMappings":true},%s}]}`,
+			name, r.ipam(false, "10.43.0.0/24", "")))
+		if !waitFor(ctx, func() bool {
+			st, err := rs.Status(ctx, &cri.StatusRequest{Verbose: true})
+			return err == nil && strings.Contains(st.Info["cniconfig"], name)
+		}) {
+			t.Fatalf("containerd never loaded the %s config", name)
+		}
+		cfg := &cri.PodSandboxConfig{
+			Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "e2e"},
+			Linux:        &cri.LinuxPodSandboxConfig{},
+			PortMappings: []*cri.PortMapping{{Protocol: cri.Protocol_TCP, ContainerPort: 8080, HostPort: 18080}},
+		}
+		resp, err := rs.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: cfg})
+		if err != nil {
+			t.Fatalf("RunPodSandbox: %v\ncontainerd:\n%s", err, tail(r.logOf("containerd.log"), 20))
+		}
+		st, err := rs.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId, Verbose: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A server in the pod's namespace (the sandbox runs only sleep).
+		var info struct {
+			Pid int `json:"pid"`
+		}
+		if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil || info.Pid == 0 {
+			t.Fatalf("sandbox pid: %v %q", err, st.Info["info"])
+		}
+		pod, err := nsutil.Open(fmt.Sprintf("/proc/%d/ns/net", info.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pod.Close()
+		srv, err := nstest.ServeSource(pod, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		if got, err := nstest.Fetch(r.sb.Host, "127.0.0.1:18080"); err != nil || got == "" {
+			t.Errorf("hostPort 18080 from the node: %q, %v", got, err)
+		}
+		if _, err := rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+			t.Fatalf("StopPodSandbox: %v", err)
+		}
+		if _, err := rs.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+			t.Fatalf("RemovePodSandbox: %v", err)
+		}
+		if got, err := nstest.Fetch(r.sb.Host, "127.0.0.1:18080"); err == nil {
+			t.Errorf("hostPort 18080 still answers after the pod went: %q", got)
+		}
+		r.assertClean(t, name)
+	})
 }

@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestPodmanCNI: podman 4 with its CNI backend, configured by a
@@ -118,4 +121,32 @@ runroot = %q
 			r.assertClean(t, n.name)
 		})
 	}
+
+	// podman run -p, forwarded by the plugin itself: no portmap in the chain.
+	t.Run("pm-publish", func(t *testing.T) {
+		r.t = t
+		name := "pm-publish"
+		r.writeConf(name, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"bridge-nat","bridge":"pmbr1","isDefaultGateway":true,"ipMasq":true,"removeEmptyBridge":true,"capabilities":{"portMappings":true},%s}]}`,
+			name, r.ipam(false, "10.44.0.0/24", "")))
+		mustPodman("run", "-d", "--name", name, "--network", name, "-p", "18081:8080", imageName, "sleep", "600")
+		pid := mustPodman("inspect", name, "--format", "{{.State.Pid}}")
+		pod, err := nsutil.Open("/proc/" + pid + "/ns/net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pod.Close()
+		srv, err := nstest.ServeSource(pod, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		if got, err := nstest.Fetch(r.sb.Host, "127.0.0.1:18081"); err != nil || got == "" {
+			t.Errorf("podman's published port 18081 from the host: %q, %v", got, err)
+		}
+		mustPodman("rm", "-f", "-t", "0", name)
+		if got, err := nstest.Fetch(r.sb.Host, "127.0.0.1:18081"); err == nil {
+			t.Errorf("port 18081 still answers after podman rm: %q", got)
+		}
+		r.assertClean(t, name)
+	})
 }
