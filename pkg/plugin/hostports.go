@@ -97,19 +97,17 @@ func mapPorts(add *Add) (func() error, error) {
 }
 
 // unmapPorts is DEL's part: the attachment's forwards, whether or not the
-// runtime passed the mappings again, and the UDP flows through them. When
-// the runtime passes mappings of which none is the attachment's, a
-// reference portmap chained before the conflist moved to the built-in
-// mappings made them: its forwards go (pkg/adopt).
+// runtime passed the mappings again. (The flows through them go with the
+// addresses' conntrack entries, DEL's next step: the container answered
+// them.) When the runtime passes mappings of which none is the
+// attachment's, a reference portmap chained before the conflist moved to
+// the built-in mappings made them: its forwards go (pkg/adopt).
 func (a *Attachment) unmapPorts(addrs []netip.Addr) error {
-	planned := a.plannedPorts(addrs)
-	removed, err := a.Network().UnmapPorts(a.portSpec(planned), addrs)
+	removed, err := a.Network().UnmapPorts(a.portSpec(a.plannedPorts(addrs)), addrs)
 	if len(removed) == 0 && len(a.Conf.RuntimeConfig.PortMappings) > 0 {
 		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}
 		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}))
-		removed = planned
 	}
-	forgetUDPFlows(removed)
 	return err
 }
 
@@ -124,10 +122,10 @@ func (a *Attachment) checkPorts(own *current.Result) error {
 }
 
 // forgetUDPFlows deletes the conntrack entries of UDP flows to the host
-// ports of entries: a client that keeps sending keeps its entry, and with
-// it whatever forwarding it was set up with. The reference portmap does
-// the same; a failure only delays the change until the flow pauses, so
-// it is logged, not returned.
+// ports of entries, for a new forward: a client that kept sending to the
+// port before keeps its entry, and with it the lack of a forward. The
+// reference portmap does the same; a failure only delays the change until
+// the flow pauses, so it is logged, not returned.
 func forgetUDPFlows(entries []hostport.Entry) {
 	var ports []conntrack.Port
 	for _, e := range entries {

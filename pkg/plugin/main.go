@@ -9,6 +9,7 @@
 package plugin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -172,7 +173,26 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 		return fail(e)
 	}
 	slog.Info(cmd+" ok", done...)
+	if slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		slog.Debug("resources", "peakRSS", peakRSS())
+	}
 	return 0
+}
+
+// peakRSS is the process's peak resident set size as /proc/self/status
+// tells it (VmHWM): the plugin's own, unlike getrusage's maxrss, which a
+// child started with vfork inherits from its parent.
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.Join(strings.Fields(v), "")
+		}
+	}
+	return ""
 }
 
 // summary are attributes a verb adds to its one log line (the addresses,

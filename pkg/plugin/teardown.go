@@ -37,8 +37,9 @@ import (
 //  3. The attachment's port mappings (found without runtimeConfig too),
 //     then the network's state (Network.Detach): the port's filter rules,
 //     and the masquerade rules if no attachment of the network is left.
-//  4. The conntrack entries of the attachment's addresses, before the
-//     addresses can be handed out again (pkg/conntrack).
+//  4. The conntrack entries of the attachment's addresses — the flows it
+//     started and those it answered, through its host ports too — before
+//     the addresses can be handed out again (pkg/conntrack).
 //  5. IPAM, last, and only once the link is gone: when the link could not
 //     be removed the addresses stay reserved, and the runtime's next DEL
 //     tries both again.
@@ -222,9 +223,10 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 		for id := range stuck {
 			valid[id[0]+"/"+id[1]] = true // its link stays, and with it its forwards
 		}
-		removed, err := a.Network().Collect(kept, func(owner string) bool { return valid[owner] })
+		// The flows of the forwards collected go with the addresses'
+		// conntrack entries below.
+		_, err := a.Network().Collect(kept, func(owner string) bool { return valid[owner] })
 		errs = append(errs, err)
-		forgetUDPFlows(removed)
 	}
 	if a.IPAM != nil {
 		keep := func(id, ifname string) bool { return stuck[[2]string{netconf.Key(id), ifname}] }
