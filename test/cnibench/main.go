@@ -102,7 +102,9 @@ func main() {
 			runs: []run{{*n, 1}, {*n, *par}}, target: "ADD p50 ≤ 0.30×, DEL p50 ≤ 0.15×, throughput 8 at once ≥ 5×"},
 		{name: "bridge-nat", about: "IPv4, isGateway, ipMasq on", version: "1.0.0",
 			impls: with(impl{"netns-cni bridge-nat", *bin, fmt.Sprintf(`{"type":"bridge-nat","bridge":"cni0","isGateway":true,"ipMasq":true,"ipMasqBackend":%q,%s}`, *backend, ipam)},
-				func(string) string { return `{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,` + ipam + `}` }),
+				func(string) string {
+					return `{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,` + ipam + `}`
+				}),
 			runs: []run{{*n, 1}, {*n, *par}, {*big, *par}}, target: "ADD p50 ≤ 0.30×, DEL p50 ≤ 0.15×, throughput 8 at once ≥ 5×, ADD p95 ≤ 2× ADD p50 at the fuller node"},
 		{name: "containerd-shape", about: "containerd's default conflist: bridge (promiscMode) + portmap, dual-stack, 2 host ports per pod", version: "1.0.0", ports: true,
 			impls: with(impl{"netns-cni bridge-nat", *bin, fmt.Sprintf(`{"type":"bridge-nat","bridge":"cni0","isGateway":true,"ipMasq":true,"promiscMode":true,"ipMasqBackend":%q,"capabilities":{"portMappings":true},%s}`, *backend, dual)},
