@@ -135,9 +135,10 @@ demo: deps build
 # file creation cost swing 25µs-1ms from minute to minute, which hides the
 # store's own cost. BENCH_TMPDIR=/var/tmp measures on disk.
 BENCH_TMPDIR ?= /dev/shm
-bench: deps build
+bench: deps build $(UPSTREAM_BINARIES)
 	TMPDIR=$(BENCH_TMPDIR) NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
-	./bin/cnibench -n 100 -parallel 8 -big 250
+	./bin/cnibench -n 100 -parallel 8 -big 250 -scale 1000
+	./bin/cnibench -n 50 -suite containerd-shape
 
 tools: $(GOBIN)/golangci-lint $(GOBIN)/cnitool
 
