@@ -29,6 +29,7 @@ func TestLoopbackLifecycleEveryVersion(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			t.Parallel()
 			w := newWorld(t)
+			setLinkDown(t, w.sb.Host, "lo") // the sandbox's host has it up; down, a wrong-namespace ADD shows
 			pod := w.sb.PodT(t, "pod")
 			list := loopbackList(w, v)
 			rt := w.rt("ctr-"+w.sb.ID, pod, "lo")
@@ -194,6 +195,7 @@ func TestLoopbackPassesPrevResultThrough(t *testing.T) {
 // right code naming the problem, and leaves the namespaces untouched.
 func TestLoopbackBadInput(t *testing.T) {
 	w := newWorld(t)
+	setLinkDown(t, w.sb.Host, "lo") // the sandbox's host has it up; down, a wrong-namespace ADD shows
 	pod := w.sb.PodT(t, "pod")
 	regular := filepath.Join(w.sb.Dir, "regular-file")
 	if err := os.WriteFile(regular, nil, 0o600); err != nil {
