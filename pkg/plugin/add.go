@@ -93,13 +93,20 @@ func addrStrings(res *current.Result) []string {
 	return out
 }
 
+// allocate reserves the addresses. Its undo, the last to run, releases
+// them and then removes the network's rules if no other attachment holds
+// addresses: the undos of the rule steps ran while this ADD's own
+// reservation was still in the store, so two ADDs failing at once, the
+// network's only ones, each saw the other's and kept the rules.
 func allocate(add *Add) (func() error, error) {
 	res, release, err := add.IPAM.Add(context.Background())
 	if err != nil {
 		return nil, err
 	}
 	add.IPAMResult = res
-	return release, nil
+	return func() error {
+		return errors.Join(release(), add.Network().RemoveIfUnused(add.HostVeth))
+	}, nil
 }
 
 func createVeth(add *Add) (func() error, error) {

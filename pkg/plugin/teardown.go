@@ -35,14 +35,18 @@ import (
 //  2. The driver's teardown: what it made beside the link that the network
 //     does not own (an empty bridge).
 //  3. The attachment's port mappings (found without runtimeConfig too),
-//     then the network's state (Network.Detach): the port's filter rules,
-//     and the masquerade rules if no attachment of the network is left.
+//     then the port's filter rules (Network.Detach).
 //  4. The conntrack entries of the attachment's addresses — the flows it
 //     started and those it answered, through its host ports too — before
 //     the addresses can be handed out again (pkg/conntrack).
-//  5. IPAM, last, and only once the link is gone: when the link could not
-//     be removed the addresses stay reserved, and the runtime's next DEL
+//  5. IPAM, only once the link is gone: when the link could not be
+//     removed the addresses stay reserved, and the runtime's next DEL
 //     tries both again.
+//  6. The network's rules (masquerade, FORWARD acceptance, the port
+//     mapping skeleton) if no attachment of the network is left — asked
+//     of the store after this attachment's addresses left it. Asked
+//     before, two DELs of the network's last two attachments at once each
+//     saw the other's reservation and both kept the rules.
 func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	d, a, host, err := r.loadOnHost(args)
 	if err != nil {
@@ -67,7 +71,7 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	errs = append(errs, a.unmapPorts(addrs))
 	lap("port-mappings")
 	errs = append(errs, a.Network().Detach(port))
-	lap("network")
+	lap("port-filter")
 	Note("hostLink", port, "found", found, "addresses", addrs)
 	if len(addrs) > 0 {
 		_, err := conntrack.Forget(addrs)
@@ -81,6 +85,10 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 			errs = append(errs, a.IPAM.Del(context.Background()))
 		}
 		lap("ipam")
+	}
+	if linkErr == nil {
+		errs = append(errs, a.Network().RemoveIfUnused(""))
+		lap("network-rules")
 	}
 	return errors.Join(errs...)
 }

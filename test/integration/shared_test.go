@@ -2,11 +2,14 @@ package integration
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
 
 // TestNetworkSharedByBothPlugins: a network's masquerade rules belong to
@@ -114,5 +117,53 @@ func TestDelThroughTheOtherPlugin(t *testing.T) {
 	}
 	if after := w.settled(t, before); after != before {
 		t.Fatalf("left:\n%s", stateDiff(before, after))
+	}
+}
+
+// TestLastTwoDelsAtOnce: when the network's last two attachments are
+// DELed at the same moment, one of the two DELs removes the network's
+// rules. Each DEL asks the store whether another attachment is left; when
+// both asked before either had released its addresses, each saw the other
+// and the masquerade, FORWARD and port-mapping rules stayed with no pod
+// (seen as a leak after TestBridge250Containers' parallel DELs). Rounds
+// of two concurrent DELs, for both plugins, with every per-network rule
+// on.
+func TestLastTwoDelsAtOnce(t *testing.T) {
+	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
+		t.Run(plugin, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			extra := `"ipMasq":true,"capabilities":{"portMappings":true}`
+			if plugin == "bridge-nat" {
+				extra += `,"bridge":"brl0","isGateway":true,"removeEmptyBridge":true`
+			}
+			list := w.list("1.1.0", "last", w.ptpConf(plugin, families[0], extra))
+			pods := [2]*nsutil.NS{w.sb.PodT(t, "a"), w.sb.PodT(t, "b")}
+			for round := range 6 {
+				var rts [2]*libcni.RuntimeConf
+				for i, pod := range pods {
+					rts[i] = w.rt(fmt.Sprintf("r%d-%d", round, i), pod, "eth0")
+					rts[i].CapabilityArgs = map[string]any{"portMappings": []map[string]any{
+						{"hostPort": 18080 + i, "containerPort": 80, "protocol": "tcp"}}}
+					if _, err := w.add(list, rts[i]); err != nil {
+						t.Fatalf("round %d: ADD %d: %v", round, i, err)
+					}
+				}
+				var wg sync.WaitGroup
+				for i := range pods {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := w.del(list, rts[i]); err != nil {
+							t.Errorf("round %d: DEL %d: %v", round, i, err)
+						}
+					}()
+				}
+				wg.Wait()
+				if after := w.settled(t, before); after != before {
+					t.Fatalf("round %d: after both DELs:\n%s", round, stateDiff(before, after))
+				}
+			}
+		})
 	}
 }
