@@ -31,7 +31,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		r.t.Fatal(err)
 	}
 	d := r.start("containerd.log", "containerd", "--config", cfg)
-	r.sock = sock
+	r.sock, r.containerd = sock, d
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if !waitFor(ctx, func() bool { return r.cmd("ctr", "-a", sock, "version").Run() == nil }) {
@@ -42,6 +42,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	r.t.Cleanup(func() { r.stopShims(sock, "e2e"); r.stopShims(sock, "k8s.io") })
 	return sock
 }
+
+// stopContainerd stops the rig's containerd and leaves its shims, and the
+// containers they run, running: a daemon restart.
+func (r *rig) stopContainerd() { stop(r.containerd) }
 
 // stopShims kills whatever tasks are left and waits for their shims.
 func (r *rig) stopShims(sock, ns string) {

@@ -27,7 +27,7 @@ func buildImageAs(t *testing.T, path, name string, cmd []string) {
 		t.Fatalf("busybox: %v (`make deps` installs busybox-static)", err)
 	}
 	links := map[string]string{}
-	for _, app := range []string{"sh", "ip", "ping", "sleep", "cat", "nc", "wget", "true", "ls", "echo"} {
+	for _, app := range []string{"sh", "ip", "ping", "sleep", "cat", "nc", "wget", "true", "ls", "echo", "httpd", "timeout", "hostname"} {
 		links["bin/"+app] = "busybox"
 	}
 	im := ociimage.Image{

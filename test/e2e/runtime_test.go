@@ -45,6 +45,8 @@ type rig struct {
 	confDir string
 	ipamDir string
 	sock    string // containerd's, once started
+	// containerd is the daemon, once started.
+	containerd *exec.Cmd
 }
 
 func need(t *testing.T, bins ...string) {
@@ -62,7 +64,11 @@ func need(t *testing.T, bins ...string) {
 	}
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { t.Helper(); return newRigWith(t, nil) }
+
+// newRigWith is newRig whose mount namespace also runs the shell lines
+// extra returns for the rig's directory, before /run is replaced.
+func newRigWith(t *testing.T, extra func(dir string) string) *rig {
 	t.Helper()
 	sb := nstest.NewT(t)
 	r := &rig{t: t, dir: sb.Dir, sb: sb, confDir: filepath.Join(sb.Dir, "net.d"), ipamDir: filepath.Join(sb.Dir, "ipam")}
@@ -98,17 +104,22 @@ func newRig(t *testing.T) *rig {
 	if err := unix.Mount("", r.dir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
 		t.Fatal(err)
 	}
+	more := ""
+	if extra != nil {
+		more = extra(r.dir)
+	}
 	script := fmt.Sprintf(`set -e
 mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/etc-up,workdir=%[1]s/etc-work /etc
 mount -t overlay overlay -o lowerdir=/opt,upperdir=%[1]s/opt-up,workdir=%[1]s/opt-work /opt
 mount -t overlay overlay -o lowerdir=/var/lib,upperdir=%[1]s/varlib-up,workdir=%[1]s/varlib-work /var/lib
+%[2]s
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
 mount --bind %[1]s/net.d /etc/cni/net.d
 mount --bind %[1]s/cni-bin /opt/cni/bin
 mount --bind %[1]s/cni-bin /usr/lib/cni
 echo ready
-exec sleep 100000`, r.dir)
+exec sleep 100000`, r.dir, more)
 	r.holder = exec.Command("unshare", "--mount", "--propagation", "slave", "sh", "-c", script)
 	var out bytes.Buffer
 	r.holder.Stdout, r.holder.Stderr = &out, &out

@@ -1,0 +1,481 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
+)
+
+// TestKubernetes proves the DaemonSet install in a real two-node cluster
+// (kubecluster_test.go): deploy/kubernetes applied with kubectl as an
+// operator would, the image from mkimage imported into each node's
+// containerd; the agent installs the plugins and writes the conflist on
+// every node, and the nodes turn Ready through it. Then pods on both
+// nodes: addresses from their node's podCIDR, pod to pod across nodes with
+// the pod's own source address (host-gw routes), the outside reached
+// through masquerade, a ClusterIP Service through kube-proxy in iptables
+// and in nftables mode, a hostPort from outside the node; over IPv6 too in
+// the dual-stack run. Run by `make test-kubernetes` only.
+func TestKubernetes(t *testing.T) {
+	need(t, "containerd", "ctr", "runc", "unshare", "nsenter")
+	for _, dual := range []bool{false, true} {
+		name := map[bool]string{false: "ipv4", true: "dual-stack"}[dual]
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			c := newCluster(t, dual, "node1", "node2")
+			c.bringUp()
+			t.Logf("phase: cluster up, plugins installed, nodes Ready: %s", time.Since(start).Round(time.Second))
+			phase := time.Now()
+			c.podsAndTraffic()
+			t.Logf("memory with the pods running (sum of each process's peak): %s", treeMemory())
+			t.Logf("phase: pods, traffic, Services in both kube-proxy modes, hostPort: %s", time.Since(phase).Round(time.Second))
+			phase = time.Now()
+			c.lifecycle()
+			t.Logf("phase: node lifecycle: %s", time.Since(phase).Round(time.Second))
+		})
+	}
+}
+
+// repoDir is the repository's root (the test runs in test/e2e).
+func repoDir(t *testing.T) string {
+	d, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// manifests renders deploy/kubernetes as the operator would apply it
+// (kustomize when there is a kustomization), with the ConfigMap's
+// clusterCIDRs edited for this cluster.
+func (c *cluster) manifests() string {
+	dir := filepath.Join(repoDir(c.t), "deploy", "kubernetes")
+	var text string
+	if _, err := os.Stat(filepath.Join(dir, "kustomization.yaml")); err == nil {
+		text = c.kubectl("kustomize", dir)
+	} else {
+		b, err := os.ReadFile(filepath.Join(dir, "netns-cni.yaml"))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		text = string(b)
+	}
+	cidrs := `"` + clusterV4 + `"`
+	if c.dual {
+		cidrs += `, "` + clusterV6 + `"`
+	}
+	re := regexp.MustCompile(`"clusterCIDRs": \[[^\]]*\]`)
+	if !re.MatchString(text) {
+		c.t.Fatalf("no clusterCIDRs in the ConfigMap of deploy/kubernetes:\n%s", text)
+	}
+	return re.ReplaceAllString(text, `"clusterCIDRs": [`+cidrs+`]`)
+}
+
+// agentImage is the DaemonSet's image as the manifests name it.
+func agentImage(t *testing.T, manifests string) string {
+	m := regexp.MustCompile(`(?m)^\s+image: (\S+)\s*$`).FindStringSubmatch(manifests)
+	if m == nil {
+		t.Fatalf("no image in the manifests")
+	}
+	return m[1]
+}
+
+// bringUp starts the control plane and the nodes, applies the manifests
+// and waits for the agent on every node and the nodes to turn Ready.
+func (c *cluster) bringUp() {
+	t := c.t
+	c.startControlPlane()
+	text := c.manifests()
+	image := agentImage(t, text)
+	for _, img := range []struct {
+		file, name string
+		cmd        []string
+	}{{"pause.tar", pauseImage, []string{"sleep", "100000"}}, {"busybox.tar", imageName, []string{"sh"}}} {
+		p := filepath.Join(c.dir, img.file)
+		buildImageAs(t, p, img.name, img.cmd)
+		c.images = append(c.images, p)
+	}
+	agentTar := filepath.Join(c.dir, "agent.tar")
+	if out, err := exec.Command(filepath.Join(binDir, "mkimage"), "-bin", binDir, "-out", agentTar, "-name", image).CombinedOutput(); err != nil {
+		t.Fatalf("mkimage: %v\n%s", err, out)
+	}
+	c.images = append(c.images, agentTar)
+	for _, n := range c.nodes {
+		// Nothing of a CNI on the node before the DaemonSet: the agent
+		// installs it.
+		ents, _ := os.ReadDir(filepath.Join(n.r.dir, "cni-bin"))
+		for _, e := range ents {
+			_ = os.Remove(filepath.Join(n.r.dir, "cni-bin", e.Name()))
+		}
+		c.startNode(n)
+		c.startProxy(n, "iptables")
+	}
+	c.eventually(90*time.Second, "nodes registered with podCIDRs", func() string {
+		out, _ := c.kubectlErr("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDRs}{"\n"}{end}`)
+		for _, n := range c.nodes {
+			if !strings.Contains(out, n.name+" [") {
+				return out
+			}
+		}
+		return ""
+	})
+	if out := c.kubectl("get", "nodes"); !strings.Contains(out, "NotReady") {
+		t.Fatalf("nodes Ready before any CNI was installed:\n%s", out)
+	}
+	c.kubectlIn(text, "apply", "-f", "-")
+	c.eventually(3*time.Minute, "the DaemonSet rolled out", func() string {
+		out, err := c.kubectlErr("-n", "netns-cni", "rollout", "status", "ds/netns-cni-node", "--timeout=5s")
+		if err != nil {
+			return out
+		}
+		return ""
+	})
+	c.eventually(60*time.Second, "nodes Ready", func() string {
+		out, _ := c.kubectlErr("get", "nodes", "--no-headers")
+		if strings.Count(out, " Ready ") != len(c.nodes) {
+			return out
+		}
+		return ""
+	})
+	for _, n := range c.nodes {
+		for _, p := range []string{"loopback", "veth-ptp", "bridge-nat"} {
+			if _, err := os.Stat(filepath.Join(n.r.dir, "cni-bin", p)); err != nil {
+				t.Fatalf("%s: the agent did not install %s: %v", n.name, p, err)
+			}
+		}
+		confs, _ := filepath.Glob(filepath.Join(n.r.confDir, "*netns-cni*"))
+		if len(confs) != 1 {
+			t.Fatalf("%s: conflists %v, want one of netns-cni", n.name, confs)
+		}
+	}
+}
+
+// pod describes a test pod: web pods serve /cgi-bin/ip, which answers
+// with the client's address as the pod saw it and the pod's name.
+func (c *cluster) podYAML(name, node, role string, hostPort int) string {
+	ports := ""
+	if hostPort != 0 {
+		ports = fmt.Sprintf("\n    ports: [{containerPort: 8080, hostPort: %d}]", hostPort)
+	}
+	cmd := `["sleep", "100000"]`
+	probe := ""
+	if role == "web" {
+		cmd = `["sh", "-c", "busybox mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"$REMOTE_ADDR $(/bin/busybox hostname)\"\\n' > /www/cgi-bin/ip && busybox chmod +x /www/cgi-bin/ip && exec busybox httpd -f -p 8080 -h /www"]`
+		probe = "\n    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}"
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, labels: {app: %s}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: %s}
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: main
+    image: %s
+    imagePullPolicy: Never
+    command: %s%s%s
+---
+`, name, role, node, imageName, cmd, ports, probe)
+}
+
+// podIPs returns the pod's addresses, IPv4 first.
+func (c *cluster) podIPs(name string) []string {
+	out := c.kubectl("get", "pod", name, "-o", `jsonpath={range .status.podIPs[*]}{.ip}{" "}{end}`)
+	ips := strings.Fields(out)
+	slices.SortFunc(ips, func(a, b string) int { return strings.Count(a, ":") - strings.Count(b, ":") })
+	return ips
+}
+
+// exec runs a command in a pod and returns what it printed.
+func (c *cluster) exec(pod string, args ...string) (string, error) {
+	return c.kubectlErr(append([]string{"exec", pod, "--"}, args...)...)
+}
+
+// fetch asks a web pod's /cgi-bin/ip from inside pod: the address it saw
+// and its name.
+func (c *cluster) fetch(pod, addr string, port int) (seen, name string, err error) {
+	host := addr
+	if strings.Contains(addr, ":") {
+		host = "[" + addr + "]"
+	}
+	out, err := c.exec(pod, "busybox", "timeout", "10", "busybox", "wget", "-qO-", fmt.Sprintf("http://%s:%d/cgi-bin/ip", host, port))
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %s", err, out)
+	}
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		return "", "", fmt.Errorf("answer %q", out)
+	}
+	return plainAddr(f[0]), f[1], nil
+}
+
+// plainAddr strips what a server puts around an address: brackets and
+// the IPv4-mapped prefix.
+func plainAddr(s string) string {
+	s = strings.Trim(s, "[]")
+	return strings.TrimPrefix(s, "::ffff:")
+}
+
+// families is the address families of the run: index 0 IPv4, 1 IPv6.
+func (c *cluster) families() []int {
+	if c.dual {
+		return []int{0, 1}
+	}
+	return []int{0}
+}
+
+func (c *cluster) podsAndTraffic() {
+	t := c.t
+	c.kubectlIn(c.podYAML("web-node1", "node1", "web", 0)+c.podYAML("web-node2", "node2", "web", 18080)+
+		c.podYAML("client-node1", "node1", "client", 0)+c.podYAML("client-node2", "node2", "client", 0), "apply", "-f", "-")
+	c.kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=120s")
+	ips := map[string][]string{}
+	for _, p := range []string{"web-node1", "web-node2", "client-node1", "client-node2"} {
+		ips[p] = c.podIPs(p)
+		if len(ips[p]) != len(c.families()) {
+			t.Fatalf("%s has addresses %v, want one per family", p, ips[p])
+		}
+	}
+	// Addresses from the node's own podCIDRs.
+	for i, n := range c.nodes {
+		cidrs := c.kubectl("get", "node", n.name, "-o", "jsonpath={.spec.podCIDRs}")
+		for _, p := range []string{"web-" + n.name, "client-" + n.name} {
+			for _, ip := range ips[p] {
+				if !inCIDRs(ip, cidrs) {
+					t.Fatalf("%s (node %d) has %s, not in its node's podCIDRs %s", p, i+1, ip, cidrs)
+				}
+			}
+		}
+	}
+	// Pod to pod across nodes, the client's own address seen.
+	for _, f := range c.families() {
+		for _, pair := range [][2]string{{"client-node1", "web-node2"}, {"client-node2", "web-node1"}, {"client-node1", "web-node1"}} {
+			seen, name, err := c.fetch(pair[0], ips[pair[1]][f], 8080)
+			if err != nil || name != pair[1] || seen != ips[pair[0]][f] {
+				t.Fatalf("%s -> %s (%s): saw %q from %q, %v; want %s", pair[0], pair[1], ips[pair[1]][f], seen, name, err, ips[pair[0]][f])
+			}
+		}
+	}
+	// The outside, through masquerade: it sees the node's address.
+	srv, err := nstest.ServeSource(c.sw, 9999)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	for _, f := range c.families() {
+		dst := []string{outside4, outside6}[f]
+		for i, n := range c.nodes {
+			out, err := c.exec("client-"+n.name, "busybox", "timeout", "10", "busybox", "nc", dst, "9999")
+			want := []string{n.ip, n.ip6}[f]
+			if err != nil || plainAddr(strings.TrimSpace(out)) != want {
+				t.Fatalf("client on node %d to the outside %s: seen from %q (%v), want the node's %s", i+1, dst, out, err, want)
+			}
+		}
+	}
+	// A ClusterIP Service reaches the pods of both nodes, through
+	// kube-proxy in iptables mode, then in nftables mode.
+	policy := map[bool]string{false: "SingleStack", true: "RequireDualStack"}[c.dual]
+	c.kubectlIn(fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ipFamilyPolicy: %s
+  ports: [{port: 80, targetPort: 8080}]
+`, policy), "apply", "-f", "-")
+	svc := strings.Fields(strings.NewReplacer("[", " ", "]", " ", `"`, " ", ",", " ").Replace(c.kubectl("get", "svc", "web", "-o", "jsonpath={.spec.clusterIPs}")))
+	slices.SortFunc(svc, func(a, b string) int { return strings.Count(a, ":") - strings.Count(b, ":") })
+	if len(svc) != len(c.families()) {
+		t.Fatalf("Service addresses %v", svc)
+	}
+	for _, mode := range []string{"iptables", "nftables"} {
+		if mode == "nftables" {
+			for _, n := range c.nodes {
+				stop(n.proxy)
+				n.r.run(c.bin("kube-proxy"), "--config", filepath.Join(n.r.dir, "kube-proxy.yaml"), "--cleanup")
+				c.startProxy(n, mode)
+			}
+		}
+		for _, f := range c.families() {
+			c.eventually(60*time.Second, fmt.Sprintf("Service %s (kube-proxy %s) reaches the pods of both nodes", svc[f], mode), func() string {
+				seen := map[string]bool{}
+				for range 12 {
+					if _, name, err := c.fetch("client-node1", svc[f], 80); err == nil {
+						seen[name] = true
+					}
+				}
+				if !seen["web-node1"] || !seen["web-node2"] {
+					return fmt.Sprintf("answered by %v", seen)
+				}
+				return ""
+			})
+		}
+	}
+	// hostPort: the node's address, from outside the node, answered by the
+	// pod, which sees the client's own address.
+	for _, f := range c.families() {
+		node := []string{c.nodes[1].ip, "[" + c.nodes[1].ip6 + "]"}[f]
+		out, err := exec.Command("nsenter", "--net="+c.sw.Path(), "busybox", "timeout", "10", "busybox", "wget", "-qO-", "http://"+node+":18080/cgi-bin/ip").CombinedOutput()
+		want := []string{outside4, outside6}[f] + " web-node2"
+		if got := strings.Fields(string(out)); err != nil || len(got) != 2 || plainAddr(got[0])+" "+got[1] != want {
+			t.Fatalf("hostPort 18080 on %s from outside: %q (%v), want %q", node, out, err, want)
+		}
+	}
+}
+
+// inCIDRs reports whether ip is in one of the CIDRs of a podCIDRs value
+// as kubectl prints it (["10.244.1.0/24","fd00:244:0:1::/64"]).
+func inCIDRs(ip, cidrs string) bool {
+	for _, s := range strings.FieldsFunc(cidrs, func(r rune) bool { return strings.ContainsRune(`[]", `, r) }) {
+		pfx, err := netip.ParsePrefix(s)
+		addr, aerr := netip.ParseAddr(ip)
+		if err == nil && aerr == nil && pfx.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// lifecycle: deleting pods leaves nothing on the node; a restarted kubelet
+// and containerd keep running pods networked; a rolling update of the
+// DaemonSet under running pods; a deleted Node's routes go everywhere.
+func (c *cluster) lifecycle() {
+	t := c.t
+	// Restart the kubelet and containerd of node 2: its pods stay networked.
+	n2 := c.nodes[1]
+	before := c.podIPs("web-node2")
+	stop(n2.kubelet)
+	n2.r.stopContainerd()
+	n2.sock = ""
+	c.startNode(n2)
+	c.kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=120s")
+	if after := c.podIPs("web-node2"); !slices.Equal(before, after) {
+		t.Fatalf("web-node2's addresses changed across a kubelet and containerd restart: %v -> %v", before, after)
+	}
+	for _, f := range c.families() {
+		if _, name, err := c.fetch("client-node1", before[f], 8080); err != nil || name != "web-node2" {
+			t.Fatalf("after the restart, web-node2 at %s: %q %v", before[f], name, err)
+		}
+	}
+	// A rolling update of the DaemonSet to a new image under running pods.
+	newImage := regexp.MustCompile(`:[^:/]+$`).ReplaceAllString(agentImage(t, c.manifests()), ":rollout-e2e")
+	tar := filepath.Join(c.dir, "agent-rollout.tar")
+	if out, err := exec.Command(filepath.Join(binDir, "mkimage"), "-bin", binDir, "-out", tar, "-name", newImage).CombinedOutput(); err != nil {
+		t.Fatalf("mkimage: %v\n%s", err, out)
+	}
+	for _, n := range c.nodes {
+		n.r.run("ctr", "-a", n.sock, "-n", "k8s.io", "images", "import", "--snapshotter", "native", tar)
+	}
+	c.kubectl("-n", "netns-cni", "set", "image", "ds/netns-cni-node", "node="+newImage)
+	c.kubectl("-n", "netns-cni", "rollout", "status", "ds/netns-cni-node", "--timeout=120s")
+	for _, f := range c.families() {
+		if _, name, err := c.fetch("client-node1", c.podIPs("web-node2")[f], 8080); err != nil || name != "web-node2" {
+			t.Fatalf("after the rolling update: %q %v", name, err)
+		}
+	}
+	// Deleting the pods leaves nothing on the nodes: no reservation, no
+	// pod link, no masquerade table.
+	c.kubectl("delete", "pod", "--all", "--wait", "--timeout=60s")
+	for _, n := range c.nodes {
+		c.eventually(30*time.Second, n.name+": left after its pods were deleted", func() string { return c.leftovers(n) })
+	}
+	// Deleting a Node takes its routes off the other nodes.
+	stop(n2.kubelet)
+	cidrs := c.kubectl("get", "node", n2.name, "-o", "jsonpath={.spec.podCIDRs}")
+	routes := func() string {
+		out, _ := exec.Command("nsenter", "--net="+c.nodes[0].r.sb.Host.Path(), "ip", "-d", "route", "show", "proto", "201").CombinedOutput()
+		out6, _ := exec.Command("nsenter", "--net="+c.nodes[0].r.sb.Host.Path(), "ip", "-6", "-d", "route", "show", "proto", "201").CombinedOutput()
+		return string(out) + string(out6)
+	}
+	if r := routes(); !strings.Contains(r, n2.ip) {
+		t.Fatalf("node1 has no host-gw route via node2 (%s, podCIDRs %s):\n%s", n2.ip, cidrs, r)
+	}
+	c.kubectl("delete", "node", n2.name, "--timeout=60s")
+	c.eventually(30*time.Second, "node1's routes to the deleted node2", func() string {
+		if r := routes(); strings.Contains(r, n2.ip) {
+			return r
+		}
+		return ""
+	})
+}
+
+// leftovers is what the node keeps of pods that are gone: reservations,
+// pod links, the network's masquerade table.
+func (c *cluster) leftovers(n *k8sNode) string {
+	var b strings.Builder
+	store := filepath.Join(n.r.dir, "varlib-up", "cni", "networks", "netns-cni")
+	ents, _ := os.ReadDir(store)
+	for _, e := range ents {
+		if name := e.Name(); name != "lock" && name != ".netns-cni" && !strings.HasPrefix(name, "last_reserved_ip.") {
+			fmt.Fprintf(&b, "reservation %s\n", name)
+		}
+	}
+	out, _ := exec.Command("nsenter", "--net="+n.r.sb.Host.Path(), "ip", "-o", "link", "show", "type", "veth").Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		fmt.Fprintf(&b, "pod links:\n%s\n", s)
+	}
+	nft, _ := exec.Command("nsenter", "--net="+n.r.sb.Host.Path(), "nft", "list", "tables").Output()
+	if strings.Contains(string(nft), "netns-cni-netns-cni") {
+		fmt.Fprintf(&b, "nft tables:\n%s", nft)
+	}
+	return b.String()
+}
+
+// treeMemory sums the peak resident memory (VmHWM) of every process
+// under the test's (the daemons and the containers' shims and processes,
+// reparented to it): what the cluster took at its largest.
+func treeMemory() string {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 1 {
+			parent[pid], _ = strconv.Atoi(f[1])
+		}
+	}
+	self := os.Getpid()
+	under := func(pid int) bool {
+		for p := pid; p > 1; p = parent[p] {
+			if parent[p] == self {
+				return true
+			}
+		}
+		return false
+	}
+	var kb, procs int
+	for pid := range parent {
+		if !under(pid) {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmHWM:") {
+				v, _ := strconv.Atoi(strings.Fields(l)[1])
+				kb += v
+				procs++
+			}
+		}
+	}
+	return fmt.Sprintf("%d MiB in %d processes", kb/1024, procs)
+}
