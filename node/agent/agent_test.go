@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -180,9 +181,59 @@ func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
 	}
 }
 
-// TestSyncRoutes: in a sandbox node namespace with a link on 192.168.77.0/24,
-// routes to reachable peers' pod CIDRs are added, removed with their node,
-// unreachable peers are skipped, and other routes are left alone.
+// dualNode is a node with several addresses, each "type=address".
+func dualNode(name string, cidrs []string, addrs ...string) *corev1.Node {
+	n := node(name, "", cidrs...)
+	n.Status.Addresses = nil
+	for _, a := range addrs {
+		typ, addr, _ := strings.Cut(a, "=")
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeAddressType(typ), Address: addr})
+	}
+	return n
+}
+
+// TestPeersDualStack: one address per family, the first InternalIP of each,
+// and every pod CIDR routed via the address of its own family.
+func TestPeersDualStack(t *testing.T) {
+	nodes := []*corev1.Node{
+		dualNode("self", []string{"10.244.0.0/24", "fd00:244::/64"}, "InternalIP=192.168.1.10", "InternalIP=fd00::10"),
+		dualNode("dual", []string{"10.244.1.0/24", "fd00:244:1::/64"}, "InternalIP=192.168.1.11", "InternalIP=fd00::11"),
+		// IPv6 listed first, a second address of each family, an
+		// ExternalIP before them all: the first InternalIP of each family.
+		dualNode("v6first", []string{"fd00:244:2::/64", "10.244.2.0/24"},
+			"ExternalIP=203.0.113.2", "InternalIP=fd00::12", "InternalIP=192.168.1.12", "InternalIP=fd00::99", "InternalIP=192.168.1.99", "Hostname=v6first"),
+		// Dual-stack pod CIDRs, an IPv4 address only: the IPv6 CIDR has no gateway.
+		dualNode("v4only", []string{"10.244.3.0/24", "fd00:244:3::/64"}, "InternalIP=192.168.1.13"),
+		// Nothing of its pod CIDR's family to route via: not a peer.
+		dualNode("mismatch", []string{"fd00:244:4::/64"}, "InternalIP=192.168.1.14"),
+		dualNode("nocidr", nil, "InternalIP=192.168.1.15"),
+		dualNode("noaddr", []string{"10.244.6.0/24"}, "InternalIP=not-an-ip"),
+	}
+	type route struct{ Dst, Via string }
+	got := map[string][]route{}
+	for _, p := range Peers("self", nodes) {
+		for _, c := range p.PodCIDRs {
+			via := "none"
+			if gw := p.Gateway(c); gw != nil {
+				via = gw.String()
+			}
+			got[p.Name] = append(got[p.Name], route{c.String(), via})
+		}
+	}
+	want := map[string][]route{
+		"dual":    {{"10.244.1.0/24", "192.168.1.11"}, {"fd00:244:1::/64", "fd00::11"}},
+		"v6first": {{"fd00:244:2::/64", "fd00::12"}, {"10.244.2.0/24", "192.168.1.12"}},
+		"v4only":  {{"10.244.3.0/24", "192.168.1.13"}, {"fd00:244:3::/64", "none"}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("peers (-want +got):\n%s", diff)
+	}
+}
+
+// TestSyncRoutes: in a sandbox node namespace with a link on 192.168.77.0/24
+// and fd00:77::/64, routes to reachable peers' pod CIDRs are added (a
+// dual-stack peer's IPv6 CIDR via its IPv6 address), removed with their
+// node, unreachable peers are skipped, and other routes are left alone.
 func TestSyncRoutes(t *testing.T) {
 	sb := nstest.NewT(t)
 	peer := sb.PodT(t, "switch")
@@ -191,7 +242,7 @@ func TestSyncRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	if err := nstest.Wire(nstest.End{NS: sb.Host, Name: "eth0", Addrs: []string{"192.168.77.1/24"}}, nstest.End{NS: peer, Name: "eth0"}); err != nil {
+	if err := nstest.Wire(nstest.End{NS: sb.Host, Name: "eth0", Addrs: []string{"192.168.77.1/24", "fd00:77::1/64"}}, nstest.End{NS: peer, Name: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := h.LinkByName("eth0")
@@ -208,23 +259,33 @@ func TestSyncRoutes(t *testing.T) {
 		node("a", "192.168.77.2", "10.244.1.0/24"),
 		node("b", "192.168.77.3", "10.244.2.0/24"),
 		node("far", "172.31.0.9", "10.244.3.0/24"), // not on a connected subnet
+		dualNode("dual", []string{"10.244.4.0/24", "fd00:244:4::/64"}, "InternalIP=192.168.77.5", "InternalIP=fd00:77::5"),
 	}
 	added, removed, err := SyncRoutes(h, Peers("self", nodes))
-	if err != nil || added != 2 || removed != 0 {
+	if err != nil || added != 4 || removed != 0 {
 		t.Fatalf("first sync: +%d -%d %v", added, removed, err)
+	}
+	v6, _ := h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL)
+	if len(v6) != 1 || v6[0].Dst.String() != "fd00:244:4::/64" || !v6[0].Gw.Equal(net.ParseIP("fd00:77::5")) {
+		t.Fatalf("IPv6 routes %v, want fd00:244:4::/64 via fd00:77::5", v6)
 	}
 	if added, removed, _ := SyncRoutes(h, Peers("self", nodes)); added+removed != 0 {
 		t.Fatalf("second sync changed things: +%d -%d", added, removed)
 	}
-	// Node b is deleted, node a moves.
-	nodes = []*corev1.Node{nodes[0], node("a", "192.168.77.4", "10.244.1.0/24")}
+	// Node b is deleted, node a moves, node dual loses its IPv6 address.
+	nodes = []*corev1.Node{nodes[0], node("a", "192.168.77.4", "10.244.1.0/24"),
+		dualNode("dual", []string{"10.244.4.0/24", "fd00:244:4::/64"}, "InternalIP=192.168.77.5")}
 	added, removed, err = SyncRoutes(h, Peers("self", nodes))
-	if err != nil || added != 1 || removed != 2 {
+	if err != nil || added != 1 || removed != 3 {
 		t.Fatalf("after changes: +%d -%d %v", added, removed, err)
 	}
-	ours, _ := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL)
-	if len(ours) != 1 || !ours[0].Gw.Equal(net.ParseIP("192.168.77.4")) {
-		t.Fatalf("our routes %v", ours)
+	ours, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL)
+	gws := map[string]string{}
+	for _, r := range ours {
+		gws[r.Dst.String()] = r.Gw.String()
+	}
+	if diff := cmp.Diff(map[string]string{"10.244.1.0/24": "192.168.77.4", "10.244.4.0/24": "192.168.77.5"}, gws); diff != "" {
+		t.Fatalf("our routes (-want +got):\n%s", diff)
 	}
 	all, _ := h.RouteList(l, netlink.FAMILY_V4)
 	found := false
