@@ -6,7 +6,6 @@
 package node
 
 import (
-	"encoding/json"
 	"os"
 	"slices"
 	"strings"
@@ -63,11 +62,8 @@ func TestManifests(t *testing.T) {
 			}
 		case *corev1.ConfigMap:
 			kinds = append(kinds, "ConfigMap")
-			var cfg agent.Config
-			if err := json.Unmarshal([]byte(v.Data["config.json"]), &cfg); err != nil {
-				t.Fatal(err)
-			}
-			if err := cfg.Validate(); err != nil {
+			// As strictly as the agent reads it.
+			if _, err := agent.LoadConfig(strings.NewReader(v.Data["config.json"])); err != nil {
 				t.Fatalf("shipped config: %v", err)
 			}
 		case *appsv1.DaemonSet:

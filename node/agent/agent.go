@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,41 +19,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 )
-
-// Config is the agent's configuration (the DaemonSet's ConfigMap).
-type Config struct {
-	// Plugin is "bridge-nat" (default) or "veth-ptp".
-	Plugin string `json:"plugin"`
-	// ClusterCIDRs are the whole cluster's pod CIDRs: traffic to them keeps
-	// its pod source address (no masquerade).
-	ClusterCIDRs []string `json:"clusterCIDRs"`
-	// Bridge is bridge-nat's bridge; default "cni0".
-	Bridge string `json:"bridge,omitempty"`
-	// MTU of the pods' interfaces; 0 keeps the kernel's default.
-	MTU int `json:"mtu,omitempty"`
-	// Portmap chains the reference portmap plugin for hostPort instead of
-	// the plugins' built-in port mappings (which take the portMappings
-	// capability otherwise).
-	Portmap bool `json:"portmap"`
-	// HostGW routes other nodes' pod CIDRs via their InternalIP.
-	HostGW bool `json:"hostGW"`
-	// DataDir is the IPAM store directory on the node.
-	DataDir string `json:"dataDir,omitempty"`
-}
-
-// Validate reports what is wrong, naming keys.
-func (c *Config) Validate() error {
-	var errs []error
-	switch c.Plugin {
-	case "", "bridge-nat", "veth-ptp":
-	default:
-		errs = append(errs, fmt.Errorf(`"plugin": must be "bridge-nat" or "veth-ptp", got %q`, c.Plugin))
-	}
-	if len(c.ClusterCIDRs) == 0 {
-		errs = append(errs, errors.New(`"clusterCIDRs": missing; list the cluster's pod CIDRs`))
-	}
-	return errors.Join(errs...)
-}
 
 // Conflist renders the node's network configuration from its podCIDRs.
 func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {

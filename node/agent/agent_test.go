@@ -76,12 +76,78 @@ func TestConflistDualStack(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
-	if err := (&Config{Plugin: "flannel"}).Validate(); err == nil {
-		t.Fatal("bad config accepted")
-	}
-	if err := (&Config{ClusterCIDRs: []string{"10.244.0.0/16"}}).Validate(); err != nil {
+func TestLoadConfig(t *testing.T) {
+	shipped := `{"plugin": "bridge-nat", "clusterCIDRs": ["10.244.0.0/16", "fd00:244::/56"], "portmap": false, "hostGW": true}`
+	cfg, err := LoadConfig(strings.NewReader(shipped))
+	if err != nil {
 		t.Fatal(err)
+	}
+	want := Config{Plugin: "bridge-nat", ClusterCIDRs: []string{"10.244.0.0/16", "fd00:244::/56"}, HostGW: true}
+	if diff := cmp.Diff(want, cfg); diff != "" {
+		t.Fatalf("decoded (-want +got):\n%s", diff)
+	}
+	// with is the shipped config with key set to value (raw JSON).
+	with := func(kv ...string) string {
+		var m map[string]json.RawMessage
+		_ = json.Unmarshal([]byte(shipped), &m)
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = json.RawMessage(kv[i+1])
+		}
+		b, _ := json.Marshal(m)
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name, conf string
+		errs       []string // each must be in the error; none: valid
+	}{
+		{"veth-ptp", with("plugin", `"veth-ptp"`), nil},
+		{"mtu at the bounds", with("mtu", "576"), nil},
+		{"mtu at the top", with("mtu", "65535"), nil},
+		{"mtu 0 is the default", with("mtu", "0"), nil},
+		{"bridge of 15 bytes", with("bridge", `"br-0123456789ab"`), nil},
+		{"typo", with("hostGw", "true"), []string{`"hostGw": unknown key; did you mean "hostGW"?`, "known keys: plugin, clusterCIDRs"}},
+		{"other case", with("MTU", "1500"), []string{`"MTU": unknown key; did you mean "mtu"?`}},
+		{"unknown", with("ipMasq", "true", "backend", `"nft"`), []string{`"backend": unknown key`, `"ipMasq": unknown key`}},
+		{"wrong type", with("mtu", `"1500"`), []string{`"mtu": a JSON string where a number belongs`}},
+		{"not a boolean", with("hostGW", `"yes"`), []string{`"hostGW": a JSON string where true or false belongs`}},
+		{"not a list", with("clusterCIDRs", `"10.244.0.0/16"`), []string{`"clusterCIDRs": a JSON string where an array belongs`}},
+		{"bad plugin", with("plugin", `"flannel"`), []string{`"plugin": must be "bridge-nat" or "veth-ptp", got "flannel"`}},
+		{"no cluster CIDRs", with("clusterCIDRs", "[]"), []string{`"clusterCIDRs": missing`}},
+		{"bad CIDRs", with("clusterCIDRs", `["10.244.0.0/16", "10.244.0.0/33", "10.245.0.0", "cluster"]`),
+			[]string{`"clusterCIDRs[1]": "10.244.0.0/33" is not a CIDR`, `"clusterCIDRs[2]": "10.245.0.0" is not a CIDR`, `"clusterCIDRs[3]"`}},
+		{"mtu too small", with("mtu", "575"), []string{`"mtu": must be 576-65535 (or 0 for the default), got 575`}},
+		{"mtu too big", with("mtu", "65536"), []string{`"mtu": must be 576-65535`}},
+		{"mtu negative", with("mtu", "-1"), []string{`"mtu": must be 576-65535`}},
+		{"bridge too long", with("bridge", `"br-0123456789abc"`), []string{`"bridge": "br-0123456789abc" is not a valid interface name: must be 1-15 bytes`}},
+		{"bridge with a slash", with("bridge", `"br/0"`), []string{`"bridge": "br/0" is not a valid interface name`}},
+		{"bridge with a space", with("bridge", `"br 0"`), []string{`"bridge"`}},
+		{"bridge with a tab", with("bridge", `"br\t0"`), []string{`"bridge"`}},
+		{"bridge with a colon", with("bridge", `"br:0"`), []string{`"bridge"`}},
+		{"bridge .", with("bridge", `"."`), []string{`"bridge": "." is not a valid interface name`}},
+		{"bridge ..", with("bridge", `".."`), []string{`"bridge": ".." is not a valid interface name`}},
+		// Every problem at once, each naming its key.
+		{"several", with("mtu", "9", "bridge", `"a/b"`, "clusterCIDRs", `["x"]`), []string{`"mtu"`, `"bridge"`, `"clusterCIDRs[0]"`}},
+		{"empty", "  \n", []string{"empty"}},
+		{"not an object", `["10.244.0.0/16"]`, []string{"not a JSON object"}},
+		{"trailing data", shipped + ` {"mtu": 1500}`, []string{"not a JSON object"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadConfig(strings.NewReader(tc.conf))
+			if len(tc.errs) == 0 {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted: %s", tc.conf)
+			}
+			for _, e := range tc.errs {
+				if !strings.Contains(err.Error(), e) {
+					t.Errorf("error %q does not say %q", err, e)
+				}
+			}
+		})
 	}
 }
 
