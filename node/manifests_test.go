@@ -85,8 +85,19 @@ func TestManifests(t *testing.T) {
 				t.Fatalf("host paths %v", paths)
 			}
 			c := spec.Containers[0]
-			if c.Env[0].Name != "NODE_NAME" || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+			if c.Env[0].Name != "NODE_NAME" || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 				t.Fatalf("container %+v", c)
+			}
+			// Liveness and readiness apart: a node waiting for its podCIDR
+			// must not have its agent restarted.
+			if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/livez" {
+				t.Fatalf("livenessProbe %+v, want GET /livez", c.LivenessProbe)
+			}
+			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+				t.Fatalf("readinessProbe %+v, want GET /readyz", c.ReadinessProbe)
+			}
+			if c.LivenessProbe.HTTPGet.Port.IntValue() != 9099 || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9099 {
+				t.Fatalf("probe ports %v %v, want the agent's 9099", c.LivenessProbe.HTTPGet.Port, c.ReadinessProbe.HTTPGet.Port)
 			}
 		default:
 			t.Fatalf("unexpected object %T", o)

@@ -194,16 +194,13 @@ func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "10-netns-cni.conflist")
 	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}, Client: client, NodeName: "n1", ConfPath: conf,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	a.Probes = NewProbes()
+	a.Probes.SetInstalled()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan struct{})
 	errc := make(chan error, 1)
-	go func() { errc <- a.Run(ctx, ready) }()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent never synced")
-	}
+	go func() { errc <- a.Run(ctx) }()
+	waitFor(t, "the agent to be ready", func() bool { return a.Probes.Ready() == nil })
 	first, _ := os.Stat(conf)
 	// Another node changes: our conflist is not rewritten.
 	n2 := node("n2", "192.168.1.2", "10.244.9.0/24")
@@ -365,18 +362,102 @@ func TestSyncRoutes(t *testing.T) {
 	}
 }
 
-func TestHealth(t *testing.T) {
-	ready := make(chan struct{})
-	h := Health(ready)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
-	if rec.Code != 503 {
-		t.Fatalf("before sync: %d", rec.Code)
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	close(ready)
-	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
-	if rec.Code != 200 {
-		t.Fatalf("after sync: %d", rec.Code)
+}
+
+// TestProbes: /readyz (and its alias /healthz) answer 200 only once the
+// plugins are installed and the conflist written; /livez answers 200 from
+// the start, while the loop turns, and 503 once it stopped turning.
+func TestProbes(t *testing.T) {
+	clock := time.Unix(1_000_000, 0)
+	p := &Probes{Stale: time.Minute, now: func() time.Time { return clock }}
+	p.Beat()
+	h := p.Handler()
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Code, rec.Body.String()
 	}
+	check := func(step string, want map[string]int) {
+		t.Helper()
+		for path, code := range want {
+			if got, body := get(path); got != code {
+				t.Errorf("%s: GET %s = %d %q, want %d", step, path, got, body, code)
+			}
+		}
+	}
+	check("at start", map[string]int{"/readyz": 503, "/healthz": 503, "/livez": 200, "/metrics": 404})
+	if _, body := get("/readyz"); !strings.Contains(body, "plugins not installed") {
+		t.Errorf("at start /readyz says %q", body)
+	}
+	p.SetInstalled()
+	// Waiting for a podCIDR: live, not ready, for as long as it takes.
+	for range 10 {
+		clock = clock.Add(30 * time.Second)
+		p.Beat()
+		check("waiting for a podCIDR", map[string]int{"/readyz": 503, "/healthz": 503, "/livez": 200})
+	}
+	if _, body := get("/readyz"); !strings.Contains(body, "no conflist yet") {
+		t.Errorf("without a conflist /readyz says %q", body)
+	}
+	p.SetConfigured()
+	check("configured", map[string]int{"/readyz": 200, "/healthz": 200, "/livez": 200})
+	// The loop stops turning: no longer live, still ready.
+	clock = clock.Add(time.Minute + time.Second)
+	check("wedged", map[string]int{"/readyz": 200, "/livez": 503})
+	p.Beat()
+	check("turning again", map[string]int{"/livez": 200})
+	// Configured before installed is not ready either.
+	q := NewProbes()
+	q.SetConfigured()
+	if q.Ready() == nil || q.Live() != nil {
+		t.Fatalf("configured, not installed: ready %v, live %v", q.Ready(), q.Live())
+	}
+}
+
+// TestRunStaysLiveWithoutPodCIDR: a node without a podCIDR keeps its agent
+// live (the loop turns) and not ready, until the podCIDR comes.
+func TestRunStaysLiveWithoutPodCIDR(t *testing.T) {
+	client := fake.NewClientset(node("n1", "192.168.1.1"))
+	conf := filepath.Join(t.TempDir(), "05-netns-cni.conflist")
+	p := NewProbes()
+	p.Stale = 200 * time.Millisecond
+	p.SetInstalled()
+	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}, Client: client, NodeName: "n1", ConfPath: conf,
+		Probes: p, PollEvery: 20 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	// Well past Stale without a podCIDR: live all along, never ready.
+	for range 25 {
+		time.Sleep(20 * time.Millisecond)
+		if err := p.Live(); err != nil {
+			t.Fatalf("not live while waiting for a podCIDR: %v", err)
+		}
+		if p.Ready() == nil {
+			t.Fatal("ready without a conflist")
+		}
+	}
+	if _, err := os.Stat(conf); !os.IsNotExist(err) {
+		t.Fatalf("conflist without a podCIDR: %v", err)
+	}
+	if _, err := client.CoreV1().Nodes().Update(ctx, node("n1", "192.168.1.1", "10.244.1.0/24"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "readiness after the podCIDR came", func() bool { return p.Ready() == nil })
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	// The loop has stopped: liveness goes once Stale has passed.
+	waitFor(t, "liveness to go with the loop", func() bool { return p.Live() != nil })
 }

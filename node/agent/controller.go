@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,8 +27,21 @@ type Agent struct {
 	// Routes is a netlink handle in the node's network namespace; nil
 	// leaves routing alone (HostGW off).
 	Routes *nsutil.Handle
-	Log    *slog.Logger
+	// Probes learns of each turn of Run's loop and of the conflist
+	// written; Run makes one when nil.
+	Probes *Probes
+	// PollEvery is how often Run's loop turns when nothing happens;
+	// DefaultPollEvery when 0.
+	PollEvery time.Duration
+	Log       *slog.Logger
 }
+
+// DefaultPollEvery is how often the agent's loop turns when nothing happens.
+const DefaultPollEvery = 5 * time.Second
+
+// resyncEvery is how often the agent syncs without a change: a failed sync
+// is retried then, and a route someone removed comes back.
+const resyncEvery = time.Minute
 
 // SyncConf rewrites the conflist from the node's podCIDRs when it changed.
 func (a *Agent) SyncConf(node *corev1.Node) (bool, error) {
@@ -43,17 +56,21 @@ func (a *Agent) SyncConf(node *corev1.Node) (bool, error) {
 	if changed {
 		a.Log.Info("wrote the network config", "path", a.ConfPath, "podCIDRs", node.Spec.PodCIDRs)
 	}
+	if a.Probes != nil {
+		a.Probes.SetConfigured()
+	}
 	return changed, nil
 }
 
-// Sync brings the conflist and routes in line with the nodes given.
+// Sync brings the conflist and routes in line with the nodes given, which
+// must include the agent's own.
 func (a *Agent) Sync(nodes []*corev1.Node) error {
-	for _, n := range nodes {
-		if n.Name == a.NodeName {
-			if _, err := a.SyncConf(n); err != nil {
-				return err
-			}
-		}
+	i := slices.IndexFunc(nodes, func(n *corev1.Node) bool { return n.Name == a.NodeName })
+	if i < 0 {
+		return fmt.Errorf("node %s not found (NODE_NAME is the pod's spec.nodeName)", a.NodeName)
+	}
+	if _, err := a.SyncConf(nodes[i]); err != nil {
+		return err
 	}
 	if a.Config.HostGW && a.Routes != nil {
 		added, removed, err := SyncRoutes(*a.Routes, Peers(a.NodeName, nodes))
@@ -65,9 +82,17 @@ func (a *Agent) Sync(nodes []*corev1.Node) error {
 	return nil
 }
 
-// Run watches Nodes and syncs on every change until ctx ends. ready is
-// closed after the first successful sync (the health endpoint's signal).
-func (a *Agent) Run(ctx context.Context, ready chan<- struct{}) error {
+// Run watches Nodes and syncs on every change, and every minute without
+// one, until ctx ends. Its loop turns every PollEvery even when nothing
+// happens, which is what keeps the liveness probe answering 200.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.Probes == nil {
+		a.Probes = NewProbes()
+	}
+	every := a.PollEvery
+	if every == 0 {
+		every = DefaultPollEvery
+	}
 	factory := informers.NewSharedInformerFactory(a.Client, 10*time.Minute)
 	inf := factory.Core().V1().Nodes()
 	kick := make(chan struct{}, 1)
@@ -83,39 +108,39 @@ func (a *Agent) Run(ctx context.Context, ready chan<- struct{}) error {
 		return err
 	}
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
-		return ctx.Err()
-	}
-	once := false
-	for {
-		nodes, err := inf.Lister().List(labels.Everything())
-		if err == nil {
-			err = a.Sync(nodes)
+	defer factory.Shutdown()
+	// The cache is awaited aside, so that the loop (and liveness) turns
+	// while the API server is slow to answer.
+	synced := make(chan struct{})
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+			close(synced)
 		}
-		if err != nil {
-			a.Log.Warn("sync failed; retrying on the next change", "error", err)
-		} else if !once {
-			once = true
-			close(ready)
+	}()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var cacheSynced, dirty bool
+	var last time.Time
+	for {
+		a.Probes.Beat()
+		if cacheSynced && (dirty || time.Since(last) >= resyncEvery) {
+			dirty, last = false, time.Now()
+			nodes, err := inf.Lister().List(labels.Everything())
+			if err == nil {
+				err = a.Sync(nodes)
+			}
+			if err != nil {
+				a.Log.Warn("sync failed; retrying on the next change or in a minute", "error", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
-			factory.Shutdown()
 			return nil
+		case <-synced:
+			cacheSynced, synced = true, nil
 		case <-kick:
-		case <-time.After(time.Minute):
+			dirty = true
+		case <-tick.C:
 		}
 	}
-}
-
-// Health answers /healthz: 200 once the agent has synced, 503 before.
-func Health(ready <-chan struct{}) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-ready:
-			_, _ = w.Write([]byte("ok\n"))
-		default:
-			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
-		}
-	})
 }

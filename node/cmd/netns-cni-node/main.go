@@ -2,8 +2,9 @@
 // the DaemonSet in deploy/kubernetes: it installs the plugin binaries into
 // the node's CNI bin directory, writes the node's conflist from its Node
 // object's podCIDRs, and in host-gw mode keeps routes to the other nodes'
-// pod CIDRs. It serves /healthz and stops cleanly on SIGTERM, leaving
-// what it installed in place for the pods that use it.
+// pod CIDRs. It serves /readyz and /livez for the kubelet's probes and
+// stops cleanly on SIGTERM, leaving what it installed in place for the
+// pods that use it.
 package main
 
 import (
@@ -42,7 +43,7 @@ func main() {
 	flag.StringVar(&o.srcBin, "src-bin", "/opt/netns-cni/bin", "where the image keeps the plugin binaries")
 	flag.StringVar(&o.binDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
 	flag.StringVar(&o.confDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config directory")
-	flag.StringVar(&o.health, "health", ":9099", "address of the /healthz endpoint")
+	flag.StringVar(&o.health, "health", ":9099", "address of the probe endpoints /readyz, /livez and /healthz (an alias of /readyz)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -72,10 +73,26 @@ func run(log *slog.Logger, o options) error {
 	if node == "" {
 		return errors.New("NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
 	}
+	// The probes answer from here on: live at once, ready once the
+	// plugins are installed and the conflist written.
+	probes := agent.NewProbes()
+	srv := &http.Server{Addr: o.health, ReadHeaderTimeout: 5 * time.Second, Handler: probes.Handler()}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("probe endpoint", "error", err)
+		}
+	}()
+	defer func() {
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	}()
+
 	done, err := agent.InstallBinaries(o.srcBin, o.binDir, []string{"loopback", "veth-ptp", "bridge-nat"})
 	if err != nil {
 		return err
 	}
+	probes.SetInstalled()
 	log.Info("plugins installed", "dir", o.binDir, "replaced", done)
 
 	rc, err := rest.InClusterConfig()
@@ -86,7 +103,8 @@ func run(log *slog.Logger, o options) error {
 	if err != nil {
 		return err
 	}
-	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, ConfPath: filepath.Join(o.confDir, "10-netns-cni.conflist"), Log: log}
+	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, ConfPath: filepath.Join(o.confDir, "10-netns-cni.conflist"),
+		Probes: probes, Log: log}
 	if cfg.HostGW {
 		h, err := nsutil.CurrentHandle()
 		if err != nil {
@@ -98,17 +116,7 @@ func run(log *slog.Logger, o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	ready := make(chan struct{})
-	srv := &http.Server{Addr: o.health, ReadHeaderTimeout: 5 * time.Second, Handler: agent.Health(ready)}
-	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health endpoint", "error", err)
-		}
-	}()
-	err = a.Run(ctx, ready)
-	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shut)
+	err = a.Run(ctx)
 	log.Info("stopped; plugins and config stay for the pods that use them")
 	return err
 }
