@@ -11,14 +11,55 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
+
+// ConfName is the conflist's file name. Runtimes take the first conflist
+// of their conf dir in lexical order, so it sorts ahead of those of the
+// CNIs a cluster moves from (10-flannel.conflist, 10-kindnet.conflist,
+// containerd's 10-containerd-net.conflist): a node that still has one
+// uses ours.
+const ConfName = "05-netns-cni.conflist"
+
+// OldConfName is the conflist's name before v0.3.0, which sorted after
+// 10-flannel.conflist and 10-containerd-net.conflist.
+const OldConfName = "10-netns-cni.conflist"
+
+// RemoveOldConflist removes the conflist at path if the agent wrote it: the
+// network "netns-cni" with bridge-nat or veth-ptp as its first plugin. It
+// leaves any other file there and says so in its error; a missing file is
+// not an error.
+func RemoveOldConflist(path string) (removed bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var list struct {
+		Name    string `json:"name"`
+		Plugins []struct {
+			Type string `json:"type"`
+		} `json:"plugins"`
+	}
+	if json.Unmarshal(data, &list) != nil || list.Name != "netns-cni" || len(list.Plugins) == 0 ||
+		(list.Plugins[0].Type != "bridge-nat" && list.Plugins[0].Type != "veth-ptp") {
+		return false, fmt.Errorf("%s is not a conflist the agent wrote; left in place", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
 
 // Conflist renders the node's network configuration from its podCIDRs.
 func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {

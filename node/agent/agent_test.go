@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,80 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
+// TestConfNameSortsFirst: runtimes take the first file of the conf dir in
+// lexical order; ours must come before those of the CNIs users move from.
+func TestConfNameSortsFirst(t *testing.T) {
+	names := []string{"10-flannel.conflist", "10-kindnet.conflist", "10-containerd-net.conflist", OldConfName,
+		"87-podman-bridge.conflist", "99-loopback.conf", ConfName}
+	slices.Sort(names)
+	if names[0] != ConfName {
+		t.Fatalf("order %v: %s must come first", names, ConfName)
+	}
+}
+
+// TestUpgradeRemovesOldConflist: an upgraded node's 10-netns-cni.conflist,
+// written by the agent, goes once 05-netns-cni.conflist is written (not
+// before: the node would have no network config in between); a file of
+// that name the agent did not write stays.
+func TestUpgradeRemovesOldConflist(t *testing.T) {
+	cfg := Config{ClusterCIDRs: []string{"10.244.0.0/16"}}
+	old, err := Conflist(cfg, node("n1", "192.168.1.1", "10.244.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, old string
+		removed   bool
+	}{
+		{"written by the agent", string(old), true},
+		{"veth-ptp, by the agent", strings.Replace(string(old), `"bridge-nat"`, `"veth-ptp"`, 1), true},
+		{"another network", strings.Replace(string(old), `"netns-cni"`, `"mynet"`, 1), false},
+		{"another plugin", strings.Replace(string(old), `"bridge-nat"`, `"bridge"`, 1), false},
+		{"not JSON", "# edited by hand\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a := &Agent{Config: cfg, NodeName: "n1", ConfPath: filepath.Join(dir, ConfName), OldConfPath: filepath.Join(dir, OldConfName),
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			if err := os.WriteFile(a.OldConfPath, []byte(tc.old), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// Other files of the conf dir are never touched.
+			other := filepath.Join(dir, "10-netns-cni.conf")
+			if err := os.WriteFile(other, old, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// No podCIDR yet: nothing written, the old conflist stays.
+			if err := a.Sync([]*corev1.Node{node("n1", "192.168.1.1")}); err == nil {
+				t.Fatal("synced without a podCIDR")
+			}
+			if _, err := os.Stat(a.OldConfPath); err != nil {
+				t.Fatalf("old conflist removed before the new one was written: %v", err)
+			}
+			if err := a.Sync([]*corev1.Node{node("n1", "192.168.1.1", "10.244.1.0/24")}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(a.ConfPath); err != nil {
+				t.Fatal(err)
+			}
+			_, err := os.Stat(a.OldConfPath)
+			if gone := os.IsNotExist(err); gone != tc.removed {
+				t.Fatalf("old conflist removed: %v, want %v", gone, tc.removed)
+			}
+			if b, _ := os.ReadFile(a.OldConfPath); !tc.removed && string(b) != tc.old {
+				t.Fatalf("a conflist the agent did not write changed: %q", b)
+			}
+			if _, err := os.Stat(other); err != nil {
+				t.Fatalf("%s: %v", other, err)
+			}
+		})
+	}
+	// Nothing there: nothing to do.
+	if removed, err := RemoveOldConflist(filepath.Join(t.TempDir(), OldConfName)); removed || err != nil {
+		t.Fatalf("missing file: %v %v", removed, err)
+	}
+}
+
 func TestInstallBinariesReplacesAtomicallyAndOnlyWhenChanged(t *testing.T) {
 	src, dst := t.TempDir(), t.TempDir()
 	for n, body := range map[string]string{"veth-ptp": "v1", "bridge-nat": "b1"} {
@@ -191,7 +266,7 @@ func TestInstallBinariesReplacesAtomicallyAndOnlyWhenChanged(t *testing.T) {
 // podCIDRs change, and not touched when nothing changed.
 func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
 	client := fake.NewClientset(node("n1", "192.168.1.1", "10.244.1.0/24"), node("n2", "192.168.1.2", "10.244.2.0/24"))
-	conf := filepath.Join(t.TempDir(), "10-netns-cni.conflist")
+	conf := filepath.Join(t.TempDir(), ConfName)
 	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}, Client: client, NodeName: "n1", ConfPath: conf,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	a.Probes = NewProbes()

@@ -24,6 +24,11 @@ type Agent struct {
 	NodeName string
 	// ConfPath is where the conflist goes (in the node's CNI conf dir).
 	ConfPath string
+	// OldConfPath is where an earlier version wrote it. Once ConfPath is
+	// written (not before: the node would be without a network config in
+	// between), a conflist the agent wrote there is removed, so that an
+	// upgraded node does not keep two.
+	OldConfPath string
 	// Routes is a netlink handle in the node's network namespace; nil
 	// leaves routing alone (HostGW off).
 	Routes *nsutil.Handle
@@ -34,6 +39,8 @@ type Agent struct {
 	// DefaultPollEvery when 0.
 	PollEvery time.Duration
 	Log       *slog.Logger
+
+	oldConfDone bool
 }
 
 // DefaultPollEvery is how often the agent's loop turns when nothing happens.
@@ -58,6 +65,15 @@ func (a *Agent) SyncConf(node *corev1.Node) (bool, error) {
 	}
 	if a.Probes != nil {
 		a.Probes.SetConfigured()
+	}
+	if a.OldConfPath != "" && !a.oldConfDone {
+		a.oldConfDone = true
+		removed, err := RemoveOldConflist(a.OldConfPath)
+		if err != nil {
+			a.Log.Warn("the conflist of an earlier version stays", "error", err)
+		} else if removed {
+			a.Log.Info("removed the conflist of an earlier version", "path", a.OldConfPath)
+		}
 	}
 	return changed, nil
 }

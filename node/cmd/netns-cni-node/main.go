@@ -103,8 +103,8 @@ func run(log *slog.Logger, o options) error {
 	if err != nil {
 		return err
 	}
-	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, ConfPath: filepath.Join(o.confDir, "10-netns-cni.conflist"),
-		Probes: probes, Log: log}
+	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, Probes: probes, Log: log,
+		ConfPath: filepath.Join(o.confDir, agent.ConfName), OldConfPath: filepath.Join(o.confDir, agent.OldConfName)}
 	if cfg.HostGW {
 		h, err := nsutil.CurrentHandle()
 		if err != nil {
