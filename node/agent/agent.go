@@ -2,8 +2,10 @@
 // run by a DaemonSet): it copies the plugin binaries into the node's CNI bin
 // directory, writes the node's conflist from its Node object's podCIDRs, and
 // in host-gw mode keeps a route to every other node's pod CIDRs via that
-// node's InternalIP. Everything it writes is written atomically and only
-// when it changes; it never removes what it did not make.
+// node's InternalIP of the CIDR's family. Its config (the ConfigMap) is
+// read strictly and followed while it runs. Everything it writes is
+// written atomically and only when it changes; it never removes what it
+// did not make.
 package agent
 
 import (

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -425,6 +427,15 @@ func TestSyncRoutes(t *testing.T) {
 	if diff := cmp.Diff(map[string]string{"10.244.1.0/24": "192.168.77.4", "10.244.4.0/24": "192.168.77.5"}, gws); diff != "" {
 		t.Fatalf("our routes (-want +got):\n%s", diff)
 	}
+	// Host-gw turned off by a ConfigMap edit: the agent's routes go.
+	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}, NodeName: "self", ConfPath: filepath.Join(t.TempDir(), ConfName),
+		Routes: &h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := a.Sync(nodes); err != nil {
+		t.Fatal(err)
+	}
+	if ours, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL); len(ours) != 0 {
+		t.Fatalf("host-gw off, our routes stay: %v", ours)
+	}
 	all, _ := h.RouteList(l, netlink.FAMILY_V4)
 	found := false
 	for _, r := range all {
@@ -535,4 +546,181 @@ func TestRunStaysLiveWithoutPodCIDR(t *testing.T) {
 	}
 	// The loop has stopped: liveness goes once Stale has passed.
 	waitFor(t, "liveness to go with the loop", func() bool { return p.Live() != nil })
+}
+
+// TestReload: what a new read of the config file means, without a cluster.
+func TestReload(t *testing.T) {
+	const base = `{"clusterCIDRs": ["10.244.0.0/16"], "hostGW": true}`
+	current := Config{ClusterCIDRs: []string{"10.244.0.0/16"}, HostGW: true}
+	for _, tc := range []struct {
+		name, seen, now string
+		apply           bool
+		want            Config // when apply
+		err             string // in the error, when not applied for one
+	}{
+		{name: "unchanged", seen: base, now: base},
+		{name: "reformatted", seen: base, now: "{\n  \"hostGW\": true,\n  \"clusterCIDRs\": [\"10.244.0.0/16\"]\n}\n"},
+		{name: "a new mtu", seen: base, now: `{"clusterCIDRs": ["10.244.0.0/16"], "hostGW": true, "mtu": 1400}`,
+			apply: true, want: Config{ClusterCIDRs: []string{"10.244.0.0/16"}, HostGW: true, MTU: 1400}},
+		{name: "host-gw off", seen: base, now: `{"clusterCIDRs": ["10.244.0.0/16"]}`,
+			apply: true, want: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}},
+		{name: "a typo", seen: base, now: `{"clusterCIDRs": ["10.244.0.0/16"], "hostGw": false}`, err: `"hostGw": unknown key`},
+		{name: "a bad CIDR", seen: base, now: `{"clusterCIDRs": ["10.244.0.0/61"], "hostGW": true}`, err: `"clusterCIDRs[0]"`},
+		{name: "truncated", seen: base, now: `{"clusterCIDRs": ["10.244.0.0/16"], "hostGW": tr`, err: "not a JSON object"},
+		// The bad edit read again: said already, nothing new.
+		{name: "the same bad edit", seen: `{"mtu": 9}`, now: `{"mtu": 9}`},
+		// Back from a bad edit to what runs: nothing to apply.
+		{name: "bad edit undone", seen: `{"mtu": 9}`, now: base},
+		{name: "bad edit fixed", seen: `{"mtu": 9}`, now: `{"clusterCIDRs": ["10.244.0.0/16"], "hostGW": true, "mtu": 9000}`,
+			apply: true, want: Config{ClusterCIDRs: []string{"10.244.0.0/16"}, HostGW: true, MTU: 9000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, apply, err := Reload(current, []byte(tc.seen), []byte(tc.now))
+			if apply != tc.apply {
+				t.Fatalf("apply %v, want %v (error %v)", apply, tc.apply, err)
+			}
+			if tc.err == "" && err != nil {
+				t.Fatalf("error %v", err)
+			}
+			if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error %v, want one saying %s", err, tc.err)
+			}
+			if diff := cmp.Diff(tc.want, got); apply && diff != "" {
+				t.Fatalf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// configMapVolume lays out dir as the kubelet does a ConfigMap volume:
+// config.json -> ..data/config.json, ..data -> a timestamped directory.
+// Each call is an update: a new directory, then ..data swapped to it
+// atomically (a symlink renamed over the old one).
+func configMapVolume(t *testing.T, dir, content string) {
+	t.Helper()
+	ts := fmt.Sprintf("..%d", time.Now().UnixNano())
+	if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ts, "config.json"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(ts, filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "config.json")); os.IsNotExist(err) {
+		if err := os.Symlink("..data/config.json", filepath.Join(dir, "config.json")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestConfigFileFollowsConfigMapUpdates: through the kubelet's symlink
+// swap, a valid change is applied, a bad one reported once and the running
+// config kept, an unreadable file reported once.
+func TestConfigFileFollowsConfigMapUpdates(t *testing.T) {
+	dir := t.TempDir()
+	configMapVolume(t, dir, `{"clusterCIDRs": ["10.244.0.0/16"]}`)
+	f := &ConfigFile{Path: filepath.Join(dir, "config.json")}
+	cfg, err := f.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, apply, err := f.Poll(cfg); apply || err != nil {
+		t.Fatalf("nothing changed: apply %v, error %v", apply, err)
+	}
+	configMapVolume(t, dir, `{"clusterCIDRs": ["10.244.0.0/16"], "plugin": "veth-ptp"}`)
+	next, apply, err := f.Poll(cfg)
+	if !apply || err != nil || next.Plugin != "veth-ptp" {
+		t.Fatalf("ConfigMap update: %+v apply %v error %v", next, apply, err)
+	}
+	cfg = next
+	configMapVolume(t, dir, `{"clusterCIDRs": ["10.244.0.0/16"], "plugin": "veth-ptp", "bridge": "this-is-far-too-long"}`)
+	if _, apply, err := f.Poll(cfg); apply || err == nil || !strings.Contains(err.Error(), `"bridge"`) || !strings.Contains(err.Error(), f.Path) {
+		t.Fatalf("bad update: apply %v, error %v", apply, err)
+	}
+	if _, apply, err := f.Poll(cfg); apply || err != nil {
+		t.Fatalf("bad update polled again: apply %v, error %v (want it said once)", apply, err)
+	}
+	if err := os.Remove(filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, apply, err := f.Poll(cfg); apply || err == nil {
+		t.Fatalf("unreadable file: apply %v, error %v", apply, err)
+	}
+	if _, apply, err := f.Poll(cfg); apply || err != nil {
+		t.Fatalf("unreadable file polled again: apply %v, error %v (want it said once)", apply, err)
+	}
+	configMapVolume(t, dir, `{"clusterCIDRs": ["10.244.0.0/16", "fd00:244::/56"], "plugin": "veth-ptp"}`)
+	if next, apply, err := f.Poll(cfg); !apply || err != nil || len(next.ClusterCIDRs) != 2 {
+		t.Fatalf("readable again: %+v apply %v error %v", next, apply, err)
+	}
+}
+
+// syncBuffer is a log sink safe for Run's goroutine and the test's.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunAppliesConfigChanges: the agent, against a fake API server,
+// re-renders the conflist when the ConfigMap changes, and keeps it (and
+// logs at error) when the change does not validate.
+func TestRunAppliesConfigChanges(t *testing.T) {
+	cm := t.TempDir()
+	configMapVolume(t, cm, `{"clusterCIDRs": ["10.244.0.0/16"]}`)
+	f := &ConfigFile{Path: filepath.Join(cm, "config.json")}
+	cfg, err := f.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	conf := filepath.Join(t.TempDir(), ConfName)
+	a := &Agent{Config: cfg, ConfigFile: f, Client: fake.NewClientset(node("n1", "192.168.1.1", "10.244.1.0/24")),
+		NodeName: "n1", ConfPath: conf, PollEvery: 10 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	read := func() string { b, _ := os.ReadFile(conf); return string(b) }
+	waitFor(t, "the first conflist", func() bool { return strings.Contains(read(), `"bridge": "cni0"`) })
+
+	configMapVolume(t, cm, `{"clusterCIDRs": ["10.244.0.0/16"], "bridge": "k8s0", "mtu": 1400}`)
+	waitFor(t, "the conflist to follow the ConfigMap", func() bool {
+		c := read()
+		return strings.Contains(c, `"bridge": "k8s0"`) && strings.Contains(c, `"mtu": 1400`)
+	})
+	good := read()
+
+	configMapVolume(t, cm, `{"clusterCIDRs": ["10.244.0.0/16"], "bridge": "k8s0", "mtu": 1400, "hostGw": true}`)
+	waitFor(t, "the bad edit logged", func() bool { return strings.Contains(logs.String(), "level=ERROR") })
+	time.Sleep(100 * time.Millisecond) // ten more polls
+	if c := read(); c != good {
+		t.Fatalf("a config that does not validate changed the conflist:\n%s", c)
+	}
+	if l := logs.String(); strings.Count(l, "level=ERROR") != 1 || !strings.Contains(l, `unknown key`) || !strings.Contains(l, "hostGw") {
+		t.Fatalf("want the bad edit logged once at error, naming the key:\n%s", l)
+	}
+
+	// Fixed: applied.
+	configMapVolume(t, cm, `{"clusterCIDRs": ["10.244.0.0/16"], "plugin": "veth-ptp", "mtu": 1400}`)
+	waitFor(t, "the fixed config applied", func() bool { return strings.Contains(read(), `"type": "veth-ptp"`) })
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"unicode"
@@ -144,4 +146,71 @@ func validIfName(name string) error {
 		}
 	}
 	return nil
+}
+
+// Reload decides what a new read of the config file means for an agent
+// running with current: seen is the content read last time, now the
+// content read now. It applies (the new Config, true) only content that
+// changed, validates and says something current does not. Content that
+// changed and does not validate is the error, and current stays; the
+// same content read again is not reported again, being unchanged.
+func Reload(current Config, seen, now []byte) (Config, bool, error) {
+	if bytes.Equal(seen, now) {
+		return Config{}, false, nil
+	}
+	cfg, err := LoadConfig(bytes.NewReader(now))
+	if err != nil {
+		return Config{}, false, err
+	}
+	if reflect.DeepEqual(cfg, current) {
+		return Config{}, false, nil // reformatted, or back to what runs
+	}
+	return cfg, true, nil
+}
+
+// ConfigFile is the agent's config file (the ConfigMap's config.json, as
+// mounted in the pod), read at start and polled for changes by Run. The
+// kubelet updates a ConfigMap volume by swapping a symlink to a new
+// directory, never by writing the file, so the content is read again and
+// compared: a watch on the file would keep seeing the old one.
+type ConfigFile struct {
+	Path string
+
+	seen   []byte // the content read last, valid or not
+	failed string // the read error last reported, so it is said once
+}
+
+// Load reads the file and decodes it strictly (LoadConfig).
+func (f *ConfigFile) Load() (Config, error) {
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, err := LoadConfig(bytes.NewReader(data))
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	f.seen = data
+	return cfg, nil
+}
+
+// Poll reads the file again and tells whether a new config is to be
+// applied (Reload); an error (a bad edit, an unreadable file) is reported
+// once, not at every poll, and means current stays.
+func (f *ConfigFile) Poll(current Config) (Config, bool, error) {
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		if err.Error() == f.failed {
+			return Config{}, false, nil
+		}
+		f.failed = err.Error()
+		return Config{}, false, err
+	}
+	f.failed = ""
+	cfg, apply, err := Reload(current, f.seen, data)
+	f.seen = data
+	if err != nil {
+		return Config{}, false, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	return cfg, apply, nil
 }

@@ -17,11 +17,14 @@ import (
 )
 
 // Agent keeps one node's conflist and host-gw routes in step with the
-// cluster's Node objects.
+// cluster's Node objects and with its config.
 type Agent struct {
-	Config   Config
-	Client   kubernetes.Interface
-	NodeName string
+	Config Config
+	// ConfigFile, when set, is where Config came from: Run polls it every
+	// PollEvery and applies a change that validates, without a restart.
+	ConfigFile *ConfigFile
+	Client     kubernetes.Interface
+	NodeName   string
 	// ConfPath is where the conflist goes (in the node's CNI conf dir).
 	ConfPath string
 	// OldConfPath is where an earlier version wrote it. Once ConfPath is
@@ -29,8 +32,10 @@ type Agent struct {
 	// between), a conflist the agent wrote there is removed, so that an
 	// upgraded node does not keep two.
 	OldConfPath string
-	// Routes is a netlink handle in the node's network namespace; nil
-	// leaves routing alone (HostGW off).
+	// Routes is a netlink handle in the node's network namespace: with
+	// HostGW the agent keeps its routes through it, without HostGW it
+	// removes them (host-gw may be turned off while it runs). Nil leaves
+	// routing alone.
 	Routes *nsutil.Handle
 	// Probes learns of each turn of Run's loop and of the conflist
 	// written; Run makes one when nil.
@@ -88,19 +93,43 @@ func (a *Agent) Sync(nodes []*corev1.Node) error {
 	if _, err := a.SyncConf(nodes[i]); err != nil {
 		return err
 	}
-	if a.Config.HostGW && a.Routes != nil {
-		added, removed, err := SyncRoutes(*a.Routes, Peers(a.NodeName, nodes))
-		if added+removed > 0 {
-			a.Log.Info("routes to other nodes' pods", "added", added, "removed", removed)
-		}
-		return err
+	if a.Routes == nil {
+		return nil
 	}
-	return nil
+	var peers []Peer // none without HostGW: the agent's routes go
+	if a.Config.HostGW {
+		peers = Peers(a.NodeName, nodes)
+	}
+	added, removed, err := SyncRoutes(*a.Routes, peers)
+	if added+removed > 0 {
+		a.Log.Info("routes to other nodes' pods", "added", added, "removed", removed, "hostGW", a.Config.HostGW)
+	}
+	return err
 }
 
-// Run watches Nodes and syncs on every change, and every minute without
-// one, until ctx ends. Its loop turns every PollEvery even when nothing
-// happens, which is what keeps the liveness probe answering 200.
+// reload polls the config file and applies a change that validates; it
+// reports whether the config changed (and the node must be synced again).
+func (a *Agent) reload() bool {
+	if a.ConfigFile == nil {
+		return false
+	}
+	cfg, apply, err := a.ConfigFile.Poll(a.Config)
+	if err != nil {
+		a.Log.Error("config change not applied; the running config stays", "error", err)
+		return false
+	}
+	if !apply {
+		return false
+	}
+	a.Log.Info("config changed; applied (running pods keep the network they have)", "path", a.ConfigFile.Path, "config", fmt.Sprintf("%+v", cfg))
+	a.Config = cfg
+	return true
+}
+
+// Run watches Nodes and syncs on every change of them or of the config
+// file, and every minute without one, until ctx ends. Its loop turns every
+// PollEvery (polling the config file) even when nothing happens, which is
+// what keeps the liveness probe answering 200.
 func (a *Agent) Run(ctx context.Context) error {
 	if a.Probes == nil {
 		a.Probes = NewProbes()
@@ -157,6 +186,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-kick:
 			dirty = true
 		case <-tick.C:
+			dirty = a.reload() || dirty
 		}
 	}
 }

@@ -60,14 +60,10 @@ func main() {
 func run(log *slog.Logger, o options) error {
 	// The config is checked before anything is installed or written: a
 	// bad ConfigMap stops the agent here, naming the key.
-	f, err := os.Open(o.config)
+	cfgFile := &agent.ConfigFile{Path: o.config}
+	cfg, err := cfgFile.Load()
 	if err != nil {
 		return err
-	}
-	cfg, err := agent.LoadConfig(f)
-	_ = f.Close()
-	if err != nil {
-		return fmt.Errorf("%s: %w", o.config, err)
 	}
 	node := os.Getenv("NODE_NAME")
 	if node == "" {
@@ -103,16 +99,16 @@ func run(log *slog.Logger, o options) error {
 	if err != nil {
 		return err
 	}
-	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, Probes: probes, Log: log,
-		ConfPath: filepath.Join(o.confDir, agent.ConfName), OldConfPath: filepath.Join(o.confDir, agent.OldConfName)}
-	if cfg.HostGW {
-		h, err := nsutil.CurrentHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		a.Routes = &h
+	// The routes handle is opened whatever hostGW says: a ConfigMap edit
+	// may turn host-gw on (or off, and the agent's routes go) while the
+	// agent runs.
+	h, err := nsutil.CurrentHandle()
+	if err != nil {
+		return err
 	}
+	defer h.Close()
+	a := &agent.Agent{Config: cfg, ConfigFile: cfgFile, Client: client, NodeName: node, Routes: &h, Probes: probes, Log: log,
+		ConfPath: filepath.Join(o.confDir, agent.ConfName), OldConfPath: filepath.Join(o.confDir, agent.OldConfName)}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
