@@ -24,14 +24,14 @@ type Probes struct {
 
 	installed  atomic.Bool
 	configured atomic.Bool
-	beat       atomic.Int64 // unix nanoseconds of the last Beat
-	now        func() time.Time
+	beat       atomic.Int64     // unix nanoseconds of the last Beat
+	now        func() time.Time // time.Now when nil; tests set a clock
 }
 
 // NewProbes returns probes that are live (the process just started) and
 // not ready.
 func NewProbes() *Probes {
-	p := &Probes{now: time.Now}
+	p := &Probes{}
 	p.Beat()
 	return p
 }
@@ -45,7 +45,14 @@ func (p *Probes) SetInstalled() { p.installed.Store(true) }
 func (p *Probes) SetConfigured() { p.configured.Store(true) }
 
 // Beat records a turn of the agent's loop.
-func (p *Probes) Beat() { p.beat.Store(p.now().UnixNano()) }
+func (p *Probes) Beat() { p.beat.Store(p.clock().UnixNano()) }
+
+func (p *Probes) clock() time.Time {
+	if p.now == nil {
+		return time.Now()
+	}
+	return p.now()
+}
 
 var (
 	errNotInstalled = errors.New("plugins not installed yet")
@@ -70,7 +77,7 @@ func (p *Probes) Live() error {
 	if stale == 0 {
 		stale = DefaultStale
 	}
-	if p.now().Sub(time.Unix(0, p.beat.Load())) > stale {
+	if p.clock().Sub(time.Unix(0, p.beat.Load())) > stale {
 		return fmt.Errorf("the agent's loop has not turned for over %s", stale)
 	}
 	return nil
