@@ -35,7 +35,8 @@ PKG_upstream/host-local := github.com/containernetworking/plugins/plugins/ipam/h
 PKG_upstream/portmap    := github.com/containernetworking/plugins/plugins/meta/portmap
 # The Go modules: the plugins' own, the node agent's, the end-to-end tests'.
 MODULES   := . node test/e2e
-IMAGE     ?= docker.io/netns-cni/node:dev
+# The node image: the tag deploy/kubernetes/kustomization.yaml names.
+IMAGE     ?= docker.io/netns-cni/node:v0.3.0
 
 # Debian packages the demo and the tests use, and the files that tell
 # whether each is present; the runtimes only for the end-to-end tests.

@@ -86,7 +86,7 @@ func TestMultiNodeHostGW(t *testing.T) {
 		}
 		agents[i] = &agent.Agent{
 			Config: agent.Config{ClusterCIDRs: []string{clusterCIDR}, HostGW: true, DataDir: filepath.Join(dir, "ipam")},
-			Client: client, NodeName: fmt.Sprintf("node%d", i+1), ConfPath: filepath.Join(dir, "10-netns-cni.conflist"),
+			Client: client, NodeName: fmt.Sprintf("node%d", i+1), ConfPath: filepath.Join(dir, agent.ConfName),
 			Routes: &h, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		}
 		list, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})

@@ -2,8 +2,10 @@
 // run by a DaemonSet): it copies the plugin binaries into the node's CNI bin
 // directory, writes the node's conflist from its Node object's podCIDRs, and
 // in host-gw mode keeps a route to every other node's pod CIDRs via that
-// node's InternalIP. Everything it writes is written atomically and only
-// when it changes; it never removes what it did not make.
+// node's InternalIP of the CIDR's family. Its config (the ConfigMap) is
+// read strictly and followed while it runs. Everything it writes is
+// written atomically and only when it changes; it never removes what it
+// did not make.
 package agent
 
 import (
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,39 +24,43 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Config is the agent's configuration (the DaemonSet's ConfigMap).
-type Config struct {
-	// Plugin is "bridge-nat" (default) or "veth-ptp".
-	Plugin string `json:"plugin"`
-	// ClusterCIDRs are the whole cluster's pod CIDRs: traffic to them keeps
-	// its pod source address (no masquerade).
-	ClusterCIDRs []string `json:"clusterCIDRs"`
-	// Bridge is bridge-nat's bridge; default "cni0".
-	Bridge string `json:"bridge,omitempty"`
-	// MTU of the pods' interfaces; 0 keeps the kernel's default.
-	MTU int `json:"mtu,omitempty"`
-	// Portmap chains the reference portmap plugin for hostPort instead of
-	// the plugins' built-in port mappings (which take the portMappings
-	// capability otherwise).
-	Portmap bool `json:"portmap"`
-	// HostGW routes other nodes' pod CIDRs via their InternalIP.
-	HostGW bool `json:"hostGW"`
-	// DataDir is the IPAM store directory on the node.
-	DataDir string `json:"dataDir,omitempty"`
-}
+// ConfName is the conflist's file name. Runtimes take the first conflist
+// of their conf dir in lexical order, so it sorts ahead of those of the
+// CNIs a cluster moves from (10-flannel.conflist, 10-kindnet.conflist,
+// containerd's 10-containerd-net.conflist): a node that still has one
+// uses ours.
+const ConfName = "05-netns-cni.conflist"
 
-// Validate reports what is wrong, naming keys.
-func (c *Config) Validate() error {
-	var errs []error
-	switch c.Plugin {
-	case "", "bridge-nat", "veth-ptp":
-	default:
-		errs = append(errs, fmt.Errorf(`"plugin": must be "bridge-nat" or "veth-ptp", got %q`, c.Plugin))
+// OldConfName is the conflist's name before v0.3.0, which sorted after
+// 10-flannel.conflist and 10-containerd-net.conflist.
+const OldConfName = "10-netns-cni.conflist"
+
+// RemoveOldConflist removes the conflist at path if the agent wrote it: the
+// network "netns-cni" with bridge-nat or veth-ptp as its first plugin. It
+// leaves any other file there and says so in its error; a missing file is
+// not an error.
+func RemoveOldConflist(path string) (removed bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
 	}
-	if len(c.ClusterCIDRs) == 0 {
-		errs = append(errs, errors.New(`"clusterCIDRs": missing; list the cluster's pod CIDRs`))
+	if err != nil {
+		return false, err
 	}
-	return errors.Join(errs...)
+	var list struct {
+		Name    string `json:"name"`
+		Plugins []struct {
+			Type string `json:"type"`
+		} `json:"plugins"`
+	}
+	if json.Unmarshal(data, &list) != nil || list.Name != "netns-cni" || len(list.Plugins) == 0 ||
+		(list.Plugins[0].Type != "bridge-nat" && list.Plugins[0].Type != "veth-ptp") {
+		return false, fmt.Errorf("%s is not a conflist the agent wrote; left in place", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
 }
 
 // Conflist renders the node's network configuration from its podCIDRs.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,18 +17,43 @@ import (
 )
 
 // Agent keeps one node's conflist and host-gw routes in step with the
-// cluster's Node objects.
+// cluster's Node objects and with its config.
 type Agent struct {
-	Config   Config
-	Client   kubernetes.Interface
-	NodeName string
+	Config Config
+	// ConfigFile, when set, is where Config came from: Run polls it every
+	// PollEvery and applies a change that validates, without a restart.
+	ConfigFile *ConfigFile
+	Client     kubernetes.Interface
+	NodeName   string
 	// ConfPath is where the conflist goes (in the node's CNI conf dir).
 	ConfPath string
-	// Routes is a netlink handle in the node's network namespace; nil
-	// leaves routing alone (HostGW off).
+	// OldConfPath is where an earlier version wrote it. Once ConfPath is
+	// written (not before: the node would be without a network config in
+	// between), a conflist the agent wrote there is removed, so that an
+	// upgraded node does not keep two.
+	OldConfPath string
+	// Routes is a netlink handle in the node's network namespace: with
+	// HostGW the agent keeps its routes through it, without HostGW it
+	// removes them (host-gw may be turned off while it runs). Nil leaves
+	// routing alone.
 	Routes *nsutil.Handle
-	Log    *slog.Logger
+	// Probes learns of each turn of Run's loop and of the conflist
+	// written; Run makes one when nil.
+	Probes *Probes
+	// PollEvery is how often Run's loop turns when nothing happens;
+	// DefaultPollEvery when 0.
+	PollEvery time.Duration
+	Log       *slog.Logger
+
+	oldConfDone bool
 }
+
+// DefaultPollEvery is how often the agent's loop turns when nothing happens.
+const DefaultPollEvery = 5 * time.Second
+
+// resyncEvery is how often the agent syncs without a change: a failed sync
+// is retried then, and a route someone removed comes back.
+const resyncEvery = time.Minute
 
 // SyncConf rewrites the conflist from the node's podCIDRs when it changed.
 func (a *Agent) SyncConf(node *corev1.Node) (bool, error) {
@@ -43,31 +68,76 @@ func (a *Agent) SyncConf(node *corev1.Node) (bool, error) {
 	if changed {
 		a.Log.Info("wrote the network config", "path", a.ConfPath, "podCIDRs", node.Spec.PodCIDRs)
 	}
+	if a.Probes != nil {
+		a.Probes.SetConfigured()
+	}
+	if a.OldConfPath != "" && !a.oldConfDone {
+		a.oldConfDone = true
+		removed, err := RemoveOldConflist(a.OldConfPath)
+		if err != nil {
+			a.Log.Warn("the conflist of an earlier version stays", "error", err)
+		} else if removed {
+			a.Log.Info("removed the conflist of an earlier version", "path", a.OldConfPath)
+		}
+	}
 	return changed, nil
 }
 
-// Sync brings the conflist and routes in line with the nodes given.
+// Sync brings the conflist and routes in line with the nodes given, which
+// must include the agent's own.
 func (a *Agent) Sync(nodes []*corev1.Node) error {
-	for _, n := range nodes {
-		if n.Name == a.NodeName {
-			if _, err := a.SyncConf(n); err != nil {
-				return err
-			}
-		}
+	i := slices.IndexFunc(nodes, func(n *corev1.Node) bool { return n.Name == a.NodeName })
+	if i < 0 {
+		return fmt.Errorf("node %s not found (NODE_NAME is the pod's spec.nodeName)", a.NodeName)
 	}
-	if a.Config.HostGW && a.Routes != nil {
-		added, removed, err := SyncRoutes(*a.Routes, Peers(a.NodeName, nodes))
-		if added+removed > 0 {
-			a.Log.Info("routes to other nodes' pods", "added", added, "removed", removed)
-		}
+	if _, err := a.SyncConf(nodes[i]); err != nil {
 		return err
 	}
-	return nil
+	if a.Routes == nil {
+		return nil
+	}
+	var peers []Peer // none without HostGW: the agent's routes go
+	if a.Config.HostGW {
+		peers = Peers(a.NodeName, nodes)
+	}
+	added, removed, err := SyncRoutes(*a.Routes, peers)
+	if added+removed > 0 {
+		a.Log.Info("routes to other nodes' pods", "added", added, "removed", removed, "hostGW", a.Config.HostGW)
+	}
+	return err
 }
 
-// Run watches Nodes and syncs on every change until ctx ends. ready is
-// closed after the first successful sync (the health endpoint's signal).
-func (a *Agent) Run(ctx context.Context, ready chan<- struct{}) error {
+// reload polls the config file and applies a change that validates; it
+// reports whether the config changed (and the node must be synced again).
+func (a *Agent) reload() bool {
+	if a.ConfigFile == nil {
+		return false
+	}
+	cfg, apply, err := a.ConfigFile.Poll(a.Config)
+	if err != nil {
+		a.Log.Error("config change not applied; the running config stays", "error", err)
+		return false
+	}
+	if !apply {
+		return false
+	}
+	a.Log.Info("config changed; applied (running pods keep the network they have)", "path", a.ConfigFile.Path, "config", fmt.Sprintf("%+v", cfg))
+	a.Config = cfg
+	return true
+}
+
+// Run watches Nodes and syncs on every change of them or of the config
+// file, and every minute without one, until ctx ends. Its loop turns every
+// PollEvery (polling the config file) even when nothing happens, which is
+// what keeps the liveness probe answering 200.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.Probes == nil {
+		a.Probes = NewProbes()
+	}
+	every := a.PollEvery
+	if every == 0 {
+		every = DefaultPollEvery
+	}
 	factory := informers.NewSharedInformerFactory(a.Client, 10*time.Minute)
 	inf := factory.Core().V1().Nodes()
 	kick := make(chan struct{}, 1)
@@ -83,39 +153,40 @@ func (a *Agent) Run(ctx context.Context, ready chan<- struct{}) error {
 		return err
 	}
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
-		return ctx.Err()
-	}
-	once := false
-	for {
-		nodes, err := inf.Lister().List(labels.Everything())
-		if err == nil {
-			err = a.Sync(nodes)
+	defer factory.Shutdown()
+	// The cache is awaited aside, so that the loop (and liveness) turns
+	// while the API server is slow to answer.
+	synced := make(chan struct{})
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+			close(synced)
 		}
-		if err != nil {
-			a.Log.Warn("sync failed; retrying on the next change", "error", err)
-		} else if !once {
-			once = true
-			close(ready)
+	}()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var cacheSynced, dirty bool
+	var last time.Time
+	for {
+		a.Probes.Beat()
+		if cacheSynced && (dirty || time.Since(last) >= resyncEvery) {
+			dirty, last = false, time.Now()
+			nodes, err := inf.Lister().List(labels.Everything())
+			if err == nil {
+				err = a.Sync(nodes)
+			}
+			if err != nil {
+				a.Log.Warn("sync failed; retrying on the next change or in a minute", "error", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
-			factory.Shutdown()
 			return nil
+		case <-synced:
+			cacheSynced, synced = true, nil
 		case <-kick:
-		case <-time.After(time.Minute):
+			dirty = true
+		case <-tick.C:
+			dirty = a.reload() || dirty
 		}
 	}
-}
-
-// Health answers /healthz: 200 once the agent has synced, 503 before.
-func Health(ready <-chan struct{}) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-ready:
-			_, _ = w.Write([]byte("ok\n"))
-		default:
-			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
-		}
-	})
 }

@@ -2,13 +2,13 @@
 // the DaemonSet in deploy/kubernetes: it installs the plugin binaries into
 // the node's CNI bin directory, writes the node's conflist from its Node
 // object's podCIDRs, and in host-gw mode keeps routes to the other nodes'
-// pod CIDRs. It serves /healthz and stops cleanly on SIGTERM, leaving
-// what it installed in place for the pods that use it.
+// pod CIDRs. It serves /readyz and /livez for the kubelet's probes and
+// stops cleanly on SIGTERM, leaving what it installed in place for the
+// pods that use it.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,12 +28,22 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/version"
 )
 
+// options are the command's flags.
+type options struct {
+	config  string // the agent's configuration (the ConfigMap's config.json)
+	srcBin  string // where the image keeps the plugin binaries
+	binDir  string // the node's CNI bin directory
+	confDir string // the node's CNI config directory
+	health  string // address of the probe endpoints
+}
+
 func main() {
-	cfgPath := flag.String("config", "/etc/netns-cni/config.json", "agent configuration (the ConfigMap)")
-	srcBin := flag.String("src-bin", "/opt/netns-cni/bin", "where the image keeps the plugin binaries")
-	binDir := flag.String("cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
-	confDir := flag.String("cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config directory")
-	health := flag.String("health", ":9099", "address of the /healthz endpoint")
+	var o options
+	flag.StringVar(&o.config, "config", "/etc/netns-cni/config.json", "agent configuration (the ConfigMap)")
+	flag.StringVar(&o.srcBin, "src-bin", "/opt/netns-cni/bin", "where the image keeps the plugin binaries")
+	flag.StringVar(&o.binDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
+	flag.StringVar(&o.confDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config directory")
+	flag.StringVar(&o.health, "health", ":9099", "address of the probe endpoints /readyz, /livez and /healthz (an alias of /readyz)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -41,33 +51,45 @@ func main() {
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log, *cfgPath, *srcBin, *binDir, *confDir, *health); err != nil {
+	if err := run(log, o); err != nil {
 		log.Error("stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, cfgPath, srcBin, binDir, confDir, health string) error {
-	var cfg agent.Config
-	b, err := os.ReadFile(cfgPath)
+func run(log *slog.Logger, o options) error {
+	// The config is checked before anything is installed or written: a
+	// bad ConfigMap stops the agent here, naming the key.
+	cfgFile := &agent.ConfigFile{Path: o.config}
+	cfg, err := cfgFile.Load()
 	if err != nil {
 		return err
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", cfgPath, err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	node := os.Getenv("NODE_NAME")
 	if node == "" {
 		return errors.New("NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
 	}
-	done, err := agent.InstallBinaries(srcBin, binDir, []string{"loopback", "veth-ptp", "bridge-nat"})
+	// The probes answer from here on: live at once, ready once the
+	// plugins are installed and the conflist written.
+	probes := agent.NewProbes()
+	srv := &http.Server{Addr: o.health, ReadHeaderTimeout: 5 * time.Second, Handler: probes.Handler()}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("probe endpoint", "error", err)
+		}
+	}()
+	defer func() {
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	}()
+
+	done, err := agent.InstallBinaries(o.srcBin, o.binDir, []string{"loopback", "veth-ptp", "bridge-nat"})
 	if err != nil {
 		return err
 	}
-	log.Info("plugins installed", "dir", binDir, "replaced", done)
+	probes.SetInstalled()
+	log.Info("plugins installed", "dir", o.binDir, "replaced", done)
 
 	rc, err := rest.InClusterConfig()
 	if err != nil {
@@ -77,29 +99,20 @@ func run(log *slog.Logger, cfgPath, srcBin, binDir, confDir, health string) erro
 	if err != nil {
 		return err
 	}
-	a := &agent.Agent{Config: cfg, Client: client, NodeName: node, ConfPath: filepath.Join(confDir, "10-netns-cni.conflist"), Log: log}
-	if cfg.HostGW {
-		h, err := nsutil.CurrentHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		a.Routes = &h
+	// The routes handle is opened whatever hostGW says: a ConfigMap edit
+	// may turn host-gw on (or off, and the agent's routes go) while the
+	// agent runs.
+	h, err := nsutil.CurrentHandle()
+	if err != nil {
+		return err
 	}
+	defer h.Close()
+	a := &agent.Agent{Config: cfg, ConfigFile: cfgFile, Client: client, NodeName: node, Routes: &h, Probes: probes, Log: log,
+		ConfPath: filepath.Join(o.confDir, agent.ConfName), OldConfPath: filepath.Join(o.confDir, agent.OldConfName)}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	ready := make(chan struct{})
-	srv := &http.Server{Addr: health, ReadHeaderTimeout: 5 * time.Second, Handler: agent.Health(ready)}
-	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health endpoint", "error", err)
-		}
-	}()
-	err = a.Run(ctx, ready)
-	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shut)
+	err = a.Run(ctx)
 	log.Info("stopped; plugins and config stay for the pods that use them")
 	return err
 }

@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"unicode"
+)
+
+// Config is the agent's configuration (the DaemonSet's ConfigMap).
+type Config struct {
+	// Plugin is "bridge-nat" (default) or "veth-ptp".
+	Plugin string `json:"plugin"`
+	// ClusterCIDRs are the whole cluster's pod CIDRs: traffic to them keeps
+	// its pod source address (no masquerade).
+	ClusterCIDRs []string `json:"clusterCIDRs"`
+	// Bridge is bridge-nat's bridge; default "cni0".
+	Bridge string `json:"bridge,omitempty"`
+	// MTU of the pods' interfaces; 0 keeps the kernel's default.
+	MTU int `json:"mtu,omitempty"`
+	// Portmap chains the reference portmap plugin for hostPort instead of
+	// the plugins' built-in port mappings (which take the portMappings
+	// capability otherwise).
+	Portmap bool `json:"portmap"`
+	// HostGW routes other nodes' pod CIDRs via their InternalIP.
+	HostGW bool `json:"hostGW"`
+	// DataDir is the IPAM store directory on the node.
+	DataDir string `json:"dataDir,omitempty"`
+}
+
+// configKeys are Config's JSON keys, spelled exactly.
+var configKeys = []string{"plugin", "clusterCIDRs", "bridge", "mtu", "portmap", "hostGW", "dataDir"}
+
+// LoadConfig decodes the agent's configuration strictly and validates it.
+// A key Config does not have is an error, not a silent no-op: a typo in a
+// ConfigMap would otherwise change nothing and say nothing. So is a key
+// spelled in another case ("hostgw"), which encoding/json would accept.
+func LoadConfig(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return Config{}, errors.New("empty; expected a JSON object")
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Config{}, fmt.Errorf("not a JSON object: %w", err)
+	}
+	var errs []error
+	for k := range raw {
+		if slices.Contains(configKeys, k) {
+			continue
+		}
+		msg := fmt.Sprintf("%q: unknown key", k)
+		for _, known := range configKeys {
+			if strings.EqualFold(k, known) {
+				msg += fmt.Sprintf("; did you mean %q?", known)
+			}
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return Config{}, fmt.Errorf("%w (known keys: %s)", errors.Join(errs...), strings.Join(configKeys, ", "))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return Config{}, fmt.Errorf("%q: a JSON %s where %s belongs", te.Field, te.Value, jsonKind(te.Type.Kind().String()))
+		}
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// jsonKind names, with its article, the JSON type that decodes into a Go
+// value of kind.
+func jsonKind(kind string) string {
+	switch {
+	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"), strings.HasPrefix(kind, "float"):
+		return "a number"
+	case kind == "slice":
+		return "an array"
+	case kind == "bool":
+		return "true or false"
+	}
+	return "a " + kind
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Plugin {
+	case "", "bridge-nat", "veth-ptp":
+	default:
+		errs = append(errs, fmt.Errorf(`"plugin": must be "bridge-nat" or "veth-ptp", got %q`, c.Plugin))
+	}
+	if len(c.ClusterCIDRs) == 0 {
+		errs = append(errs, errors.New(`"clusterCIDRs": missing; list the cluster's pod CIDRs`))
+	}
+	for i, s := range c.ClusterCIDRs {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			errs = append(errs, fmt.Errorf(`"clusterCIDRs[%d]": %q is not a CIDR`, i, s))
+		}
+	}
+	// 576 is the least every IPv4 host must accept; 0 leaves the MTU to
+	// the kernel (the node's link's).
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		errs = append(errs, fmt.Errorf(`"mtu": must be 576-65535 (or 0 for the default), got %d`, c.MTU))
+	}
+	if c.Bridge != "" {
+		if err := validIfName(c.Bridge); err != nil {
+			errs = append(errs, fmt.Errorf(`"bridge": %w`, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validIfName applies the kernel's rules for a link name (dev_valid_name):
+// 1-15 bytes, not "." or "..", no '/', ':' or white space. Control
+// characters are refused too, as bridge-nat refuses them.
+func validIfName(name string) error {
+	switch {
+	case len(name) == 0 || len(name) > 15:
+		return fmt.Errorf("%q is not a valid interface name: must be 1-15 bytes", name)
+	case name == "." || name == "..":
+		return fmt.Errorf("%q is not a valid interface name", name)
+	}
+	for _, r := range name {
+		if r == '/' || r == ':' || r <= ' ' || r == 0x7f || unicode.IsSpace(r) {
+			return fmt.Errorf("%q is not a valid interface name: no '/', ':', white space or control characters", name)
+		}
+	}
+	return nil
+}
+
+// Reload decides what a new read of the config file means for an agent
+// running with current: seen is the content read last time, now the
+// content read now. It applies (the new Config, true) only content that
+// changed, validates and says something current does not. Content that
+// changed and does not validate is the error, and current stays; the
+// same content read again is not reported again, being unchanged.
+func Reload(current Config, seen, now []byte) (Config, bool, error) {
+	if bytes.Equal(seen, now) {
+		return Config{}, false, nil
+	}
+	cfg, err := LoadConfig(bytes.NewReader(now))
+	if err != nil {
+		return Config{}, false, err
+	}
+	if reflect.DeepEqual(cfg, current) {
+		return Config{}, false, nil // reformatted, or back to what runs
+	}
+	return cfg, true, nil
+}
+
+// ConfigFile is the agent's config file (the ConfigMap's config.json, as
+// mounted in the pod), read at start and polled for changes by Run. The
+// kubelet updates a ConfigMap volume by swapping a symlink to a new
+// directory, never by writing the file, so the content is read again and
+// compared: a watch on the file would keep seeing the old one.
+type ConfigFile struct {
+	Path string
+
+	seen   []byte // the content read last, valid or not
+	failed string // the read error last reported, so it is said once
+}
+
+// Load reads the file and decodes it strictly (LoadConfig).
+func (f *ConfigFile) Load() (Config, error) {
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, err := LoadConfig(bytes.NewReader(data))
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	f.seen = data
+	return cfg, nil
+}
+
+// Poll reads the file again and tells whether a new config is to be
+// applied (Reload); an error (a bad edit, an unreadable file) is reported
+// once, not at every poll, and means current stays.
+func (f *ConfigFile) Poll(current Config) (Config, bool, error) {
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		if err.Error() == f.failed {
+			return Config{}, false, nil
+		}
+		f.failed = err.Error()
+		return Config{}, false, err
+	}
+	f.failed = ""
+	cfg, apply, err := Reload(current, f.seen, data)
+	f.seen = data
+	if err != nil {
+		return Config{}, false, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	return cfg, apply, nil
+}
