@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,7 +318,7 @@ func (c *cluster) startControlPlane() {
 		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "e2e=http://127.0.0.1:2380", "--quota-backend-bytes", "1073741824")
-	n.r.start("kube-apiserver.log", c.bin("kube-apiserver"),
+	api := n.r.start("kube-apiserver.log", c.bin("kube-apiserver"),
 		"--etcd-servers", "http://127.0.0.1:2379", "--advertise-address", n.ip, "--bind-address", "::", "--secure-port", "6443",
 		"--tls-cert-file", c.path("apiserver.crt"), "--tls-private-key-file", c.path("apiserver.key"),
 		"--client-ca-file", c.path("ca.crt"),
@@ -325,10 +326,13 @@ func (c *cluster) startControlPlane() {
 		"--service-account-key-file", c.path("sa.pub"), "--service-account-signing-key-file", c.path("sa.key"),
 		"--service-cluster-ip-range", c.cidrs(servicesV4, servicesV6),
 		"--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-		"--kubelet-preferred-address-types", "InternalIP", "--allow-privileged", "true", "--profiling=false")
+		"--kubelet-preferred-address-types", "InternalIP", "--allow-privileged=true", "--profiling=false")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if !waitFor(ctx, func() bool { _, err := c.kubectlErr("get", "--raw", "/readyz"); return err == nil }) {
+	if !waitFor(ctx, func() bool {
+		_, err := c.kubectlErr("get", "--raw", "/readyz")
+		return err == nil || exited(api)
+	}) || exited(api) {
 		c.t.Fatalf("the API server never got ready:\n%s", tail(n.r.logOf("kube-apiserver.log"), 30))
 	}
 	args := []string{"--kubeconfig", c.path("controller-manager.kubeconfig"),
@@ -425,6 +429,11 @@ healthzBindAddress: 127.0.0.1:10256
 	}
 	n.proxyRun++
 	n.proxy = n.r.start(fmt.Sprintf("kube-proxy-%d.log", n.proxyRun), c.bin("kube-proxy"), "--config", cfg)
+}
+
+// exited reports whether a started process has ended.
+func exited(p *exec.Cmd) bool {
+	return p.ProcessState != nil || p.Process.Signal(syscall.Signal(0)) != nil
 }
 
 // stop ends a process the test started (SIGTERM, then SIGKILL) and waits.

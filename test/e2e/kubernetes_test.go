@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ func TestKubernetes(t *testing.T) {
 		name := map[bool]string{false: "ipv4", true: "dual-stack"}[dual]
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
+			var end time.Time
+			t.Cleanup(func() { t.Logf("phase: teardown, the machine as it was: %s", time.Since(end).Round(time.Second)) })
 			c := newCluster(t, dual, "node1", "node2")
 			c.bringUp()
 			t.Logf("phase: cluster up, plugins installed, nodes Ready: %s", time.Since(start).Round(time.Second))
@@ -42,6 +45,7 @@ func TestKubernetes(t *testing.T) {
 			phase = time.Now()
 			c.lifecycle()
 			t.Logf("phase: node lifecycle: %s", time.Since(phase).Round(time.Second))
+			end = time.Now()
 		})
 	}
 }
@@ -383,6 +387,28 @@ func (c *cluster) lifecycle() {
 			t.Fatalf("after the rolling update: %q %v", name, err)
 		}
 	}
+	// A node reboot: every process of node 2 killed, its pods' namespaces,
+	// links and rules gone, its store kept. Started again, the kubelet
+	// brings its pods back, and the runtime's DELs of the old sandboxes
+	// give their addresses back: the store holds the new ones only.
+	old := c.reservations(n2)
+	c.reboot(n2)
+	c.eventually(3*time.Minute, "node2's pods back after its reboot, the old reservations released", func() string {
+		out, err := c.kubectlErr("wait", "--for=condition=Ready", "pod", "--all", "--timeout=5s")
+		if err != nil {
+			return out
+		}
+		got := c.reservations(n2)
+		if len(got) != 2*len(c.families()) || slices.ContainsFunc(got, func(a string) bool { return slices.Contains(old, a) }) {
+			return fmt.Sprintf("node2's store holds %v (before the reboot %v), want only the new addresses of its 2 pods", got, old)
+		}
+		for _, f := range c.families() {
+			if _, name, err := c.fetch("client-node1", c.podIPs("web-node2")[f], 8080); err != nil || name != "web-node2" {
+				return fmt.Sprintf("web-node2 after the reboot: %q %v", name, err)
+			}
+		}
+		return ""
+	})
 	// Deleting the pods leaves nothing on the nodes: no reservation, no
 	// pod link, no masquerade table.
 	c.kubectl("delete", "pod", "--all", "--wait", "--timeout=60s")
@@ -409,20 +435,93 @@ func (c *cluster) lifecycle() {
 	})
 }
 
+// reboot stops everything of node n as a power cut would, and starts it
+// again: the kubelet, kube-proxy, containerd, the shims and every
+// container process killed; the pods' network namespaces unmounted, the
+// node's links but its wire and every nftables and iptables rule gone;
+// /var/lib (the store, containerd's images and sandboxes) kept.
+func (c *cluster) reboot(n *k8sNode) {
+	t := c.t
+	for _, p := range []*exec.Cmd{n.kubelet, n.proxy, n.r.containerd} {
+		_ = p.Process.Kill()
+		stop(p)
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(b), "containerd-shim") && strings.Contains(string(b), n.r.dir) {
+			if pid, err := strconv.Atoi(e.Name()); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	killCgroup(filepath.Join("/sys/fs/cgroup/pids", n.cgroup))
+	n.r.run("sh", "-c", "for m in /run/netns/*; do umount -l \"$m\" && rm -f \"$m\"; done; true")
+	if err := os.RemoveAll(filepath.Join(n.r.dir, "ctrd-state")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := n.r.sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if name := l.Attrs().Name; name != "lo" && name != "eth0" {
+			_ = h.LinkDel(l)
+		}
+	}
+	h.Close()
+	if out, err := exec.Command("nsenter", "--net="+n.r.sb.Host.Path(), "nft", "flush", "ruleset").CombinedOutput(); err != nil {
+		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	}
+	n.sock = ""
+	c.startNode(n)
+	c.startProxy(n, "nftables")
+}
+
+// killCgroup kills every process in cgroup dir and those below it.
+func killCgroup(dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		return nil
+	})
+}
+
+// reservations lists the addresses the node's store holds.
+func (c *cluster) reservations(n *k8sNode) []string {
+	var out []string
+	ents, _ := os.ReadDir(filepath.Join(n.r.dir, "varlib-up", "cni", "networks", "netns-cni"))
+	for _, e := range ents {
+		if name := e.Name(); name != "lock" && name != ".netns-cni" && !strings.HasPrefix(name, "last_reserved_ip.") {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // leftovers is what the node keeps of pods that are gone: reservations,
 // pod links, the network's masquerade table.
 func (c *cluster) leftovers(n *k8sNode) string {
 	var b strings.Builder
-	store := filepath.Join(n.r.dir, "varlib-up", "cni", "networks", "netns-cni")
-	ents, _ := os.ReadDir(store)
-	for _, e := range ents {
-		if name := e.Name(); name != "lock" && name != ".netns-cni" && !strings.HasPrefix(name, "last_reserved_ip.") {
-			fmt.Fprintf(&b, "reservation %s\n", name)
-		}
+	for _, r := range c.reservations(n) {
+		fmt.Fprintf(&b, "reservation %s\n", r)
 	}
 	out, _ := exec.Command("nsenter", "--net="+n.r.sb.Host.Path(), "ip", "-o", "link", "show", "type", "veth").Output()
-	if s := strings.TrimSpace(string(out)); s != "" {
-		fmt.Fprintf(&b, "pod links:\n%s\n", s)
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" && !strings.Contains(l, " eth0@") { // the node's own wire to the switch
+			fmt.Fprintf(&b, "pod link: %s\n", l)
+		}
 	}
 	nft, _ := exec.Command("nsenter", "--net="+n.r.sb.Host.Path(), "nft", "list", "tables").Output()
 	if strings.Contains(string(nft), "netns-cni-netns-cni") {
