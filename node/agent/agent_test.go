@@ -104,7 +104,9 @@ func TestLoadConfig(t *testing.T) {
 		errs       []string // each must be in the error; none: valid
 	}{
 		{"veth-ptp", with("plugin", `"veth-ptp"`), nil},
-		{"mtu at the bounds", with("mtu", "576"), nil},
+		{"mtu at the bounds", with("mtu", "576", "clusterCIDRs", `["10.244.0.0/16"]`), nil},
+		{"mtu 1280 with IPv6", with("mtu", "1280"), nil},
+		{"mtu 0 with IPv6", with("mtu", "0", "clusterCIDRs", `["fd00:244::/56"]`), nil},
 		{"mtu at the top", with("mtu", "65535"), nil},
 		{"mtu 0 is the default", with("mtu", "0"), nil},
 		{"bridge of 15 bytes", with("bridge", `"br-0123456789ab"`), nil},
@@ -121,6 +123,9 @@ func TestLoadConfig(t *testing.T) {
 		{"mtu too small", with("mtu", "575"), []string{`"mtu": must be 576-65535 (or 0 for the default), got 575`}},
 		{"mtu too big", with("mtu", "65536"), []string{`"mtu": must be 576-65535`}},
 		{"mtu negative", with("mtu", "-1"), []string{`"mtu": must be 576-65535`}},
+		// IPv6 needs links of 1280 at least (RFC 8200 section 5).
+		{"mtu below IPv6's", with("mtu", "1279"), []string{`"mtu": must be at least 1280 with an IPv6 entry in "clusterCIDRs"`, "got 1279"}},
+		{"mtu below IPv6's, IPv6 only", with("mtu", "1000", "clusterCIDRs", `["fd00:244::/56"]`), []string{`"mtu": must be at least 1280`}},
 		{"bridge too long", with("bridge", `"br-0123456789abc"`), []string{`"bridge": "br-0123456789abc" is not a valid interface name: must be 1-15 bytes`}},
 		{"bridge with a slash", with("bridge", `"br/0"`), []string{`"bridge": "br/0" is not a valid interface name`}},
 		{"bridge with a space", with("bridge", `"br 0"`), []string{`"bridge"`}},

@@ -112,15 +112,22 @@ func (c *Config) Validate() error {
 	if len(c.ClusterCIDRs) == 0 {
 		errs = append(errs, errors.New(`"clusterCIDRs": missing; list the cluster's pod CIDRs`))
 	}
+	ipv6 := false
 	for i, s := range c.ClusterCIDRs {
-		if _, err := netip.ParsePrefix(s); err != nil {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
 			errs = append(errs, fmt.Errorf(`"clusterCIDRs[%d]": %q is not a CIDR`, i, s))
 		}
+		ipv6 = ipv6 || p.Addr().Is6()
 	}
 	// 576 is the least every IPv4 host must accept; 0 leaves the MTU to
-	// the kernel (the node's link's).
-	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+	// the kernel (the node's link's). IPv6 needs 1280 (RFC 8200 section
+	// 5): below it the kernel takes IPv6 off the pods' interfaces.
+	switch {
+	case c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535):
 		errs = append(errs, fmt.Errorf(`"mtu": must be 576-65535 (or 0 for the default), got %d`, c.MTU))
+	case c.MTU != 0 && c.MTU < 1280 && ipv6:
+		errs = append(errs, fmt.Errorf(`"mtu": must be at least 1280 with an IPv6 entry in "clusterCIDRs" (IPv6's minimum link MTU, RFC 8200), got %d`, c.MTU))
 	}
 	if c.Bridge != "" {
 		if err := validIfName(c.Bridge); err != nil {
