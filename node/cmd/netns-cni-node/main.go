@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -70,12 +71,20 @@ func run(log *slog.Logger, o options) error {
 		return errors.New("NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
 	}
 	// The probes answer from here on: live at once, ready once the
-	// plugins are installed and the conflist written.
+	// plugins are installed and the conflist written. The address is bound
+	// here, before anything that takes time, and failing to bind it stops
+	// the agent: served from a goroutine alone, the error would only be
+	// logged, and the kubelet would restart the agent for failed probes
+	// again and again, the cause buried.
+	ln, err := net.Listen("tcp", o.health)
+	if err != nil {
+		return fmt.Errorf("probe endpoints (-health): %w", err)
+	}
 	probes := agent.NewProbes()
-	srv := &http.Server{Addr: o.health, ReadHeaderTimeout: 5 * time.Second, Handler: probes.Handler()}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: probes.Handler()}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("probe endpoint", "error", err)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("probe endpoints", "error", err)
 		}
 	}()
 	defer func() {

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,22 +15,7 @@ import (
 // written.
 func TestBadConfigStopsBeforeAnythingIsWritten(t *testing.T) {
 	t.Setenv("NODE_NAME", "n1")
-	dir := t.TempDir()
-	o := options{
-		config: filepath.Join(dir, "config.json"),
-		srcBin: filepath.Join(dir, "src"), binDir: filepath.Join(dir, "bin"), confDir: filepath.Join(dir, "net.d"),
-		health: "127.0.0.1:0",
-	}
-	for _, d := range []string{o.srcBin, o.binDir, o.confDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, p := range []string{"loopback", "veth-ptp", "bridge-nat"} {
-		if err := os.WriteFile(filepath.Join(o.srcBin, p), []byte("#!/bin/true\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	o := testOptions(t)
 	for _, tc := range []struct{ conf, key string }{
 		{`{"clusterCIDRs": ["10.244.0.0/16"], "hostGw": true}`, `"hostGw"`},
 		{`{"clusterCIDRs": ["10.244.0.0/16"], "mtu": 100}`, `"mtu"`},
@@ -48,5 +34,55 @@ func TestBadConfigStopsBeforeAnythingIsWritten(t *testing.T) {
 				t.Fatalf("%s: %s was written before the config was checked: %v", tc.conf, d, ents)
 			}
 		}
+	}
+}
+
+// testOptions lays out a node's directories under a temporary directory,
+// with the plugin binaries in the image's place, and the probes on a free
+// port.
+func testOptions(t *testing.T) options {
+	t.Helper()
+	dir := t.TempDir()
+	o := options{
+		config: filepath.Join(dir, "config.json"),
+		srcBin: filepath.Join(dir, "src"), binDir: filepath.Join(dir, "bin"), confDir: filepath.Join(dir, "net.d"),
+		health: "127.0.0.1:0",
+	}
+	for _, d := range []string{o.srcBin, o.binDir, o.confDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"loopback", "veth-ptp", "bridge-nat"} {
+		if err := os.WriteFile(filepath.Join(o.srcBin, p), []byte("#!/bin/true\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return o
+}
+
+// TestProbeAddressTakenStopsTheAgent: a probe address that cannot be bound
+// stops the agent with that as its error, before it installs anything; the
+// kubelet would otherwise restart it for failed probes, the cause buried in
+// its log.
+func TestProbeAddressTakenStopsTheAgent(t *testing.T) {
+	t.Setenv("NODE_NAME", "n1")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // outside a cluster, whatever runs the test
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	o := testOptions(t)
+	o.health = taken.Addr().String()
+	if err := os.WriteFile(o.config, []byte(`{"clusterCIDRs": ["10.244.0.0/16"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(slog.New(slog.NewTextHandler(io.Discard, nil)), o)
+	if err == nil || !strings.Contains(err.Error(), "probe") || !strings.Contains(err.Error(), o.health) {
+		t.Fatalf("error %v, want one saying the probe address %s cannot be bound", err, o.health)
+	}
+	if ents, _ := os.ReadDir(o.binDir); len(ents) != 0 {
+		t.Fatalf("plugins installed though the agent could not serve its probes: %v", ents)
 	}
 }
