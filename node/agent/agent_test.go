@@ -378,7 +378,9 @@ func TestPeersDualStack(t *testing.T) {
 // TestSyncRoutes: in a sandbox node namespace with a link on 192.168.77.0/24
 // and fd00:77::/64, routes to reachable peers' pod CIDRs are added (a
 // dual-stack peer's IPv6 CIDR via its IPv6 address), removed with their
-// node, unreachable peers are skipped, and other routes are left alone.
+// node, unreachable peers are skipped, and other routes are left alone;
+// Sync keeps them in step with the peers and hostGW even while the agent's
+// own node has no podCIDR.
 func TestSyncRoutes(t *testing.T) {
 	sb := nstest.NewT(t)
 	peer := sb.PodT(t, "switch")
@@ -424,22 +426,46 @@ func TestSyncRoutes(t *testing.T) {
 	if err != nil || added != 1 || removed != 3 {
 		t.Fatalf("after changes: +%d -%d %v", added, removed, err)
 	}
-	ours, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL)
-	gws := map[string]string{}
-	for _, r := range ours {
-		gws[r.Dst.String()] = r.Gw.String()
+	ourGateways := func() map[string]string {
+		ours, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL)
+		gws := map[string]string{}
+		for _, r := range ours {
+			gws[r.Dst.String()] = r.Gw.String()
+		}
+		return gws
 	}
-	if diff := cmp.Diff(map[string]string{"10.244.1.0/24": "192.168.77.4", "10.244.4.0/24": "192.168.77.5"}, gws); diff != "" {
+	if diff := cmp.Diff(map[string]string{"10.244.1.0/24": "192.168.77.4", "10.244.4.0/24": "192.168.77.5"}, ourGateways()); diff != "" {
 		t.Fatalf("our routes (-want +got):\n%s", diff)
 	}
-	// Host-gw turned off by a ConfigMap edit: the agent's routes go.
-	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}}, NodeName: "self", ConfPath: filepath.Join(t.TempDir(), ConfName),
+	// Our own node without a podCIDR (yet, or any more): no conflist, but
+	// the routes still follow the peers and the config.
+	a := &Agent{Config: Config{ClusterCIDRs: []string{"10.244.0.0/16"}, HostGW: true}, NodeName: "self", ConfPath: filepath.Join(t.TempDir(), ConfName),
 		Routes: &h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	noCIDR := []*corev1.Node{node("self", "192.168.77.1"), node("a", "192.168.77.6", "10.244.1.0/24"), nodes[2]}
+	if err := a.Sync(noCIDR); err == nil || !strings.Contains(err.Error(), "no podCIDRs") {
+		t.Fatalf("sync without our podCIDR: error %v, want one saying so", err)
+	}
+	if diff := cmp.Diff(map[string]string{"10.244.1.0/24": "192.168.77.6", "10.244.4.0/24": "192.168.77.5"}, ourGateways()); diff != "" {
+		t.Fatalf("without our podCIDR, a peer moved; our routes (-want +got):\n%s", diff)
+	}
+	a.Config.HostGW = false
+	if err := a.Sync(noCIDR); err == nil {
+		t.Fatal("synced without our podCIDR")
+	}
+	if gws := ourGateways(); len(gws) != 0 {
+		t.Fatalf("host-gw off without our podCIDR, our routes stay: %v", gws)
+	}
+	// Host-gw turned off by a ConfigMap edit: the agent's routes go.
+	a.Config.HostGW = true
 	if err := a.Sync(nodes); err != nil {
 		t.Fatal(err)
 	}
-	if ours, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProto}, netlink.RT_FILTER_PROTOCOL); len(ours) != 0 {
-		t.Fatalf("host-gw off, our routes stay: %v", ours)
+	a.Config.HostGW = false
+	if err := a.Sync(nodes); err != nil {
+		t.Fatal(err)
+	}
+	if gws := ourGateways(); len(gws) != 0 {
+		t.Fatalf("host-gw off, our routes stay: %v", gws)
 	}
 	all, _ := h.RouteList(l, netlink.FAMILY_V4)
 	found := false

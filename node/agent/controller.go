@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -84,17 +85,18 @@ func (a *Agent) SyncConf(node *corev1.Node) (bool, error) {
 }
 
 // Sync brings the conflist and routes in line with the nodes given, which
-// must include the agent's own.
+// must include the agent's own. The routes are synced even when the
+// conflist cannot be (the node has no podCIDR yet): they depend on the
+// other nodes and the config only, and host-gw turned off or a peer moved
+// must reach them all the same. It returns the errors of both.
 func (a *Agent) Sync(nodes []*corev1.Node) error {
 	i := slices.IndexFunc(nodes, func(n *corev1.Node) bool { return n.Name == a.NodeName })
 	if i < 0 {
 		return fmt.Errorf("node %s not found (NODE_NAME is the pod's spec.nodeName)", a.NodeName)
 	}
-	if _, err := a.SyncConf(nodes[i]); err != nil {
-		return err
-	}
+	_, confErr := a.SyncConf(nodes[i])
 	if a.Routes == nil {
-		return nil
+		return confErr
 	}
 	var peers []Peer // none without HostGW: the agent's routes go
 	if a.Config.HostGW {
@@ -104,7 +106,7 @@ func (a *Agent) Sync(nodes []*corev1.Node) error {
 	if added+removed > 0 {
 		a.Log.Info("routes to other nodes' pods", "added", added, "removed", removed, "hostGW", a.Config.HostGW)
 	}
-	return err
+	return errors.Join(confErr, err)
 }
 
 // reload polls the config file and applies a change that validates; it
