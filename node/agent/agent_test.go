@@ -283,15 +283,15 @@ func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- a.Run(ctx) }()
 	waitFor(t, "the agent to be ready", func() bool { return a.Probes.Ready() == nil })
-	first, _ := os.Stat(conf)
+	first := holdFile(t, conf)
 	// Another node changes: our conflist is not rewritten.
 	n2 := node("n2", "192.168.1.2", "10.244.9.0/24")
 	if _, err := client.CoreV1().Nodes().Update(ctx, n2, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if st, _ := os.Stat(conf); !st.ModTime().Equal(first.ModTime()) {
-		t.Fatal("conflist rewritten though our node did not change")
+	if st, err := os.Stat(conf); err != nil || !os.SameFile(st, first) {
+		t.Fatalf("conflist rewritten though our node did not change (%v)", err)
 	}
 	// Our node becomes dual-stack: rewritten with both ranges.
 	n1 := node("n1", "192.168.1.1", "10.244.1.0/24", "fd00:244:0:1::/64")
@@ -311,19 +311,41 @@ func TestRunRewritesOnceAndFollowsPodCIDRChanges(t *testing.T) {
 	}
 	// Written once for the change: later syncs (another node's update
 	// here) leave it alone.
-	after, _ := os.Stat(conf)
+	after := holdFile(t, conf)
+	if os.SameFile(after, first) {
+		t.Fatal("the conflist changed in place, not renamed over: the checks of this test would not see a rewrite")
+	}
 	n2.Spec.PodCIDRs = []string{"10.244.8.0/24"}
 	if _, err := client.CoreV1().Nodes().Update(ctx, n2, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if st, _ := os.Stat(conf); !st.ModTime().Equal(after.ModTime()) {
-		t.Fatal("conflist rewritten again without a change of our node")
+	if st, err := os.Stat(conf); err != nil || !os.SameFile(st, after) {
+		t.Fatalf("conflist rewritten again without a change of our node (%v)", err)
 	}
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// holdFile opens path for the rest of the test and returns what it is.
+// Every write of the agent renames a new file over its target, so "not
+// rewritten" is os.SameFile with it, which mtimes would not tell within the
+// filesystem's timestamp granularity. Held open, the file keeps its inode
+// number, which a later file could otherwise be given once it is replaced.
+func holdFile(t *testing.T, path string) os.FileInfo {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // dualNode is a node with several addresses, each "type=address".
