@@ -777,3 +777,72 @@ func TestRunAppliesConfigChanges(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestReloadWarnsOfKeysThatLeak: a live change of plugin, bridge, dataDir
+// or portmap is applied, and logged at warn naming those keys: the runtime
+// deletes pods made before with the new conflist, so their old state
+// (addresses in the old store, port forwards of the other mechanism) stays.
+func TestReloadWarnsOfKeysThatLeak(t *testing.T) {
+	const base = `{"clusterCIDRs": ["10.244.0.0/16"]`
+	for _, tc := range []struct {
+		name, now string
+		keys      []string // named at warn; none: no warning
+	}{
+		{"mtu", base + `, "mtu": 1400}`, nil},
+		{"hostGW", base + `, "hostGW": true}`, nil},
+		{"the defaults spelled out", base + `, "plugin": "bridge-nat", "bridge": "cni0"}`, nil},
+		{"dataDir", base + `, "dataDir": "/var/lib/netns-cni/k8s"}`, []string{"dataDir"}},
+		{"portmap", base + `, "portmap": true}`, []string{"portmap"}},
+		{"plugin", base + `, "plugin": "veth-ptp"}`, []string{"plugin"}},
+		{"bridge", base + `, "bridge": "k8s0"}`, []string{"bridge"}},
+		{"several", base + `, "dataDir": "/d", "portmap": true, "mtu": 1400}`, []string{"dataDir", "portmap"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.json")
+			if err := os.WriteFile(path, []byte(base+"}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f := &ConfigFile{Path: path}
+			cfg, err := f.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			a := &Agent{Config: cfg, ConfigFile: f, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+			if err := os.WriteFile(path, []byte(tc.now), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if !a.reload() {
+				t.Fatalf("not applied: %s\n%s", tc.now, logs.String())
+			}
+			var warns []string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "level=WARN") {
+					warns = append(warns, l)
+				}
+			}
+			if len(tc.keys) == 0 {
+				if len(warns) != 0 {
+					t.Fatalf("warned of nothing to warn of: %v", warns)
+				}
+				return
+			}
+			if len(warns) != 1 {
+				t.Fatalf("want one warning, got:\n%s", logs.String())
+			}
+			for _, k := range tc.keys {
+				if !strings.Contains(warns[0], k) {
+					t.Errorf("the warning does not name %s: %s", k, warns[0])
+				}
+			}
+			for _, k := range []string{"plugin", "bridge", "dataDir", "portmap"} {
+				if !slices.Contains(tc.keys, k) && strings.Contains(warns[0], k) {
+					t.Errorf("the warning names %s, which did not change: %s", k, warns[0])
+				}
+			}
+			if !strings.Contains(warns[0], "drain") {
+				t.Errorf("the warning does not say to drain the node: %s", warns[0])
+			}
+		})
+	}
+}

@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -124,8 +126,38 @@ func (a *Agent) reload() bool {
 		return false
 	}
 	a.Log.Info("config changed; applied (running pods keep the network they have)", "path", a.ConfigFile.Path, "config", fmt.Sprintf("%+v", cfg))
+	if keys := podStateKeys(a.Config, cfg); len(keys) > 0 {
+		// Applied all the same: operators expect the ConfigMap to apply.
+		a.Log.Warn("config change reaches new pods only: pods created before keep their old state, "+
+			"which deleting them under the new config leaves behind; drain the node before changing these keys",
+			"keys", strings.Join(keys, ", "))
+	}
 	a.Config = cfg
 	return true
+}
+
+// podStateKeys names the keys whose change from old to cfg leaks the state
+// of pods created before: the runtime deletes a pod with the conflist of
+// the moment, so a pod made with another plugin or bridge, another IPAM
+// store (dataDir) or the other hostPort mechanism (portmap) is deleted by
+// the wrong one, and what it held is never released.
+func podStateKeys(old, cfg Config) []string {
+	plugin := func(c Config) string { return cmp.Or(c.Plugin, "bridge-nat") }
+	var keys []string
+	if plugin(old) != plugin(cfg) {
+		keys = append(keys, "plugin")
+	}
+	// The bridge matters to bridge-nat's pods only.
+	if cmp.Or(old.Bridge, "cni0") != cmp.Or(cfg.Bridge, "cni0") && (plugin(old) == "bridge-nat" || plugin(cfg) == "bridge-nat") {
+		keys = append(keys, "bridge")
+	}
+	if old.DataDir != cfg.DataDir {
+		keys = append(keys, "dataDir")
+	}
+	if old.Portmap != cfg.Portmap {
+		keys = append(keys, "portmap")
+	}
+	return keys
 }
 
 // Run watches Nodes and syncs on every change of them or of the config
