@@ -51,11 +51,14 @@ GOLANGCI_LINT_VERSION := v2.15.0
 
 # The Kubernetes cluster of test-kubernetes, built from the Go module proxy
 # (tools/kubernetes, tools/etcd) into .tools and reused when present.
+# The versions are pinned by tools/kubernetes/go.mod and tools/etcd/go.mod;
+# K8S_VERSION names the directory and stamps the binaries' version.
 K8S_VERSION  := v1.37.2
-ETCD_VERSION := v3.7.0
 K8S_BIN      := $(GOBIN)/kubernetes-$(K8S_VERSION)
 K8S_CMDS     := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
-K8S_VERFLAGS := $(foreach kv,gitVersion=$(K8S_VERSION) gitMajor=1 gitMinor=37 gitTreeState=clean buildDate=2026-11-29T00:00:00Z,-X k8s.io/component-base/version.$(kv))
+K8S_MAJOR    := $(word 1,$(subst ., ,$(K8S_VERSION:v%=%)))
+K8S_MINOR    := $(word 2,$(subst ., ,$(K8S_VERSION:v%=%)))
+K8S_VERFLAGS := $(foreach kv,gitVersion=$(K8S_VERSION) gitMajor=$(K8S_MAJOR) gitMinor=$(K8S_MINOR) gitTreeState=clean,-X k8s.io/component-base/version.$(kv))
 
 TEST_FLAGS ?= -count=1
 FUZZTIME   ?= 10s
@@ -137,21 +140,21 @@ e2e: build $(GOBIN)/cnitool
 		$(GO) test $(TEST_FLAGS) -skip '^TestKubernetes$$' ./...
 
 # test-kubernetes: deploy/kubernetes in a real two-node cluster (Kubernetes
-# $(K8S_VERSION), etcd $(ETCD_VERSION)) that the test builds, starts and
-# removes; IPv4, then dual-stack. The first run builds the components
-# (~7 minutes on 2 cores).
-test-kubernetes: deps-e2e build $(K8S_BIN)/kubelet $(K8S_BIN)/etcd
+# and etcd as tools/kubernetes and tools/etcd pin them) that the test
+# builds, starts and removes; IPv4, then dual-stack. The first run builds
+# the components (7-18 minutes on 2 cores), rebuilt when a go.mod changes.
+test-kubernetes: deps-e2e build $(addprefix $(K8S_BIN)/,$(K8S_CMDS) etcd)
 	cd test/e2e && NETNS_CNI_BIN=$(CURDIR)/bin NETNS_CNI_K8S_BIN=$(K8S_BIN) \
 		$(GO) test $(TEST_FLAGS) -v -timeout 30m -run '^TestKubernetes$$' .
 
-$(K8S_BIN)/kubelet:
+$(addprefix $(K8S_BIN)/,$(K8S_CMDS)) &: tools/kubernetes/go.mod tools/kubernetes/go.sum
 	@mkdir -p $(K8S_BIN)
 	cd tools/kubernetes && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(K8S_VERFLAGS)' -o $(K8S_BIN)/ \
 		$(addprefix k8s.io/kubernetes/cmd/,$(K8S_CMDS))
 
-$(K8S_BIN)/etcd:
+$(K8S_BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 	@mkdir -p $(K8S_BIN)
-	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(K8S_BIN)/etcd go.etcd.io/etcd/server/v3
+	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ go.etcd.io/etcd/server/v3
 
 # demo: networks pods in a sandbox of its own and reports what happened.
 demo: deps build

@@ -1,5 +1,5 @@
 // Builds etcd v3.7.0 (the version Kubernetes v1.37.2 uses) for
-// test/e2e's Kubernetes cluster, from the Go module proxy.
+// test/e2e's TestKubernetes cluster, from the Go module proxy.
 module github.com/netns-cni/netns-cni/tools/etcd
 
 go 1.26

@@ -1,4 +1,4 @@
-// Builds the Kubernetes components of test/kubernetes from the Go module
+// Builds the Kubernetes components of test/e2e's TestKubernetes from the Go module
 // proxy: k8s.io/kubernetes replaces its staging modules by local paths,
 // which go install refuses; here each is its published v0.37.2.
 module github.com/netns-cni/netns-cni/tools/kubernetes
