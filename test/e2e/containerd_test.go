@@ -30,12 +30,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
-	d := r.start("containerd.log", "containerd", "--config", cfg)
+	// containerd.log, then containerd-2.log, … when the rig restarts it.
+	log := "containerd.log"
+	if r.containerd != nil {
+		r.ctrdStarts++
+		log = fmt.Sprintf("containerd-%d.log", r.ctrdStarts+1)
+	}
+	r.ctrdLog = log
+	d := r.start(log, "containerd", "--config", cfg)
 	r.sock, r.containerd = sock, d
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if !waitFor(ctx, func() bool { return r.cmd("ctr", "-a", sock, "version").Run() == nil }) {
-		r.t.Fatalf("containerd did not come up (exited: %v):\n%s", d.ProcessState, r.logOf("containerd.log"))
+		r.t.Fatalf("containerd did not come up (exited: %v):\n%s", exited(d), r.logOf(log))
 	}
 	// Stop tasks and shims before containerd itself goes (cleanups run in
 	// reverse): shims outlive their daemon otherwise. Only by a daemon
@@ -137,7 +144,7 @@ func TestContainerdCtrRunCNI(t *testing.T) {
 			for i, id := range []string{a, b} {
 				r.ctr(sock, "tasks", "kill", "-s", "KILL", id)
 				done := make(chan error, 1)
-				go func() { done <- runs[i].Wait() }()
+				go func() { done <- wait(runs[i]) }()
 				select {
 				case <-done:
 				case <-time.After(20 * time.Second):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,14 +19,10 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
-// TestContainerdCRI is the kubelet's path: containerd's CRI plugin runs
-// our plugins for pod sandboxes. Two pods per network: RunPodSandbox,
-// PodSandboxStatus (the pod IP is reported and answers from the host),
-// StopPodSandbox, RemovePodSandbox, then nothing is left.
-func TestContainerdCRI(t *testing.T) {
-	need(t, "containerd", "ctr", "runc", "unshare", "nsenter")
-	r := newRig(t)
-	sock := r.startContainerd(fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+// criConfig turns on containerd's CRI plugin as the kubelet needs it: our
+// pause image, the native snapshotter, the rig's CNI directories, and no
+// OOM score changes it is not allowed (no CAP_SYS_RESOURCE here).
+var criConfig = fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -34,7 +31,34 @@ func TestContainerdCRI(t *testing.T) {
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
     max_conf_num = 1
-`, pauseImage))
+`, pauseImage)
+
+// servedThrough serves the client's address on port 8080 in the namespace
+// of pid (a pod's) and reports whether addr, from the rig's host, reaches
+// it — a host port forwarded to the pod.
+func servedThrough(t *testing.T, r *rig, pid, addr string) (string, error) {
+	t.Helper()
+	pod, err := nsutil.Open("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	srv, err := nstest.ServeSource(pod, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	return nstest.Fetch(r.sb.Host, addr)
+}
+
+// TestContainerdCRI is the kubelet's path: containerd's CRI plugin runs
+// our plugins for pod sandboxes. Two pods per network: RunPodSandbox,
+// PodSandboxStatus (the pod IP is reported and answers from the host),
+// StopPodSandbox, RemovePodSandbox, then nothing is left.
+func TestContainerdCRI(t *testing.T) {
+	need(t, "containerd", "ctr", "runc", "unshare", "nsenter")
+	r := newRig(t)
+	sock := r.startContainerd(criConfig)
 	img := filepath.Join(r.dir, "pause.tar")
 	buildImageAs(t, img, pauseImage, []string{"sleep", "100000"})
 	r.run("ctr", "-a", sock, "-n", "k8s.io", "images", "import", "--snapshotter", "native", img)
@@ -136,17 +160,7 @@ func TestContainerdCRI(t *testing.T) {
 		if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil || info.Pid == 0 {
 			t.Fatalf("sandbox pid: %v %q", err, st.Info["info"])
 		}
-		pod, err := nsutil.Open(fmt.Sprintf("/proc/%d/ns/net", info.Pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pod.Close()
-		srv, err := nstest.ServeSource(pod, 8080)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		if got, err := nstest.Fetch(r.sb.Host, "127.0.0.1:18080"); err != nil || got == "" {
+		if got, err := servedThrough(t, r, strconv.Itoa(info.Pid), "127.0.0.1:18080"); err != nil || got == "" {
 			t.Errorf("hostPort 18080 from the node: %q, %v", got, err)
 		}
 		if _, err := rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,6 +34,24 @@ import (
 // changed: the kubelet's kernel tunables are stand-in files bind-mounted in
 // the node's mount namespace, and its cgroups live under a cgroup root of
 // the test's own, removed afterwards.
+//
+// What this machine kind needs, found while bringing the cluster up:
+//   - cgroup v1 (the v2 tree has only hugetlb): the kubelet refuses v1
+//     unless failCgroupV1 is false; cgroupDriver cgroupfs; its cgroupRoot
+//     must exist in every hierarchy first (a cpuset one with its parent's
+//     CPUs and memory nodes);
+//   - no CAP_SYS_RESOURCE: containerd's restrict_oom_score_adj, oomScoreAdj
+//     0 for the kubelet and kube-proxy, kube-proxy conntrack.maxPerCore 0
+//     (and no TCP timeouts: it would write the conntrack sysctls);
+//   - the kubelet's machine-wide sysctls (vm.overcommit_memory,
+//     vm.panic_on_oom, kernel.panic, kernel.panic_on_oops,
+//     kernel.keys.root_maxkeys and root_maxbytes): stand-in files;
+//   - unshare copies other jobs' /run/netns mounts into the new mount
+//     namespace, keeping their namespaces alive: unmounted inside it;
+//   - containerd 1.6 has no RuntimeConfig call, so the kubelet's
+//     cgroupDriver is set; the eviction manager cannot stat the native
+//     snapshotter's device and says so every 10 s (harmless);
+//   - Debian's busybox wget -T crashes: wget runs under busybox timeout.
 
 // k8sBin holds the Kubernetes binaries and etcd (make test-kubernetes
 // sets NETNS_CNI_K8S_BIN).
@@ -54,9 +73,10 @@ type k8sNode struct {
 	sock     string
 	kubelet  *exec.Cmd
 	proxy    *exec.Cmd
-	cgroup   string // the kubelet's cgroupRoot
-	starts   int    // kubelet and kube-proxy starts, for log names
-	proxyRun int
+	cgroup   string   // the kubelet's cgroupRoot
+	starts   int      // kubelet starts, for log names
+	proxyRun int      // kube-proxy starts, for log names
+	cgroups  []string // the cgroup root's directories, one per hierarchy
 }
 
 type cluster struct {
@@ -128,18 +148,13 @@ func (c *cluster) wire() {
 	t := c.t
 	sw := c.nodes[0].r.sb.PodT(t, "switch")
 	c.sw = sw
-	h, err := sw.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
 	run := func(ns *nsutil.NS, args ...string) {
 		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--"}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 	run(sw, "ip", "link", "add", "sw0", "type", "bridge")
-	run(sw, "sysctl", "-qw", "net.ipv6.conf.sw0.accept_dad=0")
+	run(sw, "sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/sw0/accept_dad") // the switch's own, in its namespace
 	run(sw, "ip", "addr", "add", outside4+"/24", "dev", "sw0")
 	run(sw, "ip", "addr", "add", outside6+"/64", "dev", "sw0")
 	run(sw, "ip", "link", "set", "sw0", "up")
@@ -156,60 +171,103 @@ func (c *cluster) wire() {
 }
 
 // makeCgroupRoot makes the node's kubelet a cgroup root of the test's own
-// in every cgroup v1 hierarchy, removed when the test ends (after the
-// processes in it: cleanups run in reverse).
+// in every cgroup hierarchy (each v1 one, or the v2 tree), removed with
+// whatever runs in it when the test ends — after the processes the test
+// stops by PID: cleanups run in reverse.
 func (c *cluster) makeCgroupRoot(n *k8sNode) {
 	n.cgroup = "/netns-cni-e2e-" + c.id + "-" + n.name
-	ents, err := os.ReadDir("/sys/fs/cgroup")
-	if err != nil {
-		c.t.Fatal(err)
+	c.t.Cleanup(func() {
+		for _, p := range n.cgroups {
+			killCgroup(p)
+			if err := removeCgroupTree(p); err != nil {
+				c.t.Errorf("cgroup %s stays: %v", p, err)
+			}
+		}
+	})
+	var hierarchies []string
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		hierarchies = []string{"/sys/fs/cgroup"} // cgroup v2 only
+	} else {
+		ents, err := os.ReadDir("/sys/fs/cgroup")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for _, e := range ents {
+			d := filepath.Join("/sys/fs/cgroup", e.Name())
+			fi, err := os.Lstat(d)
+			if err != nil || fi.Mode()&os.ModeSymlink != 0 {
+				continue // cpu -> cpu,cpuacct: the hierarchy once
+			}
+			if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+				hierarchies = append(hierarchies, d)
+			}
+		}
 	}
-	var made []string
-	for _, e := range ents {
-		d := filepath.Join("/sys/fs/cgroup", e.Name())
-		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err != nil {
-			continue // not a hierarchy (a symlink such as cpu -> cpu,cpuacct is one once)
-		}
-		if fi, err := os.Lstat(d); err != nil || fi.Mode()&os.ModeSymlink != 0 {
-			continue
-		}
+	for _, d := range hierarchies {
 		p := filepath.Join(d, n.cgroup)
 		if err := os.Mkdir(p, 0o755); err != nil {
 			c.t.Fatalf("cgroup root: %v", err)
 		}
-		made = append(made, p)
+		n.cgroups = append(n.cgroups, p)
 		// A cpuset cgroup takes no process until it has CPUs and memory
 		// nodes: its parent's.
 		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			if v, err := os.ReadFile(filepath.Join(d, f)); err == nil {
+			if v, err := os.ReadFile(filepath.Join(d, f)); err == nil && filepath.Base(d) == "cpuset" {
 				if err := os.WriteFile(filepath.Join(p, f), v, 0o644); err != nil {
 					c.t.Fatalf("cgroup root %s: %v", f, err)
 				}
 			}
 		}
 	}
-	c.t.Cleanup(func() {
-		for _, p := range made {
-			removeCgroupTree(p)
+}
+
+// runtimeCgroup is where the node's containerd and its shims run: below
+// the node's cgroup root, in the pids hierarchy (cgroup v1) or the tree
+// (v2).
+func (n *k8sNode) runtimeCgroup() string {
+	for _, p := range n.cgroups {
+		if parent := filepath.Dir(p); filepath.Base(parent) == "pids" || parent == "/sys/fs/cgroup" {
+			return filepath.Join(p, "runtime")
 		}
+	}
+	return filepath.Join(n.cgroups[0], "runtime")
+}
+
+// killCgroup kills every process in cgroup dir and those below it: all
+// of them the test's (a cgroup root of its own).
+func killCgroup(dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		return nil
 	})
 }
 
 // removeCgroupTree removes a cgroup directory and those below it, deepest
-// first (a cgroup directory is removed with rmdir, not unlink).
-func removeCgroupTree(p string) {
+// first (a cgroup directory goes with rmdir), waiting up to 10 s for
+// processes still leaving.
+func removeCgroupTree(p string) error {
 	ents, _ := os.ReadDir(p)
 	for _, e := range ents {
 		if e.IsDir() {
-			removeCgroupTree(filepath.Join(p, e.Name()))
+			_ = removeCgroupTree(filepath.Join(p, e.Name()))
 		}
 	}
-	for range 50 {
-		if err := os.Remove(p); err == nil || os.IsNotExist(err) {
-			return
+	var err error
+	for range 100 {
+		if err = os.Remove(p); err == nil || os.IsNotExist(err) {
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond) // a process still leaving it
+		time.Sleep(100 * time.Millisecond)
 	}
+	return err
 }
 
 // makePKI writes the cluster's CA, the API server's serving certificate,
@@ -220,7 +278,10 @@ func (c *cluster) makePKI() {
 	if err := os.MkdirAll(c.pki, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "netns-cni-e2e-ca"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
@@ -228,11 +289,17 @@ func (c *cluster) makePKI() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.writePEM("ca.crt", "CERTIFICATE", caDER)
 	serial := int64(2)
 	issue := func(name, cn string, orgs []string, server bool) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, Organization: orgs},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
@@ -247,7 +314,10 @@ func (c *cluster) makePKI() {
 			t.Fatal(err)
 		}
 		c.writePEM(name+".crt", "CERTIFICATE", der)
-		kb, _ := x509.MarshalECPrivateKey(key)
+		kb, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
 		c.writePEM(name+".key", "EC PRIVATE KEY", kb)
 		if !server {
 			c.writeKubeconfig(name)
@@ -261,10 +331,19 @@ func (c *cluster) makePKI() {
 	for _, n := range c.nodes {
 		issue("kubelet-"+n.name, "system:node:"+n.name, []string{"system:nodes"}, false)
 	}
-	sa, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	kb, _ := x509.MarshalECPrivateKey(sa)
+	sa, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.writePEM("sa.key", "EC PRIVATE KEY", kb)
-	pub, _ := x509.MarshalPKIXPublicKey(&sa.PublicKey)
+	pub, err := x509.MarshalPKIXPublicKey(&sa.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.writePEM("sa.pub", "PUBLIC KEY", pub)
 }
 
@@ -355,17 +434,15 @@ func (c *cluster) startControlPlane() {
 // and its kubelet.
 func (c *cluster) startNode(n *k8sNode) {
 	if n.sock == "" {
-		n.r.t = c.t
-		n.sock = n.r.startContainerd(fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/opt/cni/bin"
-    conf_dir = "/etc/cni/net.d"
-    max_conf_num = 1
-`, pauseImage))
+		n.sock = n.r.startContainerd(criConfig)
+		// containerd in a cgroup of the test's own: the shims it starts
+		// are born there, so a power cut (reboot) finds them all.
+		if err := os.MkdirAll(n.runtimeCgroup(), 0o755); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.runtimeCgroup(), "cgroup.procs"), []byte(strconv.Itoa(n.r.containerd.Process.Pid)), 0o644); err != nil {
+			c.t.Fatalf("containerd into its cgroup: %v", err)
+		}
 		for _, img := range c.images {
 			n.r.run("ctr", "-a", n.sock, "-n", "k8s.io", "images", "import", "--snapshotter", "native", img)
 		}
@@ -431,27 +508,6 @@ healthzBindAddress: 127.0.0.1:10256
 	n.proxy = n.r.start(fmt.Sprintf("kube-proxy-%d.log", n.proxyRun), c.bin("kube-proxy"), "--config", cfg)
 }
 
-// exited reports whether a started process has ended.
-func exited(p *exec.Cmd) bool {
-	return p.ProcessState != nil || p.Process.Signal(syscall.Signal(0)) != nil
-}
-
-// stop ends a process the test started (SIGTERM, then SIGKILL) and waits.
-func stop(p *exec.Cmd) {
-	if p == nil || p.ProcessState != nil {
-		return
-	}
-	_ = p.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = p.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = p.Process.Kill()
-		<-done
-	}
-}
-
 // kubectl runs kubectl as the cluster's admin, in the first node, failing
 // the test when it fails.
 func (c *cluster) kubectl(args ...string) string {
@@ -472,7 +528,7 @@ func (c *cluster) kubectlErr(args ...string) (string, error) {
 // kubectlIn runs kubectl reading stdin.
 func (c *cluster) kubectlIn(stdin string, args ...string) string {
 	c.t.Helper()
-	full := append([]string{"--kubeconfig", c.path("admin.kubeconfig"), "--cache-dir", filepath.Join(c.dir, "kubectl-cache")}, args...)
+	full := append([]string{"--kubeconfig", c.path("admin.kubeconfig"), "--cache-dir", filepath.Join(c.dir, "kubectl-cache"), "--request-timeout", "30s"}, args...)
 	cmd := c.nodes[0].r.cmd(c.bin("kubectl"), full...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
@@ -507,7 +563,7 @@ func (c *cluster) dump() string {
 	b.WriteString(out)
 	for _, n := range c.nodes {
 		fmt.Fprintf(&b, "--- %s kubelet:\n%s", n.name, tail(n.r.logOf(fmt.Sprintf("kubelet-%d.log", n.starts)), 15))
-		fmt.Fprintf(&b, "--- %s containerd:\n%s", n.name, tail(n.r.logOf("containerd.log"), 10))
+		fmt.Fprintf(&b, "--- %s containerd:\n%s", n.name, tail(n.r.logOf(n.r.ctrdLog), 10))
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,7 +34,20 @@ func TestKubernetes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			var end time.Time
-			t.Cleanup(func() { t.Logf("phase: teardown, the machine as it was: %s", time.Since(end).Round(time.Second)) })
+			tunables := hostTunables(t)
+			t.Cleanup(func() {
+				// The machine as it was: the kubelet's kernel tunables
+				// untouched, no cgroup of the run left.
+				if now := hostTunables(t); !maps.Equal(now, tunables) {
+					t.Errorf("the machine's kernel tunables changed: %v -> %v", tunables, now)
+				}
+				if left, _ := filepath.Glob("/sys/fs/cgroup/*/netns-cni-e2e-*"); len(left) > 0 {
+					t.Errorf("cgroups left: %v", left)
+				}
+				if !end.IsZero() {
+					t.Logf("phase: teardown, the machine as it was: %s", time.Since(end).Round(time.Second))
+				}
+			})
 			c := newCluster(t, dual, "node1", "node2")
 			c.bringUp()
 			t.Logf("phase: cluster up, plugins installed, nodes Ready: %s", time.Since(start).Round(time.Second))
@@ -48,6 +61,20 @@ func TestKubernetes(t *testing.T) {
 			end = time.Now()
 		})
 	}
+}
+
+// hostTunables reads, in the machine's own namespaces, the sysctls the
+// kubelet would set.
+func hostTunables(t *testing.T) map[string]string {
+	m := map[string]string{}
+	for k := range kubeTunables {
+		b, err := os.ReadFile("/proc/sys/" + k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[k] = strings.TrimSpace(string(b))
+	}
+	return m
 }
 
 // repoDir is the repository's root (the test runs in test/e2e).
@@ -133,8 +160,14 @@ func (c *cluster) bringUp() {
 		}
 		return ""
 	})
-	if out := c.kubectl("get", "nodes"); !strings.Contains(out, "NotReady") {
+	if out := c.kubectl("get", "nodes", "--no-headers"); strings.Count(out, " NotReady ") != len(c.nodes) {
 		t.Fatalf("nodes Ready before any CNI was installed:\n%s", out)
+	}
+	// Node 2 was upgraded from v0.2.0, whose agent wrote 10-netns-cni.conflist:
+	// the new agent replaces it by 05-netns-cni.conflist.
+	old := `{"cniVersion":"1.0.0","name":"netns-cni","plugins":[{"type":"bridge-nat","bridge":"cni0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.99.0/24"}]]}}]}`
+	if err := os.WriteFile(filepath.Join(c.nodes[1].r.confDir, "10-netns-cni.conflist"), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	c.kubectlIn(text, "apply", "-f", "-")
 	c.eventually(3*time.Minute, "the DaemonSet rolled out", func() string {
@@ -157,10 +190,17 @@ func (c *cluster) bringUp() {
 				t.Fatalf("%s: the agent did not install %s: %v", n.name, p, err)
 			}
 		}
-		confs, _ := filepath.Glob(filepath.Join(n.r.confDir, "*netns-cni*"))
-		if len(confs) != 1 {
-			t.Fatalf("%s: conflists %v, want one of netns-cni", n.name, confs)
-		}
+		c.eventually(30*time.Second, n.name+": the agent's conflist, and only it", func() string {
+			ents, _ := os.ReadDir(n.r.confDir)
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			if !slices.Equal(names, []string{"05-netns-cni.conflist"}) {
+				return fmt.Sprintf("%v", names)
+			}
+			return ""
+		})
 	}
 }
 
@@ -358,13 +398,32 @@ func (c *cluster) lifecycle() {
 	// Restart the kubelet and containerd of node 2: its pods stay networked.
 	n2 := c.nodes[1]
 	before := c.podIPs("web-node2")
+	restarted := time.Now().UTC().Truncate(time.Second)
 	stop(n2.kubelet)
 	n2.r.stopContainerd()
 	n2.sock = ""
 	c.startNode(n2)
+	// Until the restarted kubelet reports, the API shows what the old one
+	// said: wait for its first heartbeat.
+	c.eventually(90*time.Second, "node2's kubelet reporting after its restart", func() string {
+		out, _ := c.kubectlErr("get", "node", n2.name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].lastHeartbeatTime} {.status.conditions[?(@.type=="Ready")].status}`)
+		f := strings.Fields(out)
+		if len(f) != 2 || f[1] != "True" {
+			return out
+		}
+		if hb, err := time.Parse(time.RFC3339, f[0]); err != nil || !hb.After(restarted) {
+			return out
+		}
+		return ""
+	})
 	c.kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=120s")
 	if after := c.podIPs("web-node2"); !slices.Equal(before, after) {
 		t.Fatalf("web-node2's addresses changed across a kubelet and containerd restart: %v -> %v", before, after)
+	}
+	for _, p := range []string{"web-node2", "client-node2"} {
+		if n := c.kubectl("get", "pod", p, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"); n != "0" {
+			t.Fatalf("%s restarted %s times across a kubelet and containerd restart", p, n)
+		}
 	}
 	for _, f := range c.families() {
 		if _, name, err := c.fetch("client-node1", before[f], 8080); err != nil || name != "web-node2" {
@@ -423,13 +482,22 @@ func (c *cluster) lifecycle() {
 		out6, _ := exec.Command("nsenter", "--net="+c.nodes[0].r.sb.Host.Path(), "ip", "-6", "-d", "route", "show", "proto", "201").CombinedOutput()
 		return string(out) + string(out6)
 	}
-	if r := routes(); !strings.Contains(r, n2.ip) {
-		t.Fatalf("node1 has no host-gw route via node2 (%s, podCIDRs %s):\n%s", n2.ip, cidrs, r)
+	via := []string{"via " + n2.ip + " "}
+	if c.dual {
+		via = append(via, "via "+n2.ip6+" ")
+	}
+	for _, v := range via {
+		if r := routes(); !strings.Contains(r, v) {
+			t.Fatalf("node1 has no host-gw route %s(node2's podCIDRs %s):\n%s", v, cidrs, r)
+		}
 	}
 	c.kubectl("delete", "node", n2.name, "--timeout=60s")
 	c.eventually(30*time.Second, "node1's routes to the deleted node2", func() string {
-		if r := routes(); strings.Contains(r, n2.ip) {
-			return r
+		r := routes()
+		for _, v := range via {
+			if strings.Contains(r, v) {
+				return r
+			}
 		}
 		return ""
 	})
@@ -438,24 +506,25 @@ func (c *cluster) lifecycle() {
 // reboot stops everything of node n as a power cut would, and starts it
 // again: the kubelet, kube-proxy, containerd, the shims and every
 // container process killed; the pods' network namespaces unmounted, the
-// node's links but its wire and every nftables and iptables rule gone;
-// /var/lib (the store, containerd's images and sandboxes) kept.
+// node's links but its wire and its whole nftables ruleset (iptables here
+// is iptables-nft) gone; /var/lib (the store, containerd's images and
+// sandboxes) kept.
 func (c *cluster) reboot(n *k8sNode) {
 	t := c.t
 	for _, p := range []*exec.Cmd{n.kubelet, n.proxy, n.r.containerd} {
 		_ = p.Process.Kill()
 		stop(p)
 	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && strings.Contains(string(b), "containerd-shim") && strings.Contains(string(b), n.r.dir) {
-			if pid, err := strconv.Atoi(e.Name()); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+	// The shims this node's containerd started (in its runtime cgroup) and
+	// every container process (in the pods' cgroups): all below the node's
+	// cgroup root.
+	shims, _ := os.ReadFile(filepath.Join(n.runtimeCgroup(), "cgroup.procs"))
+	if len(strings.Fields(string(shims))) == 0 {
+		t.Fatal("no shim in node2's runtime cgroup: the reboot would kill nothing")
 	}
-	killCgroup(filepath.Join("/sys/fs/cgroup/pids", n.cgroup))
+	for _, p := range n.cgroups {
+		killCgroup(p)
+	}
 	n.r.run("sh", "-c", "for m in /run/netns/*; do umount -l \"$m\" && rm -f \"$m\"; done; true")
 	if err := os.RemoveAll(filepath.Join(n.r.dir, "ctrd-state")); err != nil {
 		t.Fatal(err)
@@ -480,22 +549,6 @@ func (c *cluster) reboot(n *k8sNode) {
 	n.sock = ""
 	c.startNode(n)
 	c.startProxy(n, "nftables")
-}
-
-// killCgroup kills every process in cgroup dir and those below it.
-func killCgroup(dir string) {
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		return nil
-	})
 }
 
 // reservations lists the addresses the node's store holds.

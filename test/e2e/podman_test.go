@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
@@ -130,17 +129,7 @@ runroot = %q
 			name, r.ipam(false, "10.44.0.0/24", "")))
 		mustPodman("run", "-d", "--name", name, "--network", name, "-p", "18081:8080", imageName, "sleep", "600")
 		pid := mustPodman("inspect", name, "--format", "{{.State.Pid}}")
-		pod, err := nsutil.Open("/proc/" + pid + "/ns/net")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pod.Close()
-		srv, err := nstest.ServeSource(pod, 8080)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		if got, err := nstest.Fetch(r.sb.Host, "127.0.0.1:18081"); err != nil || got == "" {
+		if got, err := servedThrough(t, r, pid, "127.0.0.1:18081"); err != nil || got == "" {
 			t.Errorf("podman's published port 18081 from the host: %q, %v", got, err)
 		}
 		mustPodman("rm", "-f", "-t", "0", name)

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,8 +46,11 @@ type rig struct {
 	confDir string
 	ipamDir string
 	sock    string // containerd's, once started
-	// containerd is the daemon, once started.
+	// containerd is the daemon, once started; ctrdLog its log file and
+	// ctrdStarts how often it was started again.
 	containerd *exec.Cmd
+	ctrdLog    string
+	ctrdStarts int
 }
 
 func need(t *testing.T, bins ...string) {
@@ -72,7 +76,7 @@ func newRigWith(t *testing.T, extra func(dir string) string) *rig {
 	t.Helper()
 	sb := nstest.NewT(t)
 	r := &rig{t: t, dir: sb.Dir, sb: sb, confDir: filepath.Join(sb.Dir, "net.d"), ipamDir: filepath.Join(sb.Dir, "ipam")}
-	for _, d := range []string{"net.d", "cni-bin", "etc-up", "etc-work", "opt-up", "opt-work", "varlib-up", "varlib-work", "ipam"} {
+	for _, d := range []string{"tmp", "net.d", "cni-bin", "etc-up", "etc-work", "opt-up", "opt-work", "varlib-up", "varlib-work", "ipam"} {
 		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -148,17 +152,29 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o755)
 }
 
-// cmd makes a command that runs in the rig's mount and network namespaces.
+// cmd makes a command that runs in the rig's mount and network namespaces,
+// its temporary files (TMPDIR) in the rig's directory, not the machine's
+// /tmp.
 func (r *rig) cmd(name string, args ...string) *exec.Cmd {
 	full := append([]string{"--mount=/proc/" + strconv.Itoa(r.holder.Process.Pid) + "/ns/mnt", "--net=" + r.sb.Host.Path(), "--", name}, args...)
-	return exec.Command("nsenter", full...)
+	c := exec.Command("nsenter", full...)
+	c.Env = append(os.Environ(), "TMPDIR="+filepath.Join(r.dir, "tmp"))
+	return c
 }
 
 // run runs a command in the rig and returns its output, failing the test
-// with what it said.
+// with what it said. A command still running after 3 minutes is killed:
+// a hang must not outlive the test's cleanups.
 func (r *rig) run(name string, args ...string) string {
 	r.t.Helper()
-	out, err := r.cmd(name, args...).CombinedOutput()
+	c := r.cmd(name, args...)
+	timer := time.AfterFunc(3*time.Minute, func() {
+		if c.Process != nil {
+			_ = c.Process.Kill()
+		}
+	})
+	defer timer.Stop()
+	out, err := c.CombinedOutput()
 	if err != nil {
 		r.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
@@ -166,7 +182,8 @@ func (r *rig) run(name string, args ...string) string {
 }
 
 // start starts a long-running command in the rig, stopped by PID when the
-// test ends.
+// test ends. Its end is watched (exited, wait, stop): only that watcher
+// calls Wait.
 func (r *rig) start(log string, name string, args ...string) *exec.Cmd {
 	r.t.Helper()
 	c := r.cmd(name, args...)
@@ -178,21 +195,57 @@ func (r *rig) start(log string, name string, args ...string) *exec.Cmd {
 	if err := c.Start(); err != nil {
 		r.t.Fatal(err)
 	}
+	end := &procEnd{done: make(chan struct{})}
+	procs.Store(c, end)
+	go func() { end.err = c.Wait(); close(end.done) }()
 	r.t.Cleanup(func() {
-		if c.ProcessState == nil {
-			_ = c.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = c.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = c.Process.Kill()
-				<-done
-			}
-		}
+		stop(c)
 		f.Close()
 	})
 	return c
+}
+
+// procs holds the end of every process start started.
+var procs sync.Map // *exec.Cmd -> *procEnd
+
+type procEnd struct {
+	done chan struct{}
+	err  error
+}
+
+// exited reports whether a process start started has ended (a zombie not
+// yet reaped counts: its end is known by the watcher's Wait).
+func exited(c *exec.Cmd) bool {
+	e, _ := procs.Load(c)
+	select {
+	case <-e.(*procEnd).done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for a process start started to end and returns how it ended.
+func wait(c *exec.Cmd) error {
+	e, _ := procs.Load(c)
+	<-e.(*procEnd).done
+	return e.(*procEnd).err
+}
+
+// stop ends a process start started, by its PID: SIGTERM, and SIGKILL
+// after 15 seconds.
+func stop(c *exec.Cmd) {
+	if c == nil || exited(c) {
+		return
+	}
+	_ = c.Process.Signal(syscall.SIGTERM)
+	e, _ := procs.Load(c)
+	select {
+	case <-e.(*procEnd).done:
+	case <-time.After(15 * time.Second):
+		_ = c.Process.Kill()
+		<-e.(*procEnd).done
+	}
 }
 
 // logOf returns what a started command wrote.
