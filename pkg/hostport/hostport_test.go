@@ -105,9 +105,7 @@ type lab struct {
 func newLab(t *testing.T, kind string) *lab {
 	t.Helper()
 	if kind == IPTables {
-		if _, err := exec.LookPath("iptables"); err != nil {
-			t.Skip("skipped: iptables missing; `make deps` installs it")
-		}
+		nstest.NeedCommand(t, "iptables", "make deps")
 	}
 	sb := nstest.NewT(t)
 	out, err := sb.NewOutside()

@@ -18,9 +18,7 @@ func TestLacks(t *testing.T) {
 		{"legacy", "iptables-legacy", []string{"-t", "nat", "-N", "Y-CHAIN"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := exec.LookPath(tc.cmd); err != nil {
-				t.Skipf("skipped: %s missing; `make deps` installs iptables", tc.cmd)
-			}
+			nstest.NeedCommand(t, tc.cmd, "make deps")
 			sb := nstest.NewT(t)
 			err := sb.Host.Do(func() error {
 				x := func(table, chain string) bool { return table == "nat" && chain == "X-CHAIN" }

@@ -94,9 +94,7 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 	for _, kind := range []string{NFTables, IPTables} {
 		t.Run(kind, func(t *testing.T) {
 			if kind == IPTables {
-				if _, err := exec.LookPath("iptables"); err != nil {
-					t.Skip("skipped: iptables missing; `make deps` installs it")
-				}
+				nstest.NeedCommand(t, "iptables", "make deps")
 			}
 			sb := nstest.NewT(t)
 			err := sb.Host.Do(func() error {

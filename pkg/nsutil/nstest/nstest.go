@@ -140,6 +140,20 @@ func NewT(t testing.TB) *Sandbox {
 	return s
 }
 
+// NeedCommand skips the test when the command is not installed, naming
+// the make target that installs it; under CI (CI=true), where `make test`
+// installed it, the test fails instead, so a missing install step cannot
+// pass as a skip.
+func NeedCommand(t testing.TB, name, installer string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s missing under CI: `%s` should have installed it", name, installer)
+		}
+		t.Skipf("skipped: %s missing; `%s` installs it", name, installer)
+	}
+}
+
 // PodT makes a pod namespace in a test sandbox or fails the test.
 func (s *Sandbox) PodT(t testing.TB, name string) *nsutil.NS {
 	t.Helper()
