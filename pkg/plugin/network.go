@@ -195,11 +195,13 @@ func (n *Network) removeMasquerade() error {
 	return wrap("masquerade", errors.Join(errs...))
 }
 
-// Detach is DEL's part once port (the attachment's host link) is gone:
-// port's filter rules. The network's rules are DEL's last step
-// (RemoveIfUnused, after the addresses are released).
+// Detach is DEL's last part, once port (the attachment's host link) is
+// gone and its addresses released: port's filter rules, then the
+// network's rules if no attachment is left.
 func (n *Network) Detach(port string) error {
-	return n.locked(func() error { return filter.RemoveSpoofCheck(n.key(), port) })
+	return n.locked(func() error {
+		return errors.Join(filter.RemoveSpoofCheck(n.key(), port), n.removeIfUnused(""))
+	})
 }
 
 // Collect is GC's part: the filter rules of every port not in kept, the

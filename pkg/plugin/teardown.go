@@ -34,19 +34,20 @@ import (
 //     and its per-attachment masquerade state go (adoptReference).
 //  2. The driver's teardown: what it made beside the link that the network
 //     does not own (an empty bridge).
-//  3. The attachment's port mappings (found without runtimeConfig too),
-//     then the port's filter rules (Network.Detach).
+//  3. The attachment's port mappings (found without runtimeConfig too).
 //  4. The conntrack entries of the attachment's addresses — the flows it
 //     started and those it answered, through its host ports too — before
 //     the addresses can be handed out again (pkg/conntrack).
 //  5. IPAM, only once the link is gone: when the link could not be
 //     removed the addresses stay reserved, and the runtime's next DEL
 //     tries both again.
-//  6. The network's rules (masquerade, FORWARD acceptance, the port
-//     mapping skeleton) if no attachment of the network is left — asked
-//     of the store after this attachment's addresses left it. Asked
-//     before, two DELs of the network's last two attachments at once each
-//     saw the other's reservation and both kept the rules.
+//  6. Once the link is gone (Network.Detach, under the network's lock):
+//     the port's filter rules, then the network's rules (masquerade,
+//     FORWARD acceptance, the port mapping skeleton) if no attachment of
+//     the network is left — asked of the store after this attachment's
+//     addresses left it. Asked before, two DELs of the network's last two
+//     attachments at once each saw the other's reservation and both kept
+//     the rules.
 func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	d, a, host, err := r.loadOnHost(args)
 	if err != nil {
@@ -70,8 +71,6 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	addrs := a.addresses()
 	errs = append(errs, a.unmapPorts(addrs))
 	lap("port-mappings")
-	errs = append(errs, a.Network().Detach(port))
-	lap("port-filter")
 	Note("hostLink", port, "found", found, "addresses", addrs)
 	if len(addrs) > 0 {
 		_, err := conntrack.Forget(addrs)
@@ -87,8 +86,8 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		lap("ipam")
 	}
 	if linkErr == nil {
-		errs = append(errs, a.Network().RemoveIfUnused(""))
-		lap("network-rules")
+		errs = append(errs, a.Network().Detach(port))
+		lap("network")
 	}
 	return errors.Join(errs...)
 }
