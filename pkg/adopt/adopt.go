@@ -126,20 +126,36 @@ func removeNFT(drop func(comment string) bool) error {
 	if err != nil {
 		return fmt.Errorf("list %s %s: %w", nftTable, nftChain, err)
 	}
+	n, err := delRules(conn, rules, drop)
+	if err != nil {
+		return err
+	}
+	return flushIf(conn, n, "remove reference masquerade rules")
+}
+
+// delRules queues, on conn, the deletion of the rules whose comment drop
+// selects, and reports how many it queued.
+func delRules(conn *nftables.Conn, rules []*nftables.Rule, drop func(comment string) bool) (int, error) {
 	n := 0
 	for _, r := range rules {
 		if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && drop(c) {
 			if err := conn.DelRule(r); err != nil {
-				return err
+				return n, err
 			}
 			n++
 		}
 	}
+	return n, nil
+}
+
+// flushIf sends conn's queued deletions, when there are n > 0; rules gone
+// meanwhile are no error.
+func flushIf(conn *nftables.Conn, n int, what string) error {
 	if n == 0 {
 		return nil
 	}
 	if err := conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("remove reference masquerade rules: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
@@ -262,23 +278,15 @@ func removePortmapNFT(fam nftables.TableFamily, atts []Attachment) error {
 		if err != nil {
 			return fmt.Errorf("list %s %s: %w", portmapTable, chain, err)
 		}
-		for _, r := range rules {
-			c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			if slices.ContainsFunc(atts, func(a Attachment) bool { return c == a.ContainerID }) {
-				if err := conn.DelRule(r); err != nil {
-					return err
-				}
-				n++
-			}
+		d, err := delRules(conn, rules, func(c string) bool {
+			return slices.ContainsFunc(atts, func(a Attachment) bool { return c == a.ContainerID })
+		})
+		n += d
+		if err != nil {
+			return err
 		}
 	}
-	if n == 0 {
-		return nil
-	}
-	if err := conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("remove reference portmap rules: %w", err)
-	}
-	return nil
+	return flushIf(conn, n, "remove reference portmap rules")
 }
 
 func removePortmapChains(p iptables.Protocol, atts []Attachment) error {
