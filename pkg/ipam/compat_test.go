@@ -3,12 +3,13 @@ package ipam
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // refHostLocal is the reference plugin from Debian's
@@ -47,9 +48,7 @@ func (e *refError) Error() string { return "reference host-local: " + e.out }
 
 func needRef(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(refHostLocal); err != nil {
-		t.Skipf("skipped: %s missing; `make deps` installs Debian's containernetworking-plugins", refHostLocal)
-	}
+	nstest.NeedFile(t, refHostLocal, "make deps")
 }
 
 // TestCompatibleWithReferenceHostLocal switches a store between the

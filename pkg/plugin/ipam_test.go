@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 func ipamArgs(t *testing.T, ipamJSON, id string) *skel.CmdArgs {
@@ -119,9 +121,7 @@ func TestLoadIPAMErrors(t *testing.T) {
 // TestDelegatedIPAM hands a non-host-local type to that plugin binary, here
 // the reference "static" IPAM from Debian's containernetworking-plugins.
 func TestDelegatedIPAM(t *testing.T) {
-	if _, err := os.Stat("/usr/lib/cni/static"); err != nil {
-		t.Skip("skipped: /usr/lib/cni/static missing; `make deps` installs containernetworking-plugins")
-	}
+	nstest.NeedFile(t, "/usr/lib/cni/static", "make deps")
 	for k, v := range map[string]string{"CNI_PATH": "/usr/lib/cni", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/nonexistent"} {
 		t.Setenv(k, v)
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -393,9 +392,7 @@ func TestBridgeMacSpoofCheck(t *testing.T) {
 // TestBridgeHairpin: with hairpinMode a container reaches itself through a
 // port mapping of the reference portmap.
 func TestBridgeHairpin(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(refDir, "portmap")); err != nil {
-		t.Skip("skipped: portmap missing; `make deps` installs containernetworking-plugins")
-	}
+	nstest.NeedFile(t, filepath.Join(refDir, "portmap"), "make deps")
 	w := newWorld(t)
 	list := w.list("1.0.0", "hairpin", w.brConf(families[0], `"hairpinMode":true,"ipMasq":true`),
 		`{"type":"portmap","capabilities":{"portMappings":true}}`)
@@ -434,9 +431,7 @@ func fetch(ns *nsutil.NS, addr string) (string, error) { return nstest.Fetch(ns,
 // tuning after bridge-nat.
 func TestBridgeChain(t *testing.T) {
 	for _, p := range []string{"portmap", "firewall", "bandwidth", "tuning"} {
-		if _, err := os.Stat(filepath.Join(refDir, p)); err != nil {
-			t.Skipf("skipped: %s missing; `make deps` installs containernetworking-plugins", p)
-		}
+		nstest.NeedFile(t, filepath.Join(refDir, p), "make deps")
 	}
 	w := newWorld(t)
 	out := w.outside(t)

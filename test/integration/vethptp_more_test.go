@@ -15,6 +15,7 @@ import (
 
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // pluginStdin is a single plugin's config, as a runtime hands it over.
@@ -254,9 +255,7 @@ func TestVethPTPBadInput(t *testing.T) {
 // sysctl lands in it, CHECK passes, DEL is clean.
 func TestVethPTPChainedWithPortmapAndTuning(t *testing.T) {
 	for _, p := range []string{"portmap", "tuning"} {
-		if _, err := os.Stat(filepath.Join(refDir, p)); err != nil {
-			t.Skipf("skipped: %s/%s missing; `make deps` installs containernetworking-plugins", refDir, p)
-		}
+		nstest.NeedFile(t, filepath.Join(refDir, p), "make deps")
 	}
 	w := newWorld(t)
 	out := w.outside(t)

@@ -146,12 +146,27 @@ func NewT(t testing.TB) *Sandbox {
 // pass as a skip.
 func NeedCommand(t testing.TB, name, installer string) {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing under CI: `%s` should have installed it", name, installer)
-		}
-		t.Skipf("skipped: %s missing; `%s` installs it", name, installer)
+	_, err := exec.LookPath(name)
+	need(t, err, name, installer)
+}
+
+// NeedFile is NeedCommand for a file by its path, such as a reference
+// plugin in /usr/lib/cni.
+func NeedFile(t testing.TB, path, installer string) {
+	t.Helper()
+	_, err := os.Stat(path)
+	need(t, err, path, installer)
+}
+
+func need(t testing.TB, err error, what, installer string) {
+	t.Helper()
+	if err == nil {
+		return
 	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s missing under CI: `%s` should have installed it", what, installer)
+	}
+	t.Skipf("skipped: %s missing; `%s` installs it", what, installer)
 }
 
 // PodT makes a pod namespace in a test sandbox or fails the test.
