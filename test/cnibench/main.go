@@ -21,10 +21,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -82,6 +84,7 @@ func main() {
 	// the same disk, which would measure the VM rather than the plugins.
 	flag.StringVar(&workDir, "dir", "/var/tmp", "where the sandboxes keep their files")
 	flag.Parse()
+	closeOnSignal()
 
 	refs := []struct{ name, dir string }{{"Debian 1.1.1", *ref}}
 	if _, err := os.Stat(filepath.Join(*upstream, "ptp")); err == nil {
@@ -177,15 +180,26 @@ func (s suite) measure(probes, scale int) error {
 		fmt.Println()
 	}
 	fmt.Printf("(targets: %s)\n\n", s.target)
+	var ourFloor floor
 	for _, im := range s.impls {
 		par := 1
 		if len(s.runs) > 1 {
 			par = s.runs[1].par
 		}
-		if err := s.probe(im, probes, par, pct(ours[0].add, 50), im.name == s.impls[0].name); err != nil {
+		f, err := s.probe(im, probes, par, pct(ours[0].add, 50), im.name == s.impls[0].name)
+		if err != nil {
 			return fmt.Errorf("%s: %w", im.name, err)
 		}
+		if im.name == s.impls[0].name {
+			ourFloor = f
+		}
 	}
+	bound := ourFloor.version + ourFloor.vethDel
+	fmt.Printf("the least a DEL can cost here: VERSION p50 %s + a veth pair's delete p50 %s (kernel) = %s;", ms(ourFloor.version), ms(ourFloor.vethDel), ms(bound))
+	for _, ref := range s.impls[1:] {
+		fmt.Printf(" %.2f× %s's DEL p50", ratio(bound, pct(results[ref.name][0].del, 50)), ref.name)
+	}
+	fmt.Println()
 	fmt.Println()
 	if scale > 0 {
 		for _, noV6 := range []bool{false, true} {
@@ -224,12 +238,42 @@ func (s suite) newSandbox(im impl, version string) (*sandbox, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	return &sandbox{sb: sb, dir: dir, cni: libcni.NewCNIConfigWithCacheDir([]string{im.dir}, filepath.Join(dir, "cache"), nil), list: list}, nil
+	b := &sandbox{sb: sb, dir: dir, cni: libcni.NewCNIConfigWithCacheDir([]string{im.dir}, filepath.Join(dir, "cache"), nil), list: list}
+	open.Lock()
+	open.m[b] = true
+	open.Unlock()
+	return b, nil
 }
 
 func (b *sandbox) close() {
+	open.Lock()
+	delete(open.m, b)
+	open.Unlock()
 	_ = b.sb.Close()
 	_ = os.RemoveAll(b.dir)
+}
+
+// open are the sandboxes not closed yet: an interrupted run closes them
+// (their namespaces, links and files) before it exits.
+var open = struct {
+	sync.Mutex
+	m map[*sandbox]bool
+}{m: map[*sandbox]bool{}}
+
+// closeOnSignal closes the open sandboxes on SIGINT or SIGTERM and exits.
+func closeOnSignal() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-c
+		open.Lock()
+		for b := range open.m {
+			_ = b.sb.Close()
+			_ = os.RemoveAll(b.dir)
+		}
+		fmt.Fprintf(os.Stderr, "cnibench: %v: sandboxes removed\n", sig)
+		os.Exit(130)
+	}()
 }
 
 // rt is pod i's runtime config: with two host ports when the suite maps
@@ -309,15 +353,16 @@ func (s suite) measureRun(im impl, n, par int) (st stats, err error) {
 // probe measures what a runtime's status polling costs — STATUS against
 // VERSION, each exec'd through libcni; VERSION is the floor any verb pays
 // — and the main plugin's peak RSS in an ADD. For ours it relates the
-// suite's ADD p50 to the floor.
-func (s suite) probe(im impl, n, par int, addP50 time.Duration, ours bool) error {
+// suite's ADD p50 to the floor, and measures what bounds the parallel
+// runs (execScaling) and DEL (vethDelete) on this machine.
+func (s suite) probe(im impl, n, par int, addP50 time.Duration, ours bool) (floor, error) {
 	cniVersion := s.version
 	if ours {
 		cniVersion = "1.1.0" // STATUS is a 1.1.0 verb
 	}
 	b, err := s.newSandbox(im, cniVersion)
 	if err != nil {
-		return err
+		return floor{}, err
 	}
 	defer b.close()
 	ctx := context.Background()
@@ -338,17 +383,18 @@ func (s suite) probe(im impl, n, par int, addP50 time.Duration, ours bool) error
 		} {
 			start := time.Now()
 			if err := b.sb.Host.Do(m.f); err != nil {
-				return err
+				return floor{}, err
 			}
 			*m.to = append(*m.to, time.Since(start))
 		}
 	}
 	ve := pct(version, 50)
+	f := floor{version: ve}
 	fmt.Printf("%-30s VERSION p50 %s", im.name, ms(ve))
 	if ours {
 		rss, err := s.peakRSS(b, im, typ, cniVersion)
 		if err != nil {
-			return err
+			return floor{}, err
 		}
 		fmt.Printf("; ADD p50 %.2f× VERSION; peak RSS of an ADD %s", ratio(addP50, ve), rss)
 	}
@@ -359,12 +405,53 @@ func (s suite) probe(im impl, n, par int, addP50 time.Duration, ours bool) error
 		if par > 1 {
 			x, err := execScaling(b, typ, 2*n, par)
 			if err != nil {
-				return err
+				return floor{}, err
 			}
 			fmt.Printf("%-30s VERSION, %d at once / one at a time: %.2f× the throughput (what this machine lets any exec gain from running in parallel)\n", im.name, par, x)
 		}
+		if f.vethDel, err = vethDelete(b, n); err != nil {
+			return floor{}, err
+		}
 	}
-	return nil
+	return f, nil
+}
+
+// floor is what any plugin's verb costs on this machine before it does
+// its own work: an exec answering VERSION, and for DEL the kernel's
+// delete of a veth pair.
+type floor struct{ version, vethDel time.Duration }
+
+// vethDelete returns the p50 of n deletes of a veth pair between the
+// sandbox's host and a pod namespace, both ends up, as an ADD leaves them:
+// the kernel's part of every veth plugin's DEL (unregistering a network
+// device waits for RCU grace periods), measured without any plugin.
+func vethDelete(b *sandbox, n int) (time.Duration, error) {
+	pod, err := b.sb.NewPod("vethdel")
+	if err != nil {
+		return 0, err
+	}
+	h, err := b.sb.Host.Handle()
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	var ds []time.Duration
+	for i := range n {
+		name := fmt.Sprintf("vdel%d", i)
+		if err := nstest.Wire(nstest.End{NS: b.sb.Host, Name: name}, nstest.End{NS: pod, Name: "eth0"}); err != nil {
+			return 0, err
+		}
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		if err := h.LinkDel(l); err != nil {
+			return 0, fmt.Errorf("delete %s: %w", name, err)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	return pct(ds, 50), nil
 }
 
 // execScaling runs n VERSION execs of typ one at a time, then n with par
