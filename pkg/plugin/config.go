@@ -57,10 +57,12 @@ type Defaulter interface{ SetDefaults() }
 // each naming its JSON key; Load joins them into one code-7 error.
 type Validator interface{ Validate() []error }
 
-// Load decodes the config on stdin into a new T, then fills defaults,
-// validates, parses prevResult and sets up logging, in that order, with a
+// Load decodes the config on stdin into a new T, then sets up logging,
+// fills defaults, validates and parses prevResult, in that order, with a
 // typed CNI error at each step: 6 for JSON that does not decode, 7 for a
-// config that decodes but is wrong.
+// config that decodes but is wrong. Logging comes first so that a config
+// that does not validate — the commonest failure — is logged to the
+// config's logFile, with its network, like any other.
 func Load[T any, P interface {
 	*T
 	Config
@@ -71,6 +73,9 @@ func Load[T any, P interface {
 	}
 	base := conf.Base()
 	base.cniArgs = args.Args
+	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
+		return nil, err
+	}
 	if d, ok := any(conf).(Defaulter); ok {
 		d.SetDefaults()
 	}
@@ -84,9 +89,6 @@ func Load[T any, P interface {
 		}
 	}
 	if err := base.parsePrevResult(); err != nil {
-		return nil, err
-	}
-	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
 		return nil, err
 	}
 	warnUnknownKeys(args.StdinData, conf)

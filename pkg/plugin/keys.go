@@ -18,7 +18,9 @@ var commonKeys = []string{"ipam", "cniVersions", "runtimeConfig", "args", "cni.d
 
 // UnknownKeys lists the top-level keys of a config (data) that are not in
 // known (nor keys any config may carry), each with the known key it most
-// likely meant, if any: `"ipMask": unknown key; did you mean "ipMasq"?`.
+// likely meant, if any: `"ipMask": unknown key; did you mean "ipMasq"?`;
+// and, when the "ipam" object is the in-process host-local's, its keys
+// and its ranges' that host-local does not read ("ipam.rangeStrat").
 // Keys are never an error (conflists carry keys for other tools); they
 // are named, as a typo silently changes nothing.
 func UnknownKeys(data []byte, known []string) []string {
@@ -26,19 +28,55 @@ func UnknownKeys(data []byte, known []string) []string {
 	if json.Unmarshal(data, &raw) != nil {
 		return nil
 	}
-	known = append(slices.Clone(known), commonKeys...)
+	out := unknownKeys("", raw, append(slices.Clone(known), commonKeys...))
+	out = append(out, hostLocalUnknownKeys(raw["ipam"])...)
+	sort.Strings(out)
+	return out
+}
+
+// hostLocalKeys are the keys host-local reads in "ipam" (the legacy
+// single range's among them), rangeKeys those of a range in "ranges".
+var (
+	hostLocalKeys = []string{"type", "ranges", "routes", "dataDir", "resolvConf", "subnet", "rangeStart", "rangeEnd", "gateway"}
+	rangeKeys     = []string{"subnet", "rangeStart", "rangeEnd", "gateway"}
+)
+
+// hostLocalUnknownKeys is UnknownKeys for an "ipam" object of type
+// host-local; another IPAM plugin reads keys of its own.
+func hostLocalUnknownKeys(data json.RawMessage) []string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil {
+		return nil
+	}
+	var typ string
+	if json.Unmarshal(obj["type"], &typ) != nil || typ != "host-local" {
+		return nil
+	}
+	out := unknownKeys("ipam.", obj, hostLocalKeys)
+	var sets [][]map[string]json.RawMessage
+	if json.Unmarshal(obj["ranges"], &sets) == nil {
+		for i, set := range sets {
+			for j, r := range set {
+				out = append(out, unknownKeys(fmt.Sprintf("ipam.ranges[%d][%d].", i, j), r, rangeKeys)...)
+			}
+		}
+	}
+	return out
+}
+
+// unknownKeys names the keys of raw not in known, each under prefix.
+func unknownKeys(prefix string, raw map[string]json.RawMessage, known []string) []string {
 	var out []string
 	for k := range raw {
 		if slices.Contains(known, k) {
 			continue
 		}
-		msg := fmt.Sprintf("%q: unknown key", k)
+		msg := fmt.Sprintf("%q: unknown key", prefix+k)
 		if m := closest(k, known); m != "" {
-			msg += fmt.Sprintf("; did you mean %q?", m)
+			msg += fmt.Sprintf("; did you mean %q?", prefix+m)
 		}
 		out = append(out, msg)
 	}
-	sort.Strings(out)
 	return out
 }
 

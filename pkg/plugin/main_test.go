@@ -376,6 +376,32 @@ func TestVerbLogLine(t *testing.T) {
 	}
 }
 
+// TestInvalidConfigLogged: a config that does not validate — the
+// commonest failure — is logged like any other: to its logFile, with its
+// network (it used to go to stderr, which the runtime drops).
+func TestInvalidConfigLogged(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plugin.log")
+	var ran []string
+	stdin := `{"cniVersion":"1.1.0","name":"net9","mtu":20,"logFile":"` + file + `"}`
+	var out, errb bytes.Buffer
+	if code := Run(recorder(&ran), withCmd("ADD"), strings.NewReader(stdin), &out, &errb); code == 0 {
+		t.Fatal("ADD of an invalid config succeeded")
+	}
+	var got errorOutput
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got.Code != types.ErrInvalidNetworkConfig {
+		t.Fatalf("stdout %s, want code 7", out.String())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("no log file: %v (stderr %q)", err, errb.String())
+	}
+	for _, want := range []string{"level=WARN", `msg="ADD failed"`, "code=7", "network=net9", `\"mtu\": must be 68-65535`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("log %q lacks %s", b, want)
+		}
+	}
+}
+
 func TestLogRotation(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "plugin.log")
 	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), LogFileMax+1), 0o600); err != nil {
@@ -406,5 +432,15 @@ func TestUnknownKeys(t *testing.T) {
 	// libcni's GC sends both names of the valid attachments.
 	if got := UnknownKeys([]byte(`{"cniVersion":"1.1.0","name":"n","type":"t","ipMasq":true,"mac":"x","prevResult":{},"cni.dev/valid-attachments":[],"cni.dev/attachments":[]}`), JSONKeys(&VethConf{})); len(got) != 1 || !strings.Contains(got[0], `"mac"`) {
 		t.Fatalf("known keys named: %v", got)
+	}
+	// The in-process host-local's keys, and its ranges'; another IPAM
+	// plugin's keys are its own.
+	got = UnknownKeys([]byte(`{"name":"n","type":"t","ipam":{"type":"host-local","datadir":"/x","routes":[],"ranges":[[{"subnet":"10.1.0.0/24","rangeStrat":"10.1.0.9"}]]}}`), JSONKeys(&VethConf{}))
+	want = []string{`"ipam.datadir": unknown key; did you mean "ipam.dataDir"?`, `"ipam.ranges[0][0].rangeStrat": unknown key; did you mean "ipam.ranges[0][0].rangeStart"?`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("host-local keys (-want +got): %s", diff)
+	}
+	if got := UnknownKeys([]byte(`{"name":"n","type":"t","ipam":{"type":"whereabouts","range":"10.2.0.0/24"}}`), JSONKeys(&VethConf{})); len(got) != 0 {
+		t.Fatalf("another IPAM plugin's keys named: %v", got)
 	}
 }
