@@ -132,14 +132,17 @@ func deleteHostLink(host nsutil.Handle, a *Attachment) (string, bool, error) {
 // (see pkg/adopt), for a DEL that found no netns-cni host link: the
 // container interface when the namespace still exists (deleting a veth
 // end takes its peer along), the host veth prevResult names when the
-// namespace is gone and took it along or not, and, with ipMasq, the
-// reference's per-attachment masquerade chain and rules. Those are looked
+// namespace is gone and took it along or not, and the reference's
+// per-attachment masquerade chain and rules (ipMasq then or now). Those are looked
 // for (iptables execs) only when something says an attachment is there to
 // adopt — a prevResult, or a reservation in the store — so a repeated DEL
 // of an attachment already removed stays cheap.
 func adoptReference(host nsutil.Handle, a *Attachment) error {
 	errs := []error{removeContainerLink(a), removeReferenceHostLinks(host, a)}
-	if a.Conf.IPMasq && (a.Conf.PrevResult != nil || len(a.addresses()) > 0) {
+	// Whatever ipMasq says now: an edited config must not strand the
+	// chain an earlier one had the reference make (looking costs netlink
+	// reads, no exec, when there is none).
+	if a.Conf.PrevResult != nil || len(a.addresses()) > 0 {
 		errs = append(errs, adopt.RemoveMasquerade([]adopt.Attachment{{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}}))
 	}
 	return errors.Join(errs...)
@@ -283,14 +286,11 @@ func collectReference(a *Attachment, released map[ipam.Owner][]netip.Addr) error
 	for o := range released {
 		gone = append(gone, adopt.Attachment{Network: a.Conf.Name, ContainerID: o.ID, IfName: o.IfName})
 	}
-	errs := []error{adopt.RemovePortmap(gone)}
-	if a.Conf.IPMasq {
-		for _, v := range a.Conf.ValidAttachments {
-			valid = append(valid, adopt.Attachment{Network: a.Conf.Name, ContainerID: v.ContainerID, IfName: v.IfName})
-		}
-		errs = append(errs, adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
+	// Whatever ipMasq says now, as in DEL.
+	for _, v := range a.Conf.ValidAttachments {
+		valid = append(valid, adopt.Attachment{Network: a.Conf.Name, ContainerID: v.ContainerID, IfName: v.IfName})
 	}
-	return errors.Join(errs...)
+	return errors.Join(adopt.RemovePortmap(gone), adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
 }
 
 // loadOnHost is loadLenient plus a netlink handle in the host, for DEL and

@@ -271,6 +271,41 @@ func TestForwardPolicyDrop(t *testing.T) {
 	}
 }
 
+// TestEditedConfigDropsOldRules: an operator turns ipMasq and
+// forwardAccept off while a pod runs; the DEL of the network's last pod,
+// through the edited config, still removes the masquerade rules and the
+// FORWARD accept rules the first config made (it used to keep both when
+// the edited config asked for no rules at all).
+func TestEditedConfigDropsOldRules(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct{ plugin, was, now string }{
+		{"veth-ptp", `"ipMasq":true`, `"ipMasq":false,"forwardAccept":false`},
+		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"ipMasq":false,"ipMasqBackend":"iptables","forwardAccept":false`},
+		{"bridge-nat", `"bridge":"bred0","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred0","removeEmptyBridge":true`},
+	} {
+		t.Run(tc.plugin+"/"+map[bool]string{true: "iptables", false: "nftables"}[strings.Contains(tc.was, "iptables")], func(t *testing.T) {
+			before := w.hostState(t)
+			name := "edited-" + tc.plugin
+			was := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.was))
+			now := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.now))
+			pod := w.sb.PodT(t, fmt.Sprintf("p-%s%d", tc.plugin, strings.Count(tc.was, "iptables")))
+			rt := w.rt("c-"+name, pod, "eth0")
+			if _, err := w.add(was, rt); err != nil {
+				t.Fatal(err)
+			}
+			if with := w.hostState(t); !strings.Contains(strings.ToLower(with), "masquerade") {
+				t.Fatalf("no masquerade rules after ADD:\n%s", with)
+			}
+			if err := w.del(now, rt); err != nil {
+				t.Fatal(err)
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("after the last DEL through the edited config:\n%s", stateDiff(before, after))
+			}
+		})
+	}
+}
+
 // TestTypoNamed: a misspelt key is no error (conflists carry keys for
 // other tools), but the plugin names it and the key it likely meant.
 func TestTypoNamed(t *testing.T) {

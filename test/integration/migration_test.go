@@ -181,14 +181,18 @@ func TestGCOfReferenceAttachments(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces (CI runs as root)")
 	}
-	for _, tc := range []struct{ name, dir, backend string }{
-		{"debian-1.1.1/iptables", refDir, ""},
-		{"upstream-v1.10.0/nftables", upstreamDir, `,"ipMasqBackend":"nftables"`},
+	// ours is today's config: ipMasq kept, or turned off since the
+	// reference made the pods (its masquerade state must go all the same).
+	for _, tc := range []struct{ name, dir, backend, ours string }{
+		{"debian-1.1.1/iptables", refDir, "", `"ipMasq":true`},
+		{"upstream-v1.10.0/nftables", upstreamDir, `,"ipMasqBackend":"nftables"`, `"ipMasq":true`},
+		{"debian-1.1.1/iptables/ipMasq-turned-off", refDir, "", `"ipMasq":false`},
+		{"upstream-v1.10.0/nftables/ipMasq-turned-off", upstreamDir, `,"ipMasqBackend":"nftables"`, `"ipMasq":false`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMigration(t, tc.dir, "ptp", "veth-ptp", "", families[2])
 			m.ref.list = m.confWith("ptp", `"ipMasq":true`+tc.backend)
-			m.ours.list = m.confWith("veth-ptp", `"ipMasq":true`+tc.backend)
+			m.ours.list = m.confWith("veth-ptp", tc.ours+tc.backend)
 			for _, id := range []string{"gone1", "gone2", "kept"} {
 				m.add(m.ref, id)
 			}
