@@ -349,13 +349,31 @@ func unusedBridge(h Handle, name string) (netlink.Link, error) {
 	return br, nil
 }
 
-// RevertGatewaysIfUnused undoes a failed ADD's EnsureGateways on link
-// (the bridge or its VLAN link) unless containers use the bridge: the
-// gateways it added go, the addresses it replaced come back.
-func RevertGatewaysIfUnused(h Handle, bridge string, link netlink.Link, ch GatewayChange) error {
-	br, err := unusedBridge(h, bridge)
-	if br == nil {
+// RevertGateways undoes a failed ADD's EnsureGateways on link (the bridge
+// or its VLAN link): the gateways it added go, the addresses it replaced
+// (forceAddress) come back — also when containers of other networks are
+// on the bridge: a replaced address is most likely their gateway. Nothing
+// changes while another attachment of network is on the bridge: an ADD of
+// the network that succeeded meanwhile relies on its gateway.
+func RevertGateways(h Handle, bridge string, link netlink.Link, ch GatewayChange, network string) error {
+	if len(ch.Added) == 0 && len(ch.Removed) == 0 {
+		return nil
+	}
+	br, err := h.LinkByName(bridge)
+	if nsutil.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", bridge, err)
+	}
+	ports, err := Ports(h, br)
+	if err != nil {
 		return err
+	}
+	for _, p := range ports {
+		if a, ok := ParseAlias(p.Attrs().Alias); ok && a.Network == Key(network) {
+			return nil
+		}
 	}
 	for _, a := range ch.Added {
 		if err := h.AddrDel(link, &netlink.Addr{IPNet: a}); err != nil && !nsutil.IsNotFound(err) {

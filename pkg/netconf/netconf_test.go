@@ -3,6 +3,7 @@ package netconf_test
 import (
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -151,9 +152,74 @@ func TestBridgeHelpers(t *testing.T) {
 	}
 }
 
-// TestBridgeRemovalHelpers: an empty bridge netns-cni made goes down,
-// loses a failed ADD's gateways and is removed; one with a port, or one
-// someone else made, stays.
+// TestRevertGateways: a failed ADD's gateway goes and the address
+// forceAddress replaced comes back, though another network's container is
+// on the bridge (it used to stay, and that container kept no gateway);
+// while a container of the same network is on it, nothing changes.
+func TestRevertGateways(t *testing.T) {
+	sb := nstest.NewT(t)
+	h, err := sb.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &net.IPNet{IP: net.ParseIP("10.8.0.1").To4(), Mask: net.CIDRMask(24, 32)}
+	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
+	if _, _, err := netconf.EnsureGatewayAddr(h, br, old, false, true, `"bridge"`); err != nil {
+		t.Fatal(err)
+	}
+	port := func(name, network string) {
+		t.Helper()
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Index}, PeerName: name + "p"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName(name)
+		if err == nil {
+			err = h.LinkSetAlias(l, netconf.Alias("bridge-nat", network, "c-"+name, "eth0"))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	v4 := func() []string {
+		as, _ := h.AddrList(br, netlink.FAMILY_V4)
+		var out []string
+		for _, a := range as {
+			out = append(out, a.IPNet.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	port("port-a", "other")
+	added, removed, err := netconf.EnsureGatewayAddr(h, br, gw, true, true, `"bridge"`)
+	if err != nil || !added || len(removed) != 1 {
+		t.Fatalf("forceAddress: added %v removed %v: %v", added, removed, err)
+	}
+	ch := netconf.GatewayChange{Added: []*net.IPNet{gw}, Removed: removed}
+	port("port-b", "mine")
+	if err := netconf.RevertGateways(h, "br-g", br, ch, "mine"); err != nil {
+		t.Fatal(err)
+	}
+	if got := v4(); !slices.Equal(got, []string{"10.9.0.1/24"}) {
+		t.Fatalf("reverted under a container of the same network: %v", got)
+	}
+	if err := netconf.DelLink(h, "port-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := netconf.RevertGateways(h, "br-g", br, ch, "mine"); err != nil {
+		t.Fatal(err)
+	}
+	if got := v4(); !slices.Equal(got, []string{"10.8.0.1/24"}) {
+		t.Fatalf("after the revert beside another network's container: %v, want the replaced address back alone", got)
+	}
+}
+
+// TestBridgeRemovalHelpers: an empty bridge netns-cni made goes down and
+// is removed; one with a port, or one someone else made, stays.
 func TestBridgeRemovalHelpers(t *testing.T) {
 	sb := nstest.NewT(t)
 	h, err := sb.Host.Handle()
@@ -176,7 +242,7 @@ func TestBridgeRemovalHelpers(t *testing.T) {
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "port-r", MasterIndex: br.Index}, PeerName: "port-rp"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range []error{netconf.RevertGatewaysIfUnused(h, "br-r", br, netconf.GatewayChange{Added: []*net.IPNet{gw}}), netconf.SetDownIfUnused(h, "br-r"), netconf.RemoveBridgeIfEmpty(h, "br-r")} {
+	for _, err := range []error{netconf.SetDownIfUnused(h, "br-r"), netconf.RemoveBridgeIfEmpty(h, "br-r")} {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,18 +250,9 @@ func TestBridgeRemovalHelpers(t *testing.T) {
 	if l, err := h.LinkByName("br-r"); err != nil || l.Attrs().Flags&net.FlagUp == 0 {
 		t.Fatalf("bridge with a port taken down or removed: %v", err)
 	}
-	if as, _ := h.AddrList(br, netlink.FAMILY_V4); len(as) != 1 {
-		t.Fatalf("gateway of a bridge in use removed: %v", as)
-	}
-	// Empty: down, no gateway, gone.
+	// Empty: down, gone.
 	if err := netconf.DelLink(h, "port-r"); err != nil {
 		t.Fatal(err)
-	}
-	if err := netconf.RevertGatewaysIfUnused(h, "br-r", br, netconf.GatewayChange{Added: []*net.IPNet{gw}}); err != nil {
-		t.Fatal(err)
-	}
-	if as, _ := h.AddrList(br, netlink.FAMILY_V4); len(as) != 0 {
-		t.Fatalf("gateway left on an empty bridge: %v", as)
 	}
 	if err := netconf.SetDownIfUnused(h, "br-r"); err != nil {
 		t.Fatal(err)

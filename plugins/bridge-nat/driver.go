@@ -23,7 +23,9 @@ const (
 	// this ADD created if no container is on it.
 	stepBridge plugin.Step = "bridge"
 	// stepGateway puts each subnet's gateway on the bridge (isGateway);
-	// undone by taking off what it added if no container uses the bridge.
+	// undone by taking off what it added and putting back what
+	// forceAddress replaced, unless another container of the network is on
+	// the bridge.
 	stepGateway plugin.Step = "gateway"
 	// stepBridgeUp sets the bridge up; undone by setting it down again if
 	// it was down and no container uses it.
@@ -98,7 +100,7 @@ func (c *Config) addGateways(add *plugin.Add) (func() error, error) {
 	var made netconf.VlanMade
 	var ch netconf.GatewayChange
 	undo := c.underLock(func() error {
-		return errors.Join(netconf.RevertGatewaysIfUnused(h, c.Bridge, link, ch),
+		return errors.Join(netconf.RevertGateways(h, c.Bridge, link, ch, c.Name),
 			netconf.RemoveVlanIfUnused(h, c.Bridge, c.Vlan, made))
 	})
 	var err error
