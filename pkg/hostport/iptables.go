@@ -36,6 +36,12 @@ import (
 type iptBackend struct{}
 
 // Chains of a network: forwards (nat), masquerade (nat), loopback guard (filter).
+// IPTablesChains are the names of the iptables chains a network's port
+// mappings use (nat HP and HM, filter HL), for an operator's inspection.
+func IPTablesChains(network string) []string {
+	return []string{chainName("HP", network), chainName("HM", network), chainName("HL", network)}
+}
+
 func chainName(kind, network string) string {
 	sum := sha256.Sum256([]byte(network))
 	return "NETNS-CNI-" + kind + "-" + strings.ToUpper(hex.EncodeToString(sum[:]))[:15]

@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/google/nftables"
 
+	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
 	"github.com/netns-cni/netns-cni/pkg/nat"
@@ -94,10 +95,19 @@ type Node struct {
 	RetiredLinks []string
 	// NATTables are netns-cni's nftables masquerade tables, by network key.
 	NATTables []string
-	BootTime  time.Time
-	links     map[string]netconf.Attachment // host link name → alias
+	// IPTChains are netns-cni's iptables chains (masquerade, FORWARD
+	// acceptance, port mappings; both families) of configured networks,
+	// by network key; StrayChains those of networks in no conflist, whose
+	// names (hashes) cannot be told. Only iptables-nft's chains are seen
+	// (read over netlink); iptables-legacy's are not.
+	IPTChains   map[string][]string
+	StrayChains []string
+	BootTime    time.Time
+	links       map[string]netconf.Attachment // host link name → alias
 	// strayPorts are forwards whose owner is no attachment found.
 	strayPorts []strayPorts
+	// unreadable are conflists and stores that could not be read.
+	unreadable []Problem
 }
 
 // strayPorts are the forwards of one owner that Read matched to no
@@ -132,7 +142,9 @@ func Read(confDir, cacheDir string) (*Node, error) {
 		}
 		rs, err := net.Store.ReadReservations()
 		if err != nil {
-			return nil, fmt.Errorf("read the store of %s: %w", net.Name, err)
+			n.unreadable = append(n.unreadable, Problem{Kind: UnreadableStore, Network: net.Name, Detail: fmt.Sprintf("store %s: %v", net.StoreDir, err),
+				Fix: "make the store readable: its attachments are not listed and nothing is repaired in it"})
+			continue
 		}
 		for _, u := range net.Store.Usage(rs) {
 			net.Pools = append(net.Pools, Pool{Ranges: u.Set.String(), Used: u.Used, Size: u.Size})
@@ -202,7 +214,11 @@ func (n *Node) readConfigs() error {
 	for _, f := range files {
 		list, err := libcni.NetworkConfFromFile(f)
 		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
+			// One broken file must not hide the rest of the node: audit
+			// reports it.
+			n.unreadable = append(n.unreadable, Problem{Kind: BrokenConfig, Detail: fmt.Sprintf("%s: %v", f, err),
+				Fix: "correct the file: a runtime cannot load that network either"})
+			continue
 		}
 		n.Networks = append(n.Networks, network(list, f))
 	}
@@ -313,7 +329,7 @@ func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
 	})
 }
 
-// readNAT lists netns-cni's nftables masquerade tables.
+// readNAT lists netns-cni's nftables tables and iptables(-nft) chains.
 func (n *Node) readNAT() {
 	conn, err := nftables.New()
 	if err != nil {
@@ -329,6 +345,38 @@ func (n *Node) readNAT() {
 		}
 	}
 	sort.Strings(n.NATTables)
+	owner := map[string]string{} // chain → network key
+	for _, net := range n.Networks {
+		key := netconf.Key(net.Name)
+		for _, c := range append([]string{nat.ChainName(key), filter.ForwardChain(key)}, hostport.IPTablesChains(key)...) {
+			owner[c] = key
+		}
+	}
+	seen := map[string]bool{}
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		chains, err := conn.ListChainsOfTableFamily(fam)
+		if err != nil {
+			continue
+		}
+		for _, c := range chains {
+			if !strings.HasPrefix(c.Name, "NETNS-CNI-") || seen[c.Name] {
+				continue
+			}
+			seen[c.Name] = true
+			if key, ok := owner[c.Name]; ok {
+				if n.IPTChains == nil {
+					n.IPTChains = map[string][]string{}
+				}
+				n.IPTChains[key] = append(n.IPTChains[key], c.Name)
+			} else {
+				n.StrayChains = append(n.StrayChains, c.Name)
+			}
+		}
+	}
+	for _, cs := range n.IPTChains {
+		sort.Strings(cs)
+	}
+	sort.Strings(n.StrayChains)
 }
 
 // network returns the configured network of that name, or nil.
@@ -359,6 +407,7 @@ type Problem struct {
 // The kinds of problems.
 const (
 	OrphanReservation  = "orphan-reservation"
+	Unverified         = "reservation-unverified"
 	BeforeBoot         = "reservation-before-boot"
 	StaleCache         = "stale-cache"
 	LinkNoReservation  = "link-without-reservation"
@@ -367,11 +416,13 @@ const (
 	PoolNearlyFull     = "pool-nearly-full"
 	UnknownKey         = "unknown-key"
 	PortsWithoutOwner  = "port-mappings-without-attachment"
+	BrokenConfig       = "broken-config"
+	UnreadableStore    = "unreadable-store"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
 func (n *Node) Audit() []Problem {
-	var out []Problem
+	out := slices.Clone(n.unreadable)
 	for _, a := range n.Attachments {
 		net := n.network(a.Network)
 		p := Problem{Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName}
@@ -379,6 +430,13 @@ func (n *Node) Audit() []Problem {
 		case len(a.Addresses) > 0 && !a.Live() && !a.Since.IsZero() && a.Since.Before(n.BootTime):
 			p.Kind, p.Detail = BeforeBoot, fmt.Sprintf("%s reserved %s, before the last boot (%s): its container is gone",
 				strings.Join(a.Addresses, ", "), a.Since.Format(time.RFC3339), n.BootTime.Format(time.RFC3339))
+		case len(a.Addresses) > 0 && !a.Live() && !a.Cached:
+			// Nothing says the container is gone: a reference plugin's pod
+			// has a host link netns-cni cannot tell from others, and without
+			// a cache entry there is no namespace to look for.
+			p.Kind, p.Detail = Unverified, fmt.Sprintf("%s reserved, with no netns-cni host link and no libcni cache entry: nothing on the node says whether its container is gone (a reference plugin's pod has no link netns-cni recognises)",
+				strings.Join(a.Addresses, ", "))
+			p.Fix = fmt.Sprintf("if no container uses %s any more: cnitool del %s --container-id %s --ifname %s", strings.Join(a.Addresses, ", "), a.Network, a.ContainerID, a.IfName)
 		case len(a.Addresses) > 0 && !a.Live():
 			p.Kind, p.Detail = OrphanReservation, fmt.Sprintf("%s reserved, but no host link, and %s", strings.Join(a.Addresses, ", "), cacheState(a))
 		case a.Cached && !a.NetnsExists && a.HostLink == "":
@@ -399,18 +457,34 @@ func (n *Node) Audit() []Problem {
 		out = append(out, Problem{Kind: RetiredLink, Detail: "host link " + l + " retired by an older netns-cni and never deleted",
 			Fix: "delete the link", Repairable: true, link: l})
 	}
+	state := map[string][]string{} // network key → what it has
 	for _, key := range n.NATTables {
+		state[key] = append(state[key], "nftables table inet "+nat.TableName(key))
+	}
+	for key, cs := range n.IPTChains {
+		state[key] = append(state[key], "iptables chains "+strings.Join(cs, ", "))
+	}
+	keys := make([]string, 0, len(state))
+	for key := range state {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
 		if n.hasLinks(key) {
 			continue
 		}
-		p := Problem{Kind: NATWithoutAttached, Network: key, Detail: fmt.Sprintf("nftables table inet %s, but no attachment of the network is on this host", nat.TableName(key)),
-			Fix: "remove the network's masquerade and forward rules", Repairable: true}
+		p := Problem{Kind: NATWithoutAttached, Network: key, Detail: strings.Join(state[key], "; ") + ", but no attachment of the network is on this host",
+			Fix: "remove the network's masquerade, FORWARD and port-mapping rules", Repairable: true}
 		for _, net := range n.Networks {
 			if netconf.Key(net.Name) == key {
 				p.Network = net.Name
 			}
 		}
 		out = append(out, p)
+	}
+	for _, c := range n.StrayChains {
+		out = append(out, Problem{Kind: NATWithoutAttached, Detail: "iptables chain " + c + " of a network in no conflist (its name is a hash netns-cni cannot reverse)",
+			Fix: "put the network's conflist back and run repair, or remove the chain and the jumps to it by hand (iptables-save | grep " + c + ")"})
 	}
 	for _, sp := range n.strayPorts {
 		out = append(out, Problem{Kind: PortsWithoutOwner, Network: sp.network,
@@ -439,10 +513,7 @@ func netFile(net *Network) string {
 }
 
 func cacheState(a *Attachment) string {
-	switch {
-	case !a.Cached:
-		return "no libcni cache entry"
-	case a.Netns == "":
+	if a.Netns == "" {
 		return "a cache entry without a namespace"
 	}
 	return fmt.Sprintf("its namespace %s is gone", a.Netns)
@@ -485,11 +556,13 @@ func (n *Node) Repair(p Problem, cniPath []string) error {
 		_, err := net.UnmapPorts(hostport.Spec{Network: netconf.Key(p.Network), Owner: p.owner}, nil)
 		return err
 	case NATWithoutAttached:
-		net := &plugin.Network{Name: p.Network, Masquerade: true, ForwardAccept: true}
-		if cfg := n.network(p.Network); cfg != nil {
-			net.Backend = cfg.IPMasqBackend
+		// Both backends: the rules are in whichever an earlier config named.
+		var errs []error
+		for _, backend := range []string{nat.NFTables, nat.IPTables} {
+			net := &plugin.Network{Name: p.Network, Masquerade: true, ForwardAccept: true, Backend: backend}
+			errs = append(errs, net.RemoveIfUnused(""))
 		}
-		return net.RemoveIfUnused("")
+		return errors.Join(errs...)
 	}
 	fresh, err := Read(n.ConfDir, n.CacheDir)
 	if err != nil {

@@ -13,7 +13,9 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
+	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
@@ -26,6 +28,9 @@ func TestOperatorCommand(t *testing.T) {
 	w := newWorld(t)
 	ours := w.list("1.0.0", "op-ours", w.ptpConf("veth-ptp", families[0], capPorts+`,"ipMasq":true`))
 	ref := w.list("1.0.0", "op-ref", fmt.Sprintf(`{"type":"ptp","ipMasq":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.11.0.0/24"}}`, filepath.Join(w.sb.Dir, "ipam")))
+	// A network whose pods are all gone, leaving iptables chains behind (its
+	// masquerade chain, its FORWARD acceptance).
+	iptLeft := netconf.Key(w.list("1.0.0", "op-iptleft", w.ptpConf("veth-ptp", families[1], `"ipMasq":true,"ipMasqBackend":"iptables"`)).Name)
 	tiny := w.list("1.0.0", "op-tiny", fmt.Sprintf(`{"type":"veth-ptp","ipMask":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.12.0.0/30"}}`, filepath.Join(w.sb.Dir, "ipam")))
 	pods := map[string]*nsutil.NS{}
 	add := func(list any, id string) {
@@ -93,12 +98,25 @@ func TestOperatorCommand(t *testing.T) {
 	if err := os.Chtimes(old, before, before); err != nil {
 		t.Fatal(err)
 	}
+	// A reservation of this boot that nothing else knows of: no cache
+	// entry, no netns-cni host link — what a live reference pod looks like
+	// once libcni's cache is gone. Audit cannot tell it is dead; repair
+	// must leave it (it used to DEL it as an orphan).
+	if err := os.WriteFile(filepath.Join(store, "10.10.0.201"), []byte("unverified\r\neth0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A conflist that does not parse: reported, and the rest still read.
+	if err := os.WriteFile(filepath.Join(w.confDir, "zz-broken.conflist"), []byte(`{"name":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// NAT state of a network without attachments, a retired link, and a
 	// forward of an attachment that is nowhere.
 	if err := w.inHost(func() error {
 		for _, c := range [][]string{{"nft", "add", "table", "inet", "netns-cni-op-natleft"},
 			{"nft", "add", "element", "inet", "netns-cni-" + w.netName("op-ours"), "hostports-ipv4", `{ tcp . 9999 comment "stray/eth0" : 10.10.0.99 . 80 }`},
 			{"ip", "link", "add", "vpretired0", "type", "veth", "peer", "name", "vpretired1"},
+			{"iptables", "-t", "nat", "-N", nat.ChainName(iptLeft)}, {"iptables", "-N", filter.ForwardChain(iptLeft)},
+			{"iptables", "-t", "nat", "-N", "NETNS-CNI-0123456789ABCDE"}, // of a network in no conflist
 			{"ip", "link", "set", "vpretired0", "alias", "netns-cni:retired"}} {
 			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 				return fmt.Errorf("%v: %w %s", c, err, out)
@@ -153,7 +171,7 @@ func TestOperatorCommand(t *testing.T) {
 			t.Fatalf("live attachment listed as %+v", a)
 		}
 	}
-	for _, id := range []string{"live-ours", "gone-ours", "live-ref", "gone-ref", "gone-cache", "live-noresv", "live-tiny", "rebooted"} {
+	for _, id := range []string{"live-ours", "gone-ours", "live-ref", "gone-ref", "gone-cache", "live-noresv", "live-tiny", "rebooted", "unverified"} {
 		if !seen[id] {
 			t.Errorf("list lacks %s: %s", id, r.stdout)
 		}
@@ -165,8 +183,8 @@ func TestOperatorCommand(t *testing.T) {
 		t.Errorf("pools: %s", r.stdout)
 	}
 
-	want := []string{"link-without-reservation live-noresv", "nat-without-attachment ", "orphan-reservation gone-ours", "orphan-reservation gone-ref",
-		"pool-nearly-full ", "port-mappings-without-attachment ", "reservation-before-boot rebooted", "retired-link ", "stale-cache gone-cache", "unknown-key "}
+	want := []string{"broken-config ", "link-without-reservation live-noresv", "nat-without-attachment ", "nat-without-attachment ", "nat-without-attachment ", "orphan-reservation gone-ours", "orphan-reservation gone-ref",
+		"pool-nearly-full ", "port-mappings-without-attachment ", "reservation-before-boot rebooted", "reservation-unverified unverified", "retired-link ", "stale-cache gone-cache", "unknown-key "}
 	if got := kinds(); !slices.Equal(got, want) {
 		t.Fatalf("audit found\n%q\nwant\n%q", got, want)
 	}
@@ -179,7 +197,8 @@ func TestOperatorCommand(t *testing.T) {
 	if r := op("repair", "--yes"); r.exit != 0 {
 		t.Fatalf("repair --yes: %s %s", r.stdout, r.stderr)
 	}
-	left := []string{"link-without-reservation live-noresv", "pool-nearly-full ", "unknown-key "}
+	// What repair leaves: the stray chain, whose network it cannot name.
+	left := []string{"broken-config ", "link-without-reservation live-noresv", "nat-without-attachment ", "pool-nearly-full ", "reservation-unverified unverified", "unknown-key "}
 	if got := kinds(); !slices.Equal(got, left) {
 		t.Fatalf("after repair --yes\n%q\nwant what repair leaves alone\n%q", got, left)
 	}
@@ -201,6 +220,12 @@ func TestOperatorCommand(t *testing.T) {
 		out, _ := exec.Command("nft", "list", "table", "inet", "netns-cni-"+w.netName("op-ours")).CombinedOutput()
 		if !strings.Contains(string(out), "8080") || strings.Contains(string(out), "8081") || strings.Contains(string(out), "9999") {
 			t.Errorf("forwards after repair:\n%s", out)
+		}
+		// The unused network's iptables chains went; the stray one stays.
+		nat4, _ := exec.Command("iptables-save").CombinedOutput()
+		if strings.Contains(string(nat4), nat.ChainName(iptLeft)) || strings.Contains(string(nat4), filter.ForwardChain(iptLeft)) ||
+			!strings.Contains(string(nat4), "NETNS-CNI-0123456789ABCDE") {
+			t.Errorf("iptables after repair:\n%s", nat4)
 		}
 		return nil
 	})
