@@ -410,9 +410,29 @@ func TestLinksRetiredByOlderVersions(t *testing.T) {
 	if _, err := h.LinkByName(netconf.HostVethName("vp", "for-del", "eth0")); err == nil {
 		t.Fatal("DEL left its retired link")
 	}
-	// GC removes every retired link, and the rest not listed.
-	if err := w.gc(list); err != nil {
+	// GC removes every retired link: for-gc's, and one whose attachment
+	// is in no store any more (an old reaper killed after the DEL); the
+	// listed, live for-add keeps its link.
+	if err := w.inHost(func() error {
+		for _, c := range [][]string{{"link", "add", "vpstray0", "type", "veth", "peer", "name", "vpstray1"}, {"link", "set", "vpstray0", "alias", netconf.RetiredAlias}} {
+			if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+				return fmt.Errorf("ip %v: %w %s", c, err, out)
+			}
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
+	}
+	if err := w.gc(list, types.GCAttachment{ContainerID: "for-add", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{netconf.HostVethName("vp", "for-gc", "eth0"), "vpstray0"} {
+		if _, err := h.LinkByName(name); err == nil {
+			t.Errorf("GC left the retired link %s", name)
+		}
+	}
+	if _, err := h.LinkByName(netconf.HostVethName("vp", "for-add", "eth0")); err != nil {
+		t.Errorf("GC removed the listed attachment's link: %v", err)
 	}
 	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "for-add", pods["for-add"].Path(), "eth0"), stdin); r.exit != 0 {
 		t.Fatalf("DEL: %s", r.stdout)
