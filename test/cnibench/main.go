@@ -197,7 +197,7 @@ func (s suite) measure(probes, scale int) error {
 	bound := ourFloor.version + ourFloor.vethDel
 	fmt.Printf("the least a DEL can cost here: VERSION p50 %s + a veth pair's delete p50 %s (kernel) = %s;", ms(ourFloor.version), ms(ourFloor.vethDel), ms(bound))
 	for _, ref := range s.impls[1:] {
-		fmt.Printf(" %.2f× %s's DEL p50", ratio(bound, pct(results[ref.name][0].del, 50)), ref.name)
+		fmt.Printf(" %.2f× %s's DEL p50;", ratio(bound, pct(results[ref.name][0].del, 50)), ref.name)
 	}
 	fmt.Println()
 	fmt.Println()
