@@ -122,9 +122,14 @@ func createVeth(add *Add) (func() error, error) {
 	}
 	add.HostLink, add.ContLink = host, cont
 	undo := func() error { return netconf.DelLink(t.Host, add.HostVeth) }
-	// Before the host end comes up: no router advertisements from the
-	// container, and a link-local address usable at once.
-	if err := netconf.HostIPv6(add.HostVeth, false); err != nil {
+	// Before the host end comes up: a bridge port gets no IPv6 at all; a
+	// routed host end ignores router advertisements from the container and
+	// has a link-local address usable at once.
+	ipv6 := func() error { return netconf.HostIPv6(add.HostVeth, false) }
+	if add.Master != nil {
+		ipv6 = func() error { return netconf.BridgePortIPv6Off(add.HostVeth) }
+	}
+	if err := ipv6(); err != nil {
 		return undo, err
 	}
 	return undo, netconf.LoopbackUp(t.Cont)
