@@ -331,3 +331,8 @@ func (c *Config) rangeList() string {
 
 // Dir is the network's store directory.
 func (c *Config) Dir() string { return filepath.Join(c.DataDir, c.Network) }
+
+// MetaDir is the store's directory for netns-cni's own files (the owner
+// index, the network's rule stamps): never a reservation, and the
+// reference host-local leaves it alone.
+func (c *Config) MetaDir() string { return filepath.Join(c.Dir(), metaName) }

@@ -138,6 +138,7 @@ func (a *Attachment) Network() *Network {
 		HostPorts:     c.Capabilities["portMappings"] || len(c.RuntimeConfig.PortMappings) > 0}
 	if a.IPAM != nil && a.IPAM.Local != nil {
 		n.others = func() (bool, error) { return a.IPAM.Local.HeldByOthers(a.IPAM.owner) }
+		n.stampDir = a.IPAM.Local.MetaDir()
 	}
 	return n
 }

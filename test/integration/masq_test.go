@@ -2,9 +2,13 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containernetworking/cni/libcni"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
@@ -168,6 +172,78 @@ func TestNonMasqueradeCIDRs(t *testing.T) {
 			e := w.exec(plugin, w.pluginEnv("ADD", "c2", pod.Path(), "eth0"), stdin).cniError(t)
 			if e.Code != 7 || !strings.Contains(e.Msg, `"nonMasqueradeCIDRs[0]"`) {
 				t.Fatalf("bad CIDR: %+v", e)
+			}
+		})
+	}
+}
+
+// TestRulesReadBackOnlyAfterAChange: ADD skips reading back the network's
+// masquerade and FORWARD rules while the ruleset generation is the one it
+// found them in place at (the stamp in the store stays as it was); once
+// anything changed the ruleset — here someone deleted them — the next ADD
+// reads them back and puts them in place again. Both backends.
+func TestRulesReadBackOnlyAfterAChange(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			list := w.list("1.1.0", "stamp", w.ptpConf("veth-ptp", families[0], fmt.Sprintf(`"ipMasq":true,"ipMasqBackend":%q`, backend)))
+			stamps := func() string {
+				t.Helper()
+				files, _ := filepath.Glob(filepath.Join(w.sb.Dir, "ipam", list.Name, ".netns-cni", "in-place-*"))
+				var b strings.Builder
+				for _, f := range files {
+					c, _ := os.ReadFile(f)
+					fmt.Fprintf(&b, "%s=%s\n", filepath.Base(f), c)
+				}
+				return b.String()
+			}
+			var rts []*libcni.RuntimeConf
+			add := func(id string) {
+				t.Helper()
+				rt := w.rt(id, w.sb.PodT(t, id), "eth0")
+				rts = append(rts, rt)
+				if _, err := w.add(list, rt); err != nil {
+					t.Fatalf("ADD %s: %v", id, err)
+				}
+			}
+			add("a")
+			add("b") // the first ADD's own rules changed the generation: b reads back and stamps
+			stamped := stamps()
+			if !strings.Contains(stamped, "in-place-masquerade=") || !strings.Contains(stamped, "in-place-forward=") {
+				t.Fatalf("no stamps after two ADDs: %q", stamped)
+			}
+			rules := w.natRules(t)
+			add("c")
+			if got := stamps(); got != stamped {
+				t.Fatalf("an ADD on an unchanged ruleset rewrote the stamps:\n%s\nwas\n%s", got, stamped)
+			}
+			// Someone removes the network's rules.
+			if err := w.inHost(func() error {
+				var c []string
+				if backend == "nftables" {
+					c = []string{"nft", "delete", "table", "inet", "netns-cni-" + list.Name}
+				} else {
+					c = []string{"iptables", "-t", "nat", "-F", "POSTROUTING"}
+				}
+				if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+					return fmt.Errorf("%v: %w %s", c, err, out)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			add("d")
+			if got := w.natRules(t); got != rules {
+				t.Fatalf("%d NAT rules after the ADD that followed their removal, want %d", got, rules)
+			}
+			for _, rt := range rts {
+				if err := w.del(list, rt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
 			}
 		})
 	}
