@@ -27,9 +27,10 @@ import (
 // host, and a port's filter rules go with the port, whichever netns-cni
 // plugin made it and whichever plugin's DEL or GC removes it (a node agent
 // that switches a network's plugin under live pods leaves attachments of
-// both). Which attachments are left is read from the host links' aliases,
-// so no state of its own is kept on disk. Every change runs under the
-// network's lock (pkg/lock).
+// both). Which attachments are left is read from the store (or the host
+// links' aliases), so no state of its own is kept on disk but a cache:
+// the ruleset generation its rules were last found in place at (inPlace).
+// Every change runs under the network's lock (pkg/lock).
 type Network struct {
 	Name string
 	// Masquerade is ipMasq; Backend is ipMasqBackend ("" for the default).
