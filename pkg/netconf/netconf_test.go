@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
@@ -139,7 +140,7 @@ func TestBridgeHelpers(t *testing.T) {
 	}
 	ph, _ := p.Handle()
 	defer ph.Close()
-	if _, _, err := netconf.CreateVeth(h, ph, p, netconf.VethSpec{HostName: "port0", ContName: "eth0", MasterIndex: br.Index}); err != nil {
+	if _, _, err := netconf.CreateVeth(h, ph, p, netconf.VethSpec{HostName: "port0", ContName: "eth0", MasterIndex: br.Attrs().Index}); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := h.LinkByName("br-t")
@@ -152,21 +153,29 @@ func TestBridgeHelpers(t *testing.T) {
 	}
 }
 
-// TestRevertGateways: a failed ADD's gateway goes and the address
-// forceAddress replaced comes back, though another network's container is
-// on the bridge (it used to stay, and that container kept no gateway);
-// while a container of the same network is on it, nothing changes.
-func TestRevertGateways(t *testing.T) {
+// sandboxBridge makes a bridge netns-cni's way in a test sandbox's host
+// and returns a handle there (closed with the test) and the bridge.
+func sandboxBridge(t *testing.T, name string) (nsutil.Handle, netlink.Link) {
+	t.Helper()
 	sb := nstest.NewT(t)
 	h, err := sb.Host.Handle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	br, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-g"})
+	t.Cleanup(func() { h.Close() })
+	br, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h, br
+}
+
+// TestRevertGateways: a failed ADD's gateway goes and the address
+// forceAddress replaced comes back, though another network's container is
+// on the bridge (it used to stay, and that container kept no gateway);
+// while a container of the same network is on it, nothing changes.
+func TestRevertGateways(t *testing.T) {
+	h, br := sandboxBridge(t, "br-g")
 	old := &net.IPNet{IP: net.ParseIP("10.8.0.1").To4(), Mask: net.CIDRMask(24, 32)}
 	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
 	if _, _, err := netconf.EnsureGatewayAddr(h, br, old, false, true, `"bridge"`); err != nil {
@@ -174,7 +183,7 @@ func TestRevertGateways(t *testing.T) {
 	}
 	port := func(name, network string) {
 		t.Helper()
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Index}, PeerName: name + "p"}); err != nil {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index}, PeerName: name + "p"}); err != nil {
 			t.Fatal(err)
 		}
 		l, err := h.LinkByName(name)
@@ -221,16 +230,7 @@ func TestRevertGateways(t *testing.T) {
 // TestBridgeRemovalHelpers: an empty bridge netns-cni made goes down and
 // is removed; one with a port, or one someone else made, stays.
 func TestBridgeRemovalHelpers(t *testing.T) {
-	sb := nstest.NewT(t)
-	h, err := sb.Host.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	br, _, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-r"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, br := sandboxBridge(t, "br-r")
 	gw := &net.IPNet{IP: net.ParseIP("10.9.0.1").To4(), Mask: net.CIDRMask(24, 32)}
 	if _, _, err := netconf.EnsureGatewayAddr(h, br, gw, false, true, `"bridge"`); err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestBridgeRemovalHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// In use: a port keeps everything in place.
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "port-r", MasterIndex: br.Index}, PeerName: "port-rp"}); err != nil {
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "port-r", MasterIndex: br.Attrs().Index}, PeerName: "port-rp"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, err := range []error{netconf.SetDownIfUnused(h, "br-r"), netconf.RemoveBridgeIfEmpty(h, "br-r")} {
