@@ -6,13 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
@@ -147,10 +150,11 @@ func TestIPv6OffInThePod(t *testing.T) {
 	}
 }
 
-// TestConntrackForgottenOnDel: a pod's UDP flow to the outside leaves a
-// conntrack entry in the host; DEL (and GC, for a pod whose DEL never
-// came) deletes every entry of the released address, so the next pod to
-// get the address receives no replies meant for the old one.
+// TestConntrackForgottenOnDel: a pod's UDP flows to the outside leave
+// conntrack entries in the host, IPv4 and IPv6; DEL (and GC, for a pod
+// whose DEL never came) deletes every entry of the released addresses, so
+// the next pod to get one receives no replies meant for the old one — and
+// none of a bystander's on the same network. Nothing is left after.
 func TestConntrackForgottenOnDel(t *testing.T) {
 	w := newWorld(t)
 	out := w.outside(t)
@@ -158,35 +162,72 @@ func TestConntrackForgottenOnDel(t *testing.T) {
 		{"veth-ptp", "", "DEL"},
 		{"bridge-nat", `,"bridge":"brct0","isGateway":true,"removeEmptyBridge":true`, "DEL"},
 		{"veth-ptp", "", "GC"},
+		{"bridge-nat", `,"bridge":"brct1","isGateway":true,"removeEmptyBridge":true`, "GC"},
 	} {
 		t.Run(tc.plugin+"/"+tc.how, func(t *testing.T) {
-			list := w.list("1.1.0", "ct-"+tc.plugin, w.ptpConf(tc.plugin, families[0], `"ipMasq":true`+tc.extra))
+			before := w.hostState(t)
+			list := w.list("1.1.0", "ct-"+tc.plugin+tc.how, w.ptpConf(tc.plugin, families[2], `"ipMasq":true`+tc.extra))
 			pod := w.sb.PodT(t, "p-"+tc.plugin+"-"+tc.how)
 			rt := w.rt("c-"+tc.how, pod, "eth0")
-			res, err := w.add(list, rt)
-			if err != nil {
-				t.Fatal(err)
+			// A bystander on the same network, whose flows must stay.
+			other := w.sb.PodT(t, "o-"+tc.plugin+"-"+tc.how)
+			ort := w.rt("o-"+tc.how, other, "eth0")
+			var addrs, kept []string
+			for _, p := range []struct {
+				pod *nsutil.NS
+				rt  *libcni.RuntimeConf
+				to  *[]string
+			}{{pod, rt, &addrs}, {other, ort, &kept}} {
+				res, err := w.add(list, p.rt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ip := range res.IPs {
+					*p.to = append(*p.to, ip.Address.IP.String())
+				}
+				for _, dst := range []string{nstest.Outside4, nstest.Outside6} {
+					if _, err := sourceSeen(t, p.pod, out, dst); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
-			addr := res.IPs[0].Address.IP.String()
-			if _, err := sourceSeen(t, pod, out, nstest.Outside4); err != nil {
-				t.Fatal(err)
+			for _, a := range append(slices.Clone(addrs), kept...) {
+				if n := w.conntrackOf(t, a); n == 0 {
+					t.Fatalf("no conntrack entry of %s after its flow", a)
+				}
 			}
-			if n := w.conntrackOf(t, addr); n == 0 {
-				t.Fatalf("no conntrack entry of %s after its flow", addr)
-			}
+			var err error
 			switch tc.how {
 			case "DEL":
 				err = w.del(list, rt)
 			case "GC":
 				if err = w.sb.RemovePod(pod); err == nil {
-					err = w.gc(list)
+					err = w.gc(list, types.GCAttachment{ContainerID: ort.ContainerID, IfName: "eth0"})
 				}
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n := w.conntrackOf(t, addr); n != 0 {
-				t.Fatalf("%d conntrack entries of %s left after %s", n, addr, tc.how)
+			for _, a := range addrs {
+				if n := w.conntrackOf(t, a); n != 0 {
+					t.Fatalf("%d conntrack entries of %s left after %s", n, a, tc.how)
+				}
+			}
+			for _, a := range kept {
+				if n := w.conntrackOf(t, a); n == 0 {
+					t.Fatalf("%s of %s took the bystander's entries of %s", tc.how, addrs, a)
+				}
+			}
+			if tc.how == "GC" {
+				err = w.gc(list) // the bystander's turn: nothing is listed
+			} else {
+				err = w.del(list, ort)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
 			}
 		})
 	}
@@ -197,7 +238,11 @@ func TestConntrackForgottenOnDel(t *testing.T) {
 func (w *world) conntrackOf(t *testing.T, addr string) int {
 	n := 0
 	_ = w.inHost(func() error {
-		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		fam := netlink.InetFamily(unix.AF_INET)
+		if strings.Contains(addr, ":") {
+			fam = unix.AF_INET6
+		}
+		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, fam)
 		if err != nil {
 			t.Fatal(err)
 		}
