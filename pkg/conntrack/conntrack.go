@@ -80,7 +80,13 @@ func Forget(addrs []netip.Addr) (int, error) {
 			filtered = append(filtered, a)
 		}
 	}
-	n, err := forgetByDump(byDump)
+	// One dump of both families when the table is small; in a big one
+	// only the IPv6 addresses are matched here, from a dump of IPv6 alone.
+	fam := uint8(unix.AF_INET6)
+	if known && count <= smallTable {
+		fam = unix.AF_UNSPEC
+	}
+	n, err := forgetByDump(byDump, fam)
 	errs := []error{err}
 	for _, a := range filtered {
 		for _, s := range sides {
@@ -115,8 +121,9 @@ func entries() (int, bool) {
 	return n, err == nil
 }
 
-// forgetByDump is Forget with one dump of the whole table (deleteMatching).
-func forgetByDump(addrs []netip.Addr) (int, error) {
+// forgetByDump is Forget with one dump of the table's family fam
+// (AF_UNSPEC: both), matched here (deleteMatching).
+func forgetByDump(addrs []netip.Addr, fam uint8) (int, error) {
 	if len(addrs) == 0 {
 		return 0, nil
 	}
@@ -124,7 +131,7 @@ func forgetByDump(addrs []netip.Addr) (int, error) {
 	for _, a := range addrs {
 		want[a] = true
 	}
-	return deleteMatching("delete entries", func(e entry) bool { return want[e.origSrc] || want[e.replySrc] })
+	return deleteMatching("delete entries", fam, func(e entry) bool { return want[e.origSrc] || want[e.replySrc] })
 }
 
 // entry is what matching needs of a dumped conntrack entry.
@@ -135,12 +142,12 @@ type entry struct {
 	origDstPort       uint16
 }
 
-// deleteMatching dumps the whole table once, both families at once (a
-// dump walks every bucket of the hash whatever family it asks for, so a
-// dual-stack pod pays one walk, not two), and deletes the entries match
-// selects, each in its own family.
-func deleteMatching(what string, match func(entry) bool) (int, error) {
-	raws, err := newRequest(unix.AF_UNSPEC, nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP).Execute(unix.NETLINK_NETFILTER, 0)
+// deleteMatching dumps the table once — the entries of family fam, or of
+// both with AF_UNSPEC (a dump walks every bucket of the hash whatever
+// family it asks for, so in a small table a dual-stack pod pays one walk,
+// not two) — and deletes the entries match selects, each in its own family.
+func deleteMatching(what string, fam uint8, match func(entry) bool) (int, error) {
+	raws, err := newRequest(fam, nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP).Execute(unix.NETLINK_NETFILTER, 0)
 	if err != nil {
 		return 0, wrap(what, err)
 	}
@@ -292,7 +299,7 @@ func ForgetPorts(ports []Port) (int, error) {
 
 // forgetPortsByDump is ForgetPorts with one dump of the whole table.
 func forgetPortsByDump(ports []Port) (int, error) {
-	return deleteMatching("delete flows to host ports", func(e entry) bool {
+	return deleteMatching("delete flows to host ports", unix.AF_UNSPEC, func(e entry) bool {
 		return slices.ContainsFunc(ports, func(p Port) bool {
 			fam := uint8(unix.AF_INET)
 			if p.IPv6 {

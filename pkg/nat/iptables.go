@@ -9,6 +9,9 @@ import (
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/google/nftables"
+
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
 
 // iptBackend keeps each network's rules in a chain of its own in the nat
@@ -146,12 +149,19 @@ func (b *iptBackend) Remove(network string) error {
 		if _, err := exec.LookPath(cmdFor(p)); err != nil {
 			continue // without the binary there can be no rules of ours
 		}
+		chain := ChainName(network)
+		fam := nftables.TableFamilyIPv6
+		if is4(p) {
+			fam = nftables.TableFamilyIPv4
+		}
+		if iptview.Lacks(fam, func(table, c string) bool { return table == "nat" && c == chain }) {
+			continue // no chain, so no jump to it: nothing to exec iptables for
+		}
 		t, err := ipt(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		chain := ChainName(network)
 		lines, err := t.List("nat", "POSTROUTING")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list POSTROUTING: %w", err))

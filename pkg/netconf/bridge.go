@@ -350,12 +350,13 @@ func unusedBridge(h Handle, name string) (netlink.Link, error) {
 }
 
 // RevertGateways undoes a failed ADD's EnsureGateways on link (the bridge
-// or its VLAN link): the gateways it added go, the addresses it replaced
-// (forceAddress) come back — also when containers of other networks are
-// on the bridge: a replaced address is most likely their gateway. Nothing
-// changes while another attachment of network is on the bridge: an ADD of
-// the network that succeeded meanwhile relies on its gateway.
-func RevertGateways(h Handle, bridge string, link netlink.Link, ch GatewayChange, network string) error {
+// or its VLAN link). The addresses it replaced (forceAddress) come back
+// whoever is on the bridge: most likely they are the gateways of the
+// containers there, and having them back takes nothing from anyone. The
+// gateways it added go only when no container is on the bridge: one that
+// is may use the same address (an ADD of the network that succeeded
+// meanwhile, another network with the same gateway).
+func RevertGateways(h Handle, bridge string, link netlink.Link, ch GatewayChange) error {
 	if len(ch.Added) == 0 && len(ch.Removed) == 0 {
 		return nil
 	}
@@ -370,12 +371,10 @@ func RevertGateways(h Handle, bridge string, link netlink.Link, ch GatewayChange
 	if err != nil {
 		return err
 	}
-	for _, p := range ports {
-		if a, ok := ParseAlias(p.Attrs().Alias); ok && a.Network == Key(network) {
-			return nil
-		}
-	}
 	for _, a := range ch.Added {
+		if len(ports) > 0 {
+			break
+		}
 		if err := h.AddrDel(link, &netlink.Addr{IPNet: a}); err != nil && !nsutil.IsNotFound(err) {
 			return fmt.Errorf("remove gateway %s: %w", a, err)
 		}

@@ -45,8 +45,21 @@ func Gen() (uint32, error) {
 	return 0, errors.New("nftables: no ruleset generation in the answer")
 }
 
+// netnsCookie is the calling thread's namespace's cookie (Linux 5.14 and
+// later): unlike its inode number, never reused within a boot, so a
+// namespace made after another went (a restarted node container) cannot
+// pass for it while its generation counts up from 1 again.
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+}
+
 // Stamp names the ruleset as it is now in the calling thread's namespace:
-// the boot, the namespace and the generation. "" when it cannot tell, or
+// the boot, the namespace (its cookie) and the generation. "" when it cannot tell, or
 // when iptables-legacy holds tables here (x_tables, whose changes do not
 // count in the generation).
 func Stamp() string {
@@ -61,13 +74,13 @@ func Stamp() string {
 	if err != nil {
 		return ""
 	}
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+	cookie, err := netnsCookie()
+	if err != nil {
 		return ""
 	}
 	gen, err := Gen()
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%s %d:%d %d", strings.TrimSpace(string(boot)), st.Dev, st.Ino, gen)
+	return fmt.Sprintf("%s %d %d", strings.TrimSpace(string(boot)), cookie, gen)
 }

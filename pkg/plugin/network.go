@@ -101,7 +101,8 @@ func (n *Network) inPlace(kind, spec string, ensure func() error) error {
 	}
 	file := filepath.Join(n.stampDir, "in-place-"+kind)
 	want := fmt.Sprintf("%x", sha256.Sum256([]byte(spec)))
-	if now := nftgen.Stamp(); now != "" {
+	now := nftgen.Stamp()
+	if now != "" {
 		if b, err := os.ReadFile(file); err == nil && string(b) == now+" "+want {
 			return nil
 		}
@@ -110,7 +111,11 @@ func (n *Network) inPlace(kind, spec string, ensure func() error) error {
 		_ = os.Remove(file)
 		return err
 	}
-	if now := nftgen.Stamp(); now != "" {
+	// The generation read before ensure, not after: a change between the
+	// read-back and now (someone flushing the ruleset) must not be
+	// stamped as "in place". When ensure itself wrote, the next ADD reads
+	// back once more, writes nothing, and stamps.
+	if now != "" {
 		_ = os.WriteFile(file, []byte(now+" "+want), 0o600) // a stamp not written only costs the next ADD a read
 	}
 	return nil
@@ -198,10 +203,15 @@ func (n *Network) RemoveIfUnused(self string) error {
 func (n *Network) removeIfUnused(self string) error {
 	if n.others == nil && !n.Masquerade && !n.ForwardAccept && !n.HostPorts {
 		// Without a store, whether attachments are left is told by listing
-		// the host's links (~30 ms at 1,000 pods): only when today's config
-		// has rules to drop.
+		// the host's links (~30 ms at 1,000 pods): on DEL only when today's
+		// config has rules to drop (GC, rare, looks anyway: dropIfUnused).
 		return nil
 	}
+	return n.dropIfUnused(self)
+}
+
+// dropIfUnused is removeIfUnused whatever today's config says.
+func (n *Network) dropIfUnused(self string) error {
 	unused, err := n.unused(self)
 	if err != nil || !unused {
 		return err
@@ -220,9 +230,10 @@ func (n *Network) removeIfUnused(self string) error {
 
 func (n *Network) removeMasquerade() error {
 	backends := []string{n.Backend}
-	if _, err := nat.New(n.Backend); err != nil {
-		// A backend today's config misnames (DEL after an edit): the rules
-		// are in whichever the config named when they were made.
+	if _, err := nat.New(n.Backend); err != nil || !n.Masquerade {
+		// A backend today's config misnames, or ipMasq turned off (with
+		// its ipMasqBackend, often): the rules are in whichever backend the
+		// config named when they were made. Each looks before it execs.
 		backends = []string{nat.NFTables, nat.IPTables}
 	}
 	var errs []error
@@ -259,7 +270,7 @@ func (n *Network) Collect(kept map[string]bool, keep func(owner string) bool) ([
 			removed = append(removed, r...)
 			errs = append(errs, wrap("port mappings", err))
 		}
-		return errors.Join(append(errs, n.removeIfUnused(""))...)
+		return errors.Join(append(errs, n.dropIfUnused(""))...)
 	})
 	return removed, err
 }

@@ -23,9 +23,8 @@ const (
 	// this ADD created if no container is on it.
 	stepBridge plugin.Step = "bridge"
 	// stepGateway puts each subnet's gateway on the bridge (isGateway);
-	// undone by taking off what it added and putting back what
-	// forceAddress replaced, unless another container of the network is on
-	// the bridge.
+	// undone by putting back what forceAddress replaced and, if no
+	// container is on the bridge, taking off what it added.
 	stepGateway plugin.Step = "gateway"
 	// stepBridgeUp sets the bridge up; undone by setting it down again if
 	// it was down and no container uses it.
@@ -100,7 +99,7 @@ func (c *Config) addGateways(add *plugin.Add) (func() error, error) {
 	var made netconf.VlanMade
 	var ch netconf.GatewayChange
 	undo := c.underLock(func() error {
-		return errors.Join(netconf.RevertGateways(h, c.Bridge, link, ch, c.Name),
+		return errors.Join(netconf.RevertGateways(h, c.Bridge, link, ch),
 			netconf.RemoveVlanIfUnused(h, c.Bridge, c.Vlan, made))
 	})
 	var err error

@@ -196,18 +196,7 @@ func TestConntrackForgottenOnDel(t *testing.T) {
 					t.Fatalf("no conntrack entry of %s after its flow", a)
 				}
 			}
-			var err error
-			switch tc.how {
-			case "DEL":
-				err = w.del(list, rt)
-			case "GC":
-				if err = w.sb.RemovePod(pod); err == nil {
-					err = w.gc(list, types.GCAttachment{ContainerID: ort.ContainerID, IfName: "eth0"})
-				}
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			w.removeBy(t, tc.how, list, rt, pod, types.GCAttachment{ContainerID: ort.ContainerID, IfName: "eth0"})
 			for _, a := range addrs {
 				if n := w.conntrackOf(t, a); n != 0 {
 					t.Fatalf("%d conntrack entries of %s left after %s", n, a, tc.how)
@@ -218,18 +207,31 @@ func TestConntrackForgottenOnDel(t *testing.T) {
 					t.Fatalf("%s of %s took the bystander's entries of %s", tc.how, addrs, a)
 				}
 			}
-			if tc.how == "GC" {
-				err = w.gc(list) // the bystander's turn: nothing is listed
-			} else {
-				err = w.del(list, ort)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			w.removeBy(t, tc.how, list, ort, nil) // the bystander's turn: GC lists nothing
 			if after := w.settled(t, before); after != before {
 				t.Fatalf("left:\n%s", stateDiff(before, after))
 			}
 		})
+	}
+}
+
+// removeBy takes an attachment away as a runtime would: with DEL, or with
+// GC (valid lists what stays), after its namespace went when pod is given.
+func (w *world) removeBy(t *testing.T, how string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf, pod *nsutil.NS, valid ...types.GCAttachment) {
+	t.Helper()
+	var err error
+	if how == "GC" {
+		if pod != nil {
+			err = w.sb.RemovePod(pod)
+		}
+		if err == nil {
+			err = w.gc(list, valid...)
+		}
+	} else {
+		err = w.del(list, rt)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", how, err)
 	}
 }
 
@@ -325,24 +327,28 @@ func TestForwardPolicyDrop(t *testing.T) {
 	}
 }
 
-// TestEditedConfigDropsOldRules: an operator turns ipMasq and
-// forwardAccept off while a pod runs; the DEL of the network's last pod,
-// through the edited config, still removes the masquerade rules and the
-// FORWARD accept rules the first config made (it used to keep both when
-// the edited config asked for no rules at all).
+// TestEditedConfigDropsOldRules: an operator turns ipMasq (with its
+// ipMasqBackend) and forwardAccept off while a pod runs; the DEL of the
+// network's last pod through the edited config, or a GC after the pod's
+// namespace went, still removes the masquerade rules and the FORWARD
+// accept rules the first config made (both used to stay when the edited
+// config asked for no rules at all).
 func TestEditedConfigDropsOldRules(t *testing.T) {
 	w := newWorld(t)
-	for _, tc := range []struct{ plugin, was, now string }{
-		{"veth-ptp", `"ipMasq":true`, `"ipMasq":false,"forwardAccept":false`},
-		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"ipMasq":false,"ipMasqBackend":"iptables","forwardAccept":false`},
-		{"bridge-nat", `"bridge":"bred0","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred0","removeEmptyBridge":true`},
+	for _, tc := range []struct{ plugin, was, now, how string }{
+		{"veth-ptp", `"ipMasq":true`, `"ipMasq":false,"forwardAccept":false`, "DEL"},
+		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"forwardAccept":false`, "DEL"},
+		{"bridge-nat", `"bridge":"bred0","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred0","removeEmptyBridge":true`, "DEL"},
+		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"forwardAccept":false`, "GC"},
+		{"bridge-nat", `"bridge":"bred1","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred1","removeEmptyBridge":true`, "GC"},
 	} {
-		t.Run(tc.plugin+"/"+map[bool]string{true: "iptables", false: "nftables"}[strings.Contains(tc.was, "iptables")], func(t *testing.T) {
+		backend := map[bool]string{true: "iptables", false: "nftables"}[strings.Contains(tc.was, "iptables")]
+		t.Run(tc.plugin+"/"+backend+"/"+tc.how, func(t *testing.T) {
 			before := w.hostState(t)
-			name := "edited-" + tc.plugin
+			name := "edited-" + tc.plugin + tc.how
 			was := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.was))
 			now := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.now))
-			pod := w.sb.PodT(t, fmt.Sprintf("p-%s%d", tc.plugin, strings.Count(tc.was, "iptables")))
+			pod := w.sb.PodT(t, fmt.Sprintf("p-%s%d%s", tc.plugin, strings.Count(tc.was, "iptables"), tc.how))
 			rt := w.rt("c-"+name, pod, "eth0")
 			if _, err := w.add(was, rt); err != nil {
 				t.Fatal(err)
@@ -350,9 +356,7 @@ func TestEditedConfigDropsOldRules(t *testing.T) {
 			if with := w.hostState(t); !strings.Contains(strings.ToLower(with), "masquerade") {
 				t.Fatalf("no masquerade rules after ADD:\n%s", with)
 			}
-			if err := w.del(now, rt); err != nil {
-				t.Fatal(err)
-			}
+			w.removeBy(t, tc.how, now, rt, pod)
 			if after := w.settled(t, before); after != before {
 				t.Fatalf("after the last DEL through the edited config:\n%s", stateDiff(before, after))
 			}
