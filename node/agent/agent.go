@@ -96,15 +96,9 @@ func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {
 	if cfg.MTU != 0 {
 		main["mtu"] = cfg.MTU
 	}
-	switch cfg.Plugin {
-	case "veth-ptp":
-		main["type"] = "veth-ptp"
-	default:
-		main["type"] = "bridge-nat"
-		main["bridge"] = cfg.Bridge
-		if cfg.Bridge == "" {
-			main["bridge"] = "cni0"
-		}
+	main["type"] = cfg.plugin()
+	if cfg.plugin() == "bridge-nat" {
+		main["bridge"] = cfg.bridge()
 		main["isDefaultGateway"] = true
 		main["hairpinMode"] = true
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,12 @@ import (
 	"strings"
 	"unicode"
 )
+
+// plugin is the plugin the config asks for, its default filled in.
+func (c Config) plugin() string { return cmp.Or(c.Plugin, "bridge-nat") }
+
+// bridge is bridge-nat's bridge, its default filled in.
+func (c Config) bridge() string { return cmp.Or(c.Bridge, "cni0") }
 
 // Config is the agent's configuration (the DaemonSet's ConfigMap).
 type Config struct {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -142,13 +141,12 @@ func (a *Agent) reload() bool {
 // store (dataDir) or the other hostPort mechanism (portmap) is deleted by
 // the wrong one, and what it held is never released.
 func podStateKeys(old, cfg Config) []string {
-	plugin := func(c Config) string { return cmp.Or(c.Plugin, "bridge-nat") }
 	var keys []string
-	if plugin(old) != plugin(cfg) {
+	if old.plugin() != cfg.plugin() {
 		keys = append(keys, "plugin")
 	}
 	// The bridge matters to bridge-nat's pods only.
-	if cmp.Or(old.Bridge, "cni0") != cmp.Or(cfg.Bridge, "cni0") && (plugin(old) == "bridge-nat" || plugin(cfg) == "bridge-nat") {
+	if old.bridge() != cfg.bridge() && (old.plugin() == "bridge-nat" || cfg.plugin() == "bridge-nat") {
 		keys = append(keys, "bridge")
 	}
 	if old.DataDir != cfg.DataDir {

@@ -41,7 +41,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 
@@ -167,11 +166,7 @@ func removeChains(p iptables.Protocol, atts []Attachment) error {
 	if p == iptables.ProtocolIPv6 {
 		cmd = "ip6tables"
 	}
-	if _, err := exec.LookPath(cmd); err != nil {
-		return nil // without the binary there can be no such chains
-	}
-	fam := map[iptables.Protocol]nftables.TableFamily{iptables.ProtocolIPv4: nftables.TableFamilyIPv4, iptables.ProtocolIPv6: nftables.TableFamilyIPv6}[p]
-	if iptview.Lacks(fam, func(table, chain string) bool {
+	if iptview.Absent(p, func(table, chain string) bool {
 		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.Chain() })
 	}) {
 		return nil
@@ -290,14 +285,11 @@ func removePortmapNFT(fam nftables.TableFamily, atts []Attachment) error {
 }
 
 func removePortmapChains(p iptables.Protocol, atts []Attachment) error {
-	fam, cmd := nftables.TableFamilyIPv4, "iptables"
+	cmd := "iptables"
 	if p == iptables.ProtocolIPv6 {
-		fam, cmd = nftables.TableFamilyIPv6, "ip6tables"
+		cmd = "ip6tables"
 	}
-	if _, err := exec.LookPath(cmd); err != nil {
-		return nil
-	}
-	if iptview.Lacks(fam, func(table, chain string) bool {
+	if iptview.Absent(p, func(table, chain string) bool {
 		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.PortmapChain() })
 	}) {
 		return nil

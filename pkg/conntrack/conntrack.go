@@ -72,19 +72,20 @@ func Forget(addrs []netip.Addr) (int, error) {
 	if known && count == 0 {
 		return 0, nil
 	}
+	// One dump of both families when the table is small; in a big one
+	// only the IPv6 addresses are matched here, from a dump of IPv6 alone.
+	small := known && count <= smallTable
+	fam := uint8(unix.AF_INET6)
+	if small {
+		fam = unix.AF_UNSPEC
+	}
 	var byDump, filtered []netip.Addr
 	for _, a := range addrs {
-		if a.Is6() || known && count <= smallTable {
+		if a.Is6() || small {
 			byDump = append(byDump, a)
 		} else {
 			filtered = append(filtered, a)
 		}
-	}
-	// One dump of both families when the table is small; in a big one
-	// only the IPv6 addresses are matched here, from a dump of IPv6 alone.
-	fam := uint8(unix.AF_INET6)
-	if known && count <= smallTable {
-		fam = unix.AF_UNSPEC
 	}
 	n, err := forgetByDump(byDump, fam)
 	errs := []error{err}

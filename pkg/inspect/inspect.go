@@ -557,12 +557,7 @@ func (n *Node) Repair(p Problem, cniPath []string) error {
 		return err
 	case NATWithoutAttached:
 		// Both backends: the rules are in whichever an earlier config named.
-		var errs []error
-		for _, backend := range []string{nat.NFTables, nat.IPTables} {
-			net := &plugin.Network{Name: p.Network, Masquerade: true, ForwardAccept: true, Backend: backend}
-			errs = append(errs, net.RemoveIfUnused(""))
-		}
-		return errors.Join(errs...)
+		return (&plugin.Network{Name: p.Network}).RemoveAnyIfUnused()
 	}
 	fresh, err := Read(n.ConfDir, n.CacheDir)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -331,6 +332,13 @@ func (c *Config) rangeList() string {
 
 // Dir is the network's store directory.
 func (c *Config) Dir() string { return filepath.Join(c.DataDir, c.Network) }
+
+// KeySchemas are zero values of what host-local decodes the "ipam" object
+// and each of its ranges into: their JSON tags are the keys it reads
+// (pkg/plugin names the others as likely typos).
+func KeySchemas() (ipamObject, rangeObject any) {
+	return reflect.New(reflect.TypeOf(rawConfig{}.IPAM).Elem()).Interface(), rawRange{}
+}
 
 // MetaDir is the store's directory for netns-cni's own files (the owner
 // index, the network's rule stamps): never a reservation, and the

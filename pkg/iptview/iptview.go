@@ -9,9 +9,11 @@ package iptview
 
 import (
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 
+	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 )
 
@@ -22,14 +24,47 @@ var legacyFiles = map[nftables.TableFamily]string{
 	nftables.TableFamilyIPv6: "/proc/thread-self/net/ip6_tables_names",
 }
 
+// Legacy reports whether x_tables tables of family fam (iptables-legacy)
+// may be loaded in the calling thread's namespace: true when it cannot
+// tell. Their rules are invisible over netlink and their changes do not
+// count in the nftables ruleset generation.
+func Legacy(fam nftables.TableFamily) bool {
+	b, err := os.ReadFile(legacyFiles[fam])
+	if err != nil {
+		return !os.IsNotExist(err)
+	}
+	return strings.TrimSpace(string(b)) != ""
+}
+
+// Family is the nftables family iptables-nft keeps protocol p's tables in.
+func Family(p iptables.Protocol) nftables.TableFamily {
+	if p == iptables.ProtocolIPv6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// Absent reports whether, certainly, no iptables chain of protocol p that
+// match selects exists in the calling thread's namespace: there is no
+// iptables binary for p (so no rule of ours was ever written with it), or
+// Lacks says so. Callers exec iptables only when it is false.
+func Absent(p iptables.Protocol, match func(table, chain string) bool) bool {
+	cmd := "iptables"
+	if p == iptables.ProtocolIPv6 {
+		cmd = "ip6tables"
+	}
+	if _, err := exec.LookPath(cmd); err != nil {
+		return true
+	}
+	return Lacks(Family(p), match)
+}
+
 // Lacks reports whether, certainly, no iptables chain of family fam in the
 // calling thread's namespace is one match selects (by table and chain
 // name). False when it cannot tell: x_tables tables are loaded here
 // (iptables-legacy), or nftables cannot be read.
 func Lacks(fam nftables.TableFamily, match func(table, chain string) bool) bool {
-	if b, err := os.ReadFile(legacyFiles[fam]); err == nil && strings.TrimSpace(string(b)) != "" {
-		return false
-	} else if err != nil && !os.IsNotExist(err) {
+	if Legacy(fam) {
 		return false
 	}
 	conn, err := nftables.New()

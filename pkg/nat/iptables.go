@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
-	"github.com/google/nftables"
 
 	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
@@ -146,15 +145,8 @@ func (b *iptBackend) Ensure(s Spec) error {
 func (b *iptBackend) Remove(network string) error {
 	var errs []error
 	for _, p := range families {
-		if _, err := exec.LookPath(cmdFor(p)); err != nil {
-			continue // without the binary there can be no rules of ours
-		}
 		chain := ChainName(network)
-		fam := nftables.TableFamilyIPv6
-		if is4(p) {
-			fam = nftables.TableFamilyIPv4
-		}
-		if iptview.Lacks(fam, func(table, c string) bool { return table == "nat" && c == chain }) {
+		if iptview.Absent(p, func(table, c string) bool { return table == "nat" && c == chain }) {
 			continue // no chain, so no jump to it: nothing to exec iptables for
 		}
 		t, err := ipt(p)

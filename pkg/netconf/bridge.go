@@ -360,28 +360,20 @@ func RevertGateways(h Handle, bridge string, link netlink.Link, ch GatewayChange
 	if len(ch.Added) == 0 && len(ch.Removed) == 0 {
 		return nil
 	}
-	br, err := h.LinkByName(bridge)
-	if nsutil.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("find bridge %s: %w", bridge, err)
-	}
-	ports, err := Ports(h, br)
+	unused, err := unusedBridge(h, bridge) // nil when in use, or gone
 	if err != nil {
 		return err
 	}
-	for _, a := range ch.Added {
-		if len(ports) > 0 {
-			break
-		}
-		if err := h.AddrDel(link, &netlink.Addr{IPNet: a}); err != nil && !nsutil.IsNotFound(err) {
-			return fmt.Errorf("remove gateway %s: %w", a, err)
+	if unused != nil {
+		for _, a := range ch.Added {
+			if err := h.AddrDel(link, &netlink.Addr{IPNet: a}); err != nil && !nsutil.IsNotFound(err) {
+				return fmt.Errorf("remove gateway %s: %w", a, err)
+			}
 		}
 	}
 	for _, a := range ch.Removed {
-		a := a
-		if err := h.AddrAdd(link, &a); err != nil && !errors.Is(err, unix.EEXIST) {
+		// A bridge gone meanwhile took its addresses along: nothing to restore.
+		if err := h.AddrAdd(link, &a); err != nil && !errors.Is(err, unix.EEXIST) && !nsutil.IsNotFound(err) {
 			return fmt.Errorf("restore address %s: %w", a.IPNet, err)
 		}
 	}

@@ -12,9 +12,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
 
 // Gen returns the calling thread's namespace's ruleset generation. One
@@ -45,6 +49,12 @@ func Gen() (uint32, error) {
 	return 0, errors.New("nftables: no ruleset generation in the answer")
 }
 
+// bootID names this boot; read once per process (an ADD stamps twice).
+var bootID = sync.OnceValues(func() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b)), err
+})
+
 // netnsCookie is the calling thread's namespace's cookie (Linux 5.14 and
 // later): unlike its inode number, never reused within a boot, so a
 // namespace made after another went (a restarted node container) cannot
@@ -63,14 +73,10 @@ func netnsCookie() (uint64, error) {
 // when iptables-legacy holds tables here (x_tables, whose changes do not
 // count in the generation).
 func Stamp() string {
-	for _, f := range []string{"/proc/thread-self/net/ip_tables_names", "/proc/thread-self/net/ip6_tables_names"} {
-		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) != "" {
-			return ""
-		} else if err != nil && !os.IsNotExist(err) {
-			return ""
-		}
+	if iptview.Legacy(nftables.TableFamilyIPv4) || iptview.Legacy(nftables.TableFamilyIPv6) {
+		return ""
 	}
-	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	boot, err := bootID()
 	if err != nil {
 		return ""
 	}
@@ -82,5 +88,5 @@ func Stamp() string {
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%s %d %d", strings.TrimSpace(string(boot)), cookie, gen)
+	return fmt.Sprintf("%s %d %d", boot, cookie, gen)
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/netns-cni/netns-cni/pkg/ipam"
 )
 
 // commonKeys are keys any plugin config may carry that no config struct
@@ -34,13 +36,6 @@ func UnknownKeys(data []byte, known []string) []string {
 	return out
 }
 
-// hostLocalKeys are the keys host-local reads in "ipam" (the legacy
-// single range's among them), rangeKeys those of a range in "ranges".
-var (
-	hostLocalKeys = []string{"type", "ranges", "routes", "dataDir", "resolvConf", "subnet", "rangeStart", "rangeEnd", "gateway"}
-	rangeKeys     = []string{"subnet", "rangeStart", "rangeEnd", "gateway"}
-)
-
 // hostLocalUnknownKeys is UnknownKeys for an "ipam" object of type
 // host-local; another IPAM plugin reads keys of its own.
 func hostLocalUnknownKeys(data json.RawMessage) []string {
@@ -52,12 +47,13 @@ func hostLocalUnknownKeys(data json.RawMessage) []string {
 	if json.Unmarshal(obj["type"], &typ) != nil || typ != "host-local" {
 		return nil
 	}
-	out := unknownKeys("ipam.", obj, hostLocalKeys)
+	ipamObject, rangeObject := ipam.KeySchemas()
+	out := unknownKeys("ipam.", obj, JSONKeys(ipamObject))
 	var sets [][]map[string]json.RawMessage
 	if json.Unmarshal(obj["ranges"], &sets) == nil {
 		for i, set := range sets {
 			for j, r := range set {
-				out = append(out, unknownKeys(fmt.Sprintf("ipam.ranges[%d][%d].", i, j), r, rangeKeys)...)
+				out = append(out, unknownKeys(fmt.Sprintf("ipam.ranges[%d][%d].", i, j), r, JSONKeys(rangeObject))...)
 			}
 		}
 	}

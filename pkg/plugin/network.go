@@ -210,6 +210,13 @@ func (n *Network) removeIfUnused(self string) error {
 	return n.dropIfUnused(self)
 }
 
+// RemoveAnyIfUnused drops every rule of the network, from both backends,
+// whatever a config says (n.Masquerade false: see removeMasquerade), when
+// no attachment of it is left on the host: an operator's repair.
+func (n *Network) RemoveAnyIfUnused() error {
+	return n.locked(func() error { return n.dropIfUnused("") })
+}
+
 // dropIfUnused is removeIfUnused whatever today's config says.
 func (n *Network) dropIfUnused(self string) error {
 	unused, err := n.unused(self)
