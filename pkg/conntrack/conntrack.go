@@ -56,8 +56,8 @@ type side struct {
 
 var sides = []side{{nl.CTA_TUPLE_ORIG, true}, {nl.CTA_TUPLE_REPLY, true}}
 
-// smallTable is the entry count up to which one unfiltered dump per
-// family, filtered here, beats a kernel-filtered dump per address and
+// smallTable is the entry count up to which one unfiltered dump of both
+// families, filtered here, beats a kernel-filtered dump per address and
 // side (a variable for the tests).
 var smallTable = 4096
 
