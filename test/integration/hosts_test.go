@@ -103,17 +103,23 @@ func TestManyIPv6RangeSets(t *testing.T) {
 
 // TestIPv6OffInThePod: with IPv6 switched off in the pod's namespace (all
 // and default disable_ipv6, as some hosts set and new namespaces inherit),
-// a dual-stack ADD turns IPv6 on for the container interface, as the
-// reference does, and the pod reaches its IPv6 gateway.
+// an IPv6-only or dual-stack ADD turns IPv6 on for the container interface,
+// as the reference does, and the pod reaches its IPv6 gateway.
 func TestIPv6OffInThePod(t *testing.T) {
 	w := newWorld(t)
-	for _, tc := range []struct{ plugin, extra string }{
-		{"veth-ptp", ""},
-		{"bridge-nat", `"bridge":"brv6off","isGateway":true,"removeEmptyBridge":true`},
+	for _, tc := range []struct {
+		plugin, extra string
+		fam           family
+	}{
+		{"veth-ptp", "", families[2]},
+		{"veth-ptp", "", families[1]},
+		{"bridge-nat", `"bridge":"brv6off","isGateway":true,"removeEmptyBridge":true`, families[2]},
+		{"bridge-nat", `"bridge":"brv6off","isGateway":true,"removeEmptyBridge":true`, families[1]},
 	} {
-		t.Run(tc.plugin, func(t *testing.T) {
+		name := tc.plugin + "-" + tc.fam.name
+		t.Run(tc.plugin+"/"+tc.fam.name, func(t *testing.T) {
 			before := w.hostState(t)
-			pod := w.sb.PodT(t, "p-"+tc.plugin)
+			pod := w.sb.PodT(t, "p-"+name)
 			if err := pod.Do(func() error {
 				for _, k := range []string{"all", "default"} {
 					if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644); err != nil {
@@ -124,18 +130,23 @@ func TestIPv6OffInThePod(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			list := w.list("1.1.0", "v6off-"+tc.plugin, w.ptpConf(tc.plugin, families[2], tc.extra))
-			rt := w.rt("c-"+tc.plugin, pod, "eth0")
+			list := w.list("1.1.0", "v6off-"+name, w.ptpConf(tc.plugin, tc.fam, tc.extra))
+			rt := w.rt("c-"+name, pod, "eth0")
 			res, err := w.add(list, rt)
 			if err != nil {
 				t.Fatalf("ADD with IPv6 off in the pod: %v", err)
 			}
+			v6 := 0
 			for _, ip := range res.IPs {
 				if ip.Address.IP.To4() == nil {
+					v6++
 					if err := ping(t, pod, ip.Gateway.String()); err != nil {
 						t.Fatal(err)
 					}
 				}
+			}
+			if v6 != 1 {
+				t.Fatalf("ADD result has %d IPv6 addresses, want 1: %v", v6, res.IPs)
 			}
 			if err := w.check(list, rt); err != nil {
 				t.Fatalf("CHECK: %v", err)
@@ -332,23 +343,35 @@ func TestForwardPolicyDrop(t *testing.T) {
 // network's last pod through the edited config, or a GC after the pod's
 // namespace went, still removes the masquerade rules and the FORWARD
 // accept rules the first config made (both used to stay when the edited
-// config asked for no rules at all).
+// config asked for no rules at all). An edit that no longer validates
+// ("mtu": 20, "vlan": 5000: ADD refuses them) changes nothing: DEL and GC
+// read only what identifies the attachment and remove it all (issue 11).
 func TestEditedConfigDropsOldRules(t *testing.T) {
 	w := newWorld(t)
-	for _, tc := range []struct{ plugin, was, now, how string }{
+	for i, tc := range []struct{ plugin, was, now, how string }{
 		{"veth-ptp", `"ipMasq":true`, `"ipMasq":false,"forwardAccept":false`, "DEL"},
 		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"forwardAccept":false`, "DEL"},
 		{"bridge-nat", `"bridge":"bred0","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred0","removeEmptyBridge":true`, "DEL"},
 		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"forwardAccept":false`, "GC"},
 		{"bridge-nat", `"bridge":"bred1","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred1","removeEmptyBridge":true`, "GC"},
+		{"veth-ptp", `"ipMasq":true`, `"ipMasq":true,"mtu":20`, "DEL"},
+		{"veth-ptp", `"ipMasq":true,"ipMasqBackend":"iptables"`, `"ipMasq":true,"ipMasqBackend":"iptables","mtu":20`, "GC"},
+		{"bridge-nat", `"bridge":"bred2","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred2","isGateway":true,"ipMasq":true,"removeEmptyBridge":true,"vlan":5000`, "DEL"},
+		{"bridge-nat", `"bridge":"bred3","isGateway":true,"ipMasq":true,"removeEmptyBridge":true`, `"bridge":"bred3","isGateway":true,"ipMasq":true,"removeEmptyBridge":true,"mtu":20`, "GC"},
 	} {
 		backend := map[bool]string{true: "iptables", false: "nftables"}[strings.Contains(tc.was, "iptables")]
-		t.Run(tc.plugin+"/"+backend+"/"+tc.how, func(t *testing.T) {
+		edit := map[bool]string{true: "invalid", false: "valid"}[strings.Contains(tc.now, `"mtu":20`) || strings.Contains(tc.now, `"vlan":5000`)]
+		t.Run(tc.plugin+"/"+backend+"/"+edit+"/"+tc.how, func(t *testing.T) {
 			before := w.hostState(t)
-			name := "edited-" + tc.plugin + tc.how
+			name := fmt.Sprintf("edited-%s%s%d", tc.plugin, tc.how, i)
 			was := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.was))
 			now := w.list("1.1.0", name, w.ptpConf(tc.plugin, families[2], tc.now))
-			pod := w.sb.PodT(t, fmt.Sprintf("p-%s%d%s", tc.plugin, strings.Count(tc.was, "iptables"), tc.how))
+			if edit == "invalid" {
+				if _, err := w.add(now, w.rt(fmt.Sprintf("refused%d", i), w.sb.PodT(t, fmt.Sprintf("r%d", i)), "eth0")); err == nil {
+					t.Fatal("ADD through the invalid edit succeeded")
+				}
+			}
+			pod := w.sb.PodT(t, fmt.Sprintf("p-%s%d", tc.plugin, i))
 			rt := w.rt("c-"+name, pod, "eth0")
 			if _, err := w.add(was, rt); err != nil {
 				t.Fatal(err)

@@ -24,7 +24,9 @@ import (
 // reference three of netns-cni's; each ADDs one more; the rest go
 // crosswise. No address is ever handed out twice, and at the end no
 // reservation, veth, container interface, iptables or nftables rule, or
-// libcni cache entry is left.
+// libcni cache entry is left. Upstream runs once more with its
+// ipMasqBackend "nftables" (a chain per attachment in its own table),
+// which netns-cni's DEL of those pods removes as well.
 //
 // Debian's 1.1.1 fails the DEL of a netns-cni pod (it finds no chain of
 // its own to tear down, after releasing the address and deleting the
@@ -33,7 +35,11 @@ func TestMigrationWithTheReference(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces (CI runs as root)")
 	}
-	refs := []struct{ name, dir string }{{"upstream-v1.10.0", upstreamDir}, {"debian-1.1.1", refDir}}
+	refs := []struct{ name, dir, backend string }{
+		{"upstream-v1.10.0", upstreamDir, ""},
+		{"upstream-v1.10.0/nftables", upstreamDir, `,"ipMasqBackend":"nftables"`},
+		{"debian-1.1.1", refDir, ""},
+	}
 	pairs := []struct{ ref, ours, extra string }{
 		{"ptp", "veth-ptp", ""},
 		{"bridge", "bridge-nat", `,"bridge":"brmig","isGateway":true`},
@@ -42,7 +48,7 @@ func TestMigrationWithTheReference(t *testing.T) {
 		for _, p := range pairs {
 			for _, fam := range []family{families[0], families[2]} {
 				t.Run(ref.name+"/"+p.ref+"/"+fam.name, func(t *testing.T) {
-					m := newMigration(t, ref.dir, p.ref, p.ours, p.extra, fam)
+					m := newMigration(t, ref.dir, p.ref, p.ours, p.extra+ref.backend, fam)
 					for i := range 5 {
 						m.add(m.ref, fmt.Sprintf("r%d", i))
 						m.add(m.ours, fmt.Sprintf("o%d", i))
@@ -80,12 +86,14 @@ type migration struct {
 	pods      map[string]*nsutil.NS
 	live      map[string][]string // container → addresses
 	bridge    string
+	nftRef    bool // the reference masquerades with nftables
 }
 
 func newMigration(t *testing.T, dir, refType, ourType, extra string, fam family) *migration {
 	w := newWorld(t)
 	m := &migration{world: w, t: t, refDir: dir, pods: map[string]*nsutil.NS{}, live: map[string][]string{}}
-	if extra != "" {
+	m.nftRef = strings.Contains(extra, `"ipMasqBackend":"nftables"`)
+	if strings.Contains(extra, `"brmig"`) {
 		m.bridge = "brmig"
 	}
 	m.before = w.hostState(t)
@@ -155,14 +163,30 @@ func (m *migration) del(s *side, id string) {
 	}
 }
 
-// finish checks that nothing is left: the host as it was (the bridge the
-// reference made aside: neither plugin removes a bridge by default), and
-// no libcni cache entry.
+// finish checks that nothing is left: the host as it was, and no libcni
+// cache entry. Two things the reference makes once for every network are
+// set aside, as the reference leaves them after its own last pod: the
+// bridge (neither plugin removes one by default) and upstream's nftables
+// table inet cni_plugins_masquerade, shared by the reference's networks —
+// once its chain masq_checks holds no rule.
 func (m *migration) finish() {
 	m.t.Helper()
 	if m.bridge != "" {
 		_ = m.inHost(func() error { return exec.Command("ip", "link", "del", m.bridge).Run() })
 	}
+	_ = m.inHost(func() error {
+		out, err := exec.Command("nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks").CombinedOutput()
+		if err != nil { // no such table
+			if m.nftRef {
+				m.t.Fatalf("the reference made no nftables masquerade state: %s", out)
+			}
+			return nil
+		}
+		if strings.Contains(string(out), "id: ") { // each rule's comment names its container
+			m.t.Fatalf("reference masquerade rules left:\n%s", out)
+		}
+		return exec.Command("nft", "delete", "table", "inet", "cni_plugins_masquerade").Run()
+	})
 	if after := m.settled(m.t, m.before); after != m.before {
 		m.t.Fatalf("after the migration:\n%s", stateDiff(m.before, after))
 	}
