@@ -37,7 +37,8 @@ func CheckAddr(h Handle, link netlink.Link, ip *net.IPNet, where string) error {
 }
 
 // CheckRoute checks that a route to dst (nil: default) via gw (nil: none)
-// exists on link.
+// exists on link, on its own or as one next hop of a multipath route (an
+// IPv6 route another network's interface gives too; see AddRoutes).
 func CheckRoute(h Handle, link netlink.Link, dst *net.IPNet, gw net.IP, where string) error {
 	family := netlink.FAMILY_V4
 	if (dst != nil && dst.IP.To4() == nil) || (dst == nil && gw != nil && gw.To4() == nil) {
@@ -50,6 +51,17 @@ func CheckRoute(h Handle, link netlink.Link, dst *net.IPNet, gw net.IP, where st
 	for _, r := range routes {
 		if sameDst(r.Dst, dst) && (gw == nil || r.Gw.Equal(gw)) {
 			return nil
+		}
+	}
+	if family == netlink.FAMILY_V6 { // a multipath route names no link of its own: not in the list above
+		if all, err := h.RouteList(nil, family); err == nil {
+			for _, r := range all {
+				for _, hop := range r.MultiPath {
+					if sameDst(r.Dst, dst) && hop.LinkIndex == link.Attrs().Index && (gw == nil || hop.Gw.Equal(gw)) {
+						return nil
+					}
+				}
+			}
 		}
 	}
 	want := describeRoute(dst, gw)

@@ -249,6 +249,13 @@ func describeRoute(dst *net.IPNet, gw net.IP) string {
 // none of its family either, on-link when onLink (a bridge: one L2
 // segment), else ErrNoGateway (a point-to-point link). It returns the
 // routes as installed, gateways filled in, for the result.
+//
+// A route is added beside any the container already has to the same
+// destination, never in place of it, as the reference's ipam.ConfigureIface
+// does (netlink's create without replace): a container on two networks
+// that both give a default route keeps both — IPv4 uses the newer one
+// first, IPv6 spreads over both (one multipath route) — and the DEL of
+// either network leaves the other's in place.
 func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP, onLink bool) ([]*types.Route, error) {
 	var out []*types.Route
 	for _, r := range routes {
@@ -260,8 +267,9 @@ func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP,
 			return nil, fmt.Errorf(`"ipam.routes": %s: %w of its family`, r.Dst.String(), ErrNoGateway)
 		}
 		dst := r.Dst
-		if err := AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw}); err != nil {
-			return nil, err
+		err := h.RouteAddEcmp(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw})
+		if err != nil && !errors.Is(err, unix.EEXIST) { // EEXIST: this very route, given twice
+			return nil, fmt.Errorf("add route %s: %w", describeRoute(&dst, gw), err)
 		}
 		out = append(out, &types.Route{Dst: r.Dst, GW: gw})
 	}

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,5 +168,77 @@ func TestLastTwoDelsAtOnce(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPodOnTwoNetworks: a pod on two networks whose IPAM both give a
+// default route (podman with two networks, a secondary network), one
+// veth-ptp on eth0 and one bridge-nat on eth1. The second ADD adds its
+// default routes beside the first's, as the reference does, never in
+// their place: both networks pass CHECK, and the DEL of the second leaves
+// the pod with the first's default routes (it used to leave none: the
+// second ADD had replaced them).
+func TestPodOnTwoNetworks(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	conf := func(typ, v4, v6, extra string) string {
+		return fmt.Sprintf(`{"type":%q%s,"ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"%s.0/24"}],[{"subnet":"%s/64"}]],`+
+			`"routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}]}}`, typ, extra, filepath.Join(w.sb.Dir, "ipam"), v4, v6)
+	}
+	first := w.list("1.1.0", "two-first", conf("veth-ptp", "10.20.0", "fd20::", ""))
+	second := w.list("1.1.0", "two-second", conf("bridge-nat", "10.21.0", "fd21::", `,"bridge":"brtwo","isGateway":true,"removeEmptyBridge":true`))
+	pod := w.sb.PodT(t, "pod")
+	rt0, rt1 := w.rt("c", pod, "eth0"), w.rt("c", pod, "eth1")
+	if _, err := w.add(first, rt0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.add(second, rt1); err != nil {
+		t.Fatalf("ADD of the second network: %v", err)
+	}
+	defaults := func() string {
+		var b strings.Builder
+		_ = pod.Do(func() error {
+			for _, fam := range []string{"-4", "-6"} {
+				out, _ := exec.Command("ip", fam, "route", "show", "default").CombinedOutput()
+				b.Write(out)
+			}
+			return nil
+		})
+		return b.String()
+	}
+	both := defaults()
+	for _, want := range []string{"via 10.20.0.1 dev eth0", "via 10.21.0.1 dev eth1", "via fd20::1 dev eth0", "via fd21::1 dev eth1"} {
+		if !strings.Contains(both, want) {
+			t.Fatalf("default routes with both networks lack %q:\n%s", want, both)
+		}
+	}
+	for _, c := range []struct {
+		list *libcni.NetworkConfigList
+		rt   *libcni.RuntimeConf
+	}{{first, rt0}, {second, rt1}} {
+		if err := w.check(c.list, c.rt); err != nil {
+			t.Fatalf("CHECK of %s with both networks: %v", c.list.Name, err)
+		}
+	}
+	if err := w.del(second, rt1); err != nil {
+		t.Fatal(err)
+	}
+	left := defaults()
+	for _, want := range []string{"default via 10.20.0.1 dev eth0", "default via fd20::1 dev eth0"} {
+		if !strings.Contains(left, want) {
+			t.Fatalf("after the second network's DEL the pod lacks %q:\n%s", want, left)
+		}
+	}
+	if err := w.check(first, rt0); err != nil {
+		t.Fatalf("CHECK of the first network after the second's DEL: %v", err)
+	}
+	if err := w.del(first, rt0); err != nil {
+		t.Fatal(err)
+	}
+	if got := linkNames(t, pod); len(got) != 1 {
+		t.Fatalf("pod left with %v", got)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }
