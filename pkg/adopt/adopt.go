@@ -162,18 +162,15 @@ func flushIf(conn *nftables.Conn, n int, what string) error {
 // removeChains removes, in one family, the chains of atts that exist and
 // the POSTROUTING jumps to them.
 func removeChains(p iptables.Protocol, atts []Attachment) error {
-	cmd := "iptables"
-	if p == iptables.ProtocolIPv6 {
-		cmd = "ip6tables"
-	}
+	cmd := iptview.Cmd(p)
 	if iptview.Absent(p, func(table, chain string) bool {
 		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.Chain() })
 	}) {
 		return nil
 	}
-	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
+	t, err := iptview.Open(p)
 	if err != nil {
-		return fmt.Errorf("%s: %w", cmd, err)
+		return err
 	}
 	chains, err := t.ListChains("nat")
 	if err != nil {
@@ -285,18 +282,15 @@ func removePortmapNFT(fam nftables.TableFamily, atts []Attachment) error {
 }
 
 func removePortmapChains(p iptables.Protocol, atts []Attachment) error {
-	cmd := "iptables"
-	if p == iptables.ProtocolIPv6 {
-		cmd = "ip6tables"
-	}
+	cmd := iptview.Cmd(p)
 	if iptview.Absent(p, func(table, chain string) bool {
 		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.PortmapChain() })
 	}) {
 		return nil
 	}
-	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
+	t, err := iptview.Open(p)
 	if err != nil {
-		return fmt.Errorf("%s: %w", cmd, err)
+		return err
 	}
 	var errs []error
 	for _, a := range atts {

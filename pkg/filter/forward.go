@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 
@@ -61,13 +60,7 @@ var families = []family{{iptables.ProtocolIPv4, "iptables", nftables.TableFamily
 
 func (f family) of(p netip.Prefix) bool { return p.Addr().Is4() == (f.proto == iptables.ProtocolIPv4) }
 
-func (f family) open() (*iptables.IPTables, error) {
-	t, err := iptables.New(iptables.IPFamily(f.proto), iptables.Timeout(10))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.cmd, err)
-	}
-	return t, nil
-}
+func (f family) open() (*iptables.IPTables, error) { return iptview.Open(f.proto) }
 
 // body is the chain's rules for the family's subnets.
 func (f family) body(s ForwardSpec) [][]string {
@@ -86,6 +79,15 @@ func (f family) jump(network string) []string {
 	return []string{"-m", "comment", "--comment", forwardComment(network), "-j", ForwardChain(network)}
 }
 
+// Tools names the iptables binaries EnsureForward execs (iptview.Binary),
+// "" for a family the host has none of. What EnsureForward does depends
+// on them, so a record that the rules were found in place names them too:
+// the rules an ADD on a host without iptables did not write are not "in
+// place" for an ADD after iptables was installed.
+func Tools() string {
+	return "iptables=" + iptview.Binary(iptables.ProtocolIPv4) + " ip6tables=" + iptview.Binary(iptables.ProtocolIPv6)
+}
+
 // EnsureForward makes the network's accept rules cover its subnets. When
 // iptables-nft shows them in place over netlink, it execs nothing. On a
 // host without the iptables binary of a family there is no iptables
@@ -100,7 +102,7 @@ func EnsureForward(s ForwardSpec) error {
 		if inPlace(f, s.Network, len(body)) {
 			continue
 		}
-		if _, err := exec.LookPath(f.cmd); err != nil {
+		if iptview.Binary(f.proto) == "" {
 			continue // no iptables: no iptables FORWARD policy to get past
 		}
 		t, err := f.open()
@@ -153,7 +155,7 @@ func inPlace(f family, network string, n int) bool {
 func RemoveForward(network string) error {
 	var errs []error
 	for _, f := range families {
-		if _, err := exec.LookPath(f.cmd); err != nil {
+		if iptview.Binary(f.proto) == "" {
 			continue // without the binary there can be no such rules
 		}
 		if absent(f, network) {
@@ -193,7 +195,7 @@ func CheckForward(s ForwardSpec) error {
 		if len(body) == 0 {
 			continue
 		}
-		if _, err := exec.LookPath(f.cmd); err != nil {
+		if iptview.Binary(f.proto) == "" {
 			continue // none were made
 		}
 		t, err := f.open()
@@ -223,7 +225,7 @@ func CheckForward(s ForwardSpec) error {
 // accepts, or a filter rule accepts from a prefix holding the subnet.
 func ForwardBlocked(subnets []netip.Prefix) (string, error) {
 	for _, f := range families {
-		if _, err := exec.LookPath(f.cmd); err != nil {
+		if iptview.Binary(f.proto) == "" {
 			continue
 		}
 		var mine []netip.Prefix

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,13 +59,7 @@ var iptFamilies = []iptFamily{
 
 func (f iptFamily) of(a netip.Addr) bool { return a.Is4() == (f.proto == iptables.ProtocolIPv4) }
 
-func (f iptFamily) open() (*iptables.IPTables, error) {
-	t, err := iptables.New(iptables.IPFamily(f.proto), iptables.Timeout(10))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.cmd, err)
-	}
-	return t, nil
-}
+func (f iptFamily) open() (*iptables.IPTables, error) { return iptview.Open(f.proto) }
 
 // hostPrefix is a as a single-address prefix, the way iptables lists it.
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
@@ -284,7 +277,7 @@ func chainsOf(f iptFamily, network string) (*iptables.IPTables, map[string][]rul
 	if absent(f, names) {
 		return nil, nil, nil
 	}
-	if _, err := exec.LookPath(f.cmd); err != nil {
+	if iptview.Binary(f.proto) == "" {
 		return nil, nil, nil // no iptables, no rules of it
 	}
 	t, err := f.open()

@@ -8,10 +8,13 @@
 package iptview
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
@@ -44,16 +47,65 @@ func Family(p iptables.Protocol) nftables.TableFamily {
 	return nftables.TableFamilyIPv4
 }
 
+// systemDirs are where a host keeps iptables when the plugin's PATH does
+// not say: runtimes run plugins with their own environment, and some with
+// a PATH that lacks the sbin directories.
+var systemDirs = []string{"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"}
+
+var binaries sync.Map // iptables.Protocol → string
+
+// Binary is the path of the iptables binary of protocol p (iptables or
+// ip6tables): the one on PATH, else the one in the usual system
+// directories; "" when the host has none. Every netns-cni package execs
+// iptables through it (Open), so an ADD and the DEL after it act alike
+// whatever PATH each was given.
+func Binary(p iptables.Protocol) string {
+	if b, ok := binaries.Load(p); ok {
+		return b.(string)
+	}
+	cmd := Cmd(p)
+	path, err := exec.LookPath(cmd)
+	for _, dir := range systemDirs {
+		if err == nil {
+			break
+		}
+		path, err = exec.LookPath(filepath.Join(dir, cmd))
+	}
+	if err != nil {
+		path = ""
+	}
+	binaries.Store(p, path)
+	return path
+}
+
+// Cmd is the name of protocol p's binary: iptables or ip6tables.
+func Cmd(p iptables.Protocol) string {
+	if p == iptables.ProtocolIPv6 {
+		return "ip6tables"
+	}
+	return "iptables"
+}
+
+// Open is go-iptables for protocol p, exec'ing Binary(p), with a 10 s
+// wait for the xtables lock.
+func Open(p iptables.Protocol) (*iptables.IPTables, error) {
+	path := Binary(p)
+	if path == "" {
+		return nil, fmt.Errorf("%s: not found on PATH or in %s", Cmd(p), strings.Join(systemDirs, ", "))
+	}
+	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10), iptables.Path(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Cmd(p), err)
+	}
+	return t, nil
+}
+
 // Absent reports whether, certainly, no iptables chain of protocol p that
 // match selects exists in the calling thread's namespace: there is no
 // iptables binary for p (so no rule of ours was ever written with it), or
 // Lacks says so. Callers exec iptables only when it is false.
 func Absent(p iptables.Protocol, match func(table, chain string) bool) bool {
-	cmd := "iptables"
-	if p == iptables.ProtocolIPv6 {
-		cmd = "ip6tables"
-	}
-	if _, err := exec.LookPath(cmd); err != nil {
+	if Binary(p) == "" {
 		return true
 	}
 	return Lacks(Family(p), match)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 
@@ -28,13 +27,7 @@ var families = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
 
 func is4(p iptables.Protocol) bool { return p == iptables.ProtocolIPv4 }
 
-func ipt(p iptables.Protocol) (*iptables.IPTables, error) {
-	t, err := iptables.New(iptables.IPFamily(p), iptables.Timeout(10))
-	if err != nil {
-		return nil, fmt.Errorf("iptables: %w", err)
-	}
-	return t, nil
-}
+func ipt(p iptables.Protocol) (*iptables.IPTables, error) { return iptview.Open(p) }
 
 // iptSpecs are the rules of one family: the jumps and the chain body.
 func iptSpecs(network string, rules []Rule) (jumps, body [][]string) {
@@ -196,15 +189,15 @@ func (b *iptBackend) Check(s Spec) error {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("%s chain %s is missing or altered", cmdFor(p), ChainName(network))
+			return fmt.Errorf("%s chain %s is missing or altered", iptview.Cmd(p), ChainName(network))
 		}
 		for _, spec := range jumps {
 			ok, err := t.Exists("nat", "POSTROUTING", spec...)
 			if err != nil {
-				return fmt.Errorf("%s: check jump to %s: %w", cmdFor(p), ChainName(network), err)
+				return fmt.Errorf("%s: check jump to %s: %w", iptview.Cmd(p), ChainName(network), err)
 			}
 			if !ok {
-				return fmt.Errorf("%s POSTROUTING lacks the jump to %s for %s", cmdFor(p), ChainName(network), spec[1])
+				return fmt.Errorf("%s POSTROUTING lacks the jump to %s for %s", iptview.Cmd(p), ChainName(network), spec[1])
 			}
 		}
 	}
@@ -213,16 +206,9 @@ func (b *iptBackend) Check(s Spec) error {
 
 func (b *iptBackend) Available() error {
 	for _, p := range families {
-		if _, err := exec.LookPath(cmdFor(p)); err != nil {
-			return fmt.Errorf("ipMasqBackend iptables needs %s: %w", cmdFor(p), err)
+		if iptview.Binary(p) == "" {
+			return fmt.Errorf("ipMasqBackend iptables needs %s, found neither on PATH nor in the system directories", iptview.Cmd(p))
 		}
 	}
 	return nil
-}
-
-func cmdFor(p iptables.Protocol) string {
-	if is4(p) {
-		return "iptables"
-	}
-	return "ip6tables"
 }

@@ -137,7 +137,7 @@ func (n *Network) RemoveSpoofCheck(port string) error {
 func (n *Network) EnsureForwardAccept(res *current.Result) error {
 	spec := filter.ForwardSpec{Network: n.key(), Subnets: Subnets(res)}
 	return n.locked(func() error {
-		return wrap("forward accept", n.inPlace("forward", fmt.Sprintf("%+v", spec), func() error { return filter.EnsureForward(spec) }))
+		return wrap("forward accept", n.inPlace("forward", fmt.Sprintf("%+v %s", spec, filter.Tools()), func() error { return filter.EnsureForward(spec) }))
 	})
 }
 

@@ -404,14 +404,22 @@ func TestTypoNamed(t *testing.T) {
 
 // TestForwardAcceptWithoutIptables: a host without the iptables binary has
 // no iptables FORWARD policy to get past; ADD and CHECK with the default
-// forwardAccept succeed there, with masquerade over netlink alone.
+// forwardAccept succeed there, with masquerade over netlink alone. (The
+// plugin runs in a mount namespace of its own where every iptables binary
+// is hidden.) Then iptables is there but the runtime gives the plugins a
+// PATH without it: they find it in the system directories all the same.
+// The next ADD writes the accept rules (the first ADD's record of what it
+// found in place does not stand for it: it used to, until the ruleset
+// changed), and the DEL of the last pod, through the same PATH, removes
+// them.
 func TestForwardAcceptWithoutIptables(t *testing.T) {
 	w := newWorld(t)
 	pod := w.sb.PodT(t, "pod")
 	before := w.hostState(t)
 	stdin := w.pluginStdin("1.1.0", "noipt", "veth-ptp", families[0], `"ipMasq":true`)
-	env := func(cmd string) []string {
-		e := w.pluginEnv(cmd, "c1", pod.Path(), "eth0")
+	noIptables := withoutIptables(t, "veth-ptp")
+	env := func(cmd, id string, pod *nsutil.NS) []string {
+		e := w.pluginEnv(cmd, id, pod.Path(), "eth0")
 		for i, kv := range e {
 			if strings.HasPrefix(kv, "PATH=") {
 				e[i] = "PATH=/nonexistent"
@@ -419,18 +427,53 @@ func TestForwardAcceptWithoutIptables(t *testing.T) {
 		}
 		return e
 	}
-	r := w.exec("veth-ptp", env("ADD"), stdin)
+	r := w.execIn(noIptables, "veth-ptp", env("ADD", "c1", pod), stdin)
 	if r.exit != 0 {
-		t.Fatalf("ADD without iptables: %s", r.stdout)
+		t.Fatalf("ADD without iptables: %s %s", r.stdout, r.stderr)
+	}
+	if strings.Contains(w.hostState(t), "NETNS-CNI-FW") {
+		t.Fatal("FORWARD accept rules written on a host without iptables")
 	}
 	check := strings.TrimSuffix(stdin, "}") + `,"prevResult":` + r.stdout + "}"
-	if r := w.exec("veth-ptp", env("CHECK"), check); r.exit != 0 {
+	if r := w.execIn(noIptables, "veth-ptp", env("CHECK", "c1", pod), check); r.exit != 0 {
 		t.Fatalf("CHECK without iptables: %s", r.stdout)
 	}
-	if r := w.exec("veth-ptp", env("DEL"), stdin); r.exit != 0 {
-		t.Fatalf("DEL: %s", r.stdout)
+	pod2 := w.sb.PodT(t, "pod2")
+	if r := w.exec("veth-ptp", env("ADD", "c2", pod2), stdin); r.exit != 0 {
+		t.Fatalf("ADD with iptables off the PATH: %s", r.stdout)
+	}
+	if !strings.Contains(w.hostState(t), "NETNS-CNI-FW") {
+		t.Fatalf("no FORWARD accept rules after an ADD on a host with iptables:\n%s", w.hostState(t))
+	}
+	for _, p := range []struct {
+		id  string
+		pod *nsutil.NS
+	}{{"c2", pod2}, {"c1", pod}} {
+		if r := w.exec("veth-ptp", env("DEL", p.id, p.pod), stdin); r.exit != 0 {
+			t.Fatalf("DEL %s: %s", p.id, r.stdout)
+		}
 	}
 	if after := w.settled(t, before); after != before {
 		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
+}
+
+// withoutIptables is a directory of stand-ins for the plugins named: each
+// runs its plugin in a mount namespace of its own where every iptables
+// and ip6tables binary is hidden (/dev/null bound over it: not
+// executable), as on a host that has none. The machine's own files stay
+// as they are.
+func withoutIptables(t *testing.T, plugins ...string) string {
+	dir := t.TempDir()
+	for _, p := range plugins {
+		script := `#!/bin/sh
+exec /usr/bin/unshare -m /bin/sh -c 'for d in /usr/sbin /sbin /usr/local/sbin /usr/bin /bin; do
+  for b in iptables ip6tables; do [ -e $d/$b ] && /usr/bin/mount --bind /dev/null $d/$b; done
+done
+exec "$0"' ` + filepath.Join(binDir, p) + "\n"
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

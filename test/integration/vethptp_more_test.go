@@ -532,16 +532,18 @@ func TestVethPTPOptionsAndChainPosition(t *testing.T) {
 // iptables binary to be found, STATUS answers 50 and says what is missing.
 func TestStatusNamesAMissingNATBackend(t *testing.T) {
 	w := newWorld(t)
+	noIptables := withoutIptables(t, "veth-ptp", "bridge-nat")
 	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
 		stdin := w.pluginStdin("1.1.0", "st-"+plugin, plugin, families[0], `"ipMasq":true,"ipMasqBackend":"iptables"`)
-		env := []string{"CNI_COMMAND=STATUS", "CNI_PATH=" + binDir, "PATH=/nonexistent"}
-		e := w.exec(plugin, env, stdin).cniError(t)
+		env := []string{"CNI_COMMAND=STATUS", "CNI_PATH=" + binDir, "PATH=" + os.Getenv("PATH")}
+		e := w.execIn(noIptables, plugin, env, stdin).cniError(t)
 		if e.Code != 50 || !strings.Contains(e.Msg, "iptables") {
 			t.Fatalf("%s STATUS without iptables: %+v", plugin, e)
 		}
-		env[2] = "PATH=" + os.Getenv("PATH")
+		// A PATH without iptables is no reason to fail: it is in /usr/sbin.
+		env[2] = "PATH=/nonexistent"
 		if r := w.exec(plugin, env, stdin); r.exit != 0 {
-			t.Fatalf("%s STATUS with iptables: %s", plugin, r.stdout)
+			t.Fatalf("%s STATUS with iptables off the PATH: %s", plugin, r.stdout)
 		}
 	}
 }
