@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -200,6 +201,41 @@ func removeReferenceHostLinks(host nsutil.Handle, a *Attachment) error {
 	return errors.Join(errs...)
 }
 
+// validAttachments reads GC's list of the attachments to keep, strictly,
+// before the lenient rest of the config: a list that does not decode is
+// no list at all, and read leniently it would become "keep nothing" —
+// the GC would remove every live attachment of the network. So a missing
+// key (the spec's GC input requires it; libcni sends it whenever the
+// runtime passes GC arguments, null for none), a value that is not a
+// list, or an entry without containerID or ifname fails the GC (code 7)
+// before anything is touched. The spec's first name for the key,
+// "cni.dev/attachments" (libcni sends both), is read when the other is
+// absent.
+func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &keys); err != nil {
+		return nil, DecodeError("decode network config: %s", describeJSONError(err))
+	}
+	raw, ok := keys["cni.dev/valid-attachments"]
+	if !ok {
+		if raw, ok = keys["cni.dev/attachments"]; !ok {
+			return nil, ConfigError(`GC needs "cni.dev/valid-attachments", the attachments to keep ([] or null to keep none); ` +
+				`it is missing, and nothing was removed`)
+		}
+	}
+	var valid []types.GCAttachment
+	if err := json.Unmarshal(raw, &valid); err != nil {
+		return nil, ConfigError(`"cni.dev/valid-attachments": want a list of {"containerID", "ifname"} objects (%s); nothing was removed`,
+			describeJSONError(err))
+	}
+	for i, v := range valid {
+		if v.ContainerID == "" || v.IfName == "" {
+			return nil, ConfigError(`"cni.dev/valid-attachments[%d]": needs both "containerID" and "ifname"; nothing was removed`, i)
+		}
+	}
+	return valid, nil
+}
+
 // ofAttachment reports whether a host link's alias says it is a's, or
 // retired by an older version.
 func ofAttachment(alias string, a *Attachment) bool {
@@ -215,11 +251,16 @@ func ofAttachment(alias string, a *Attachment) bool {
 // not be deleted, which stay reserved as in DEL. It goes on past failures
 // and reports them all.
 func (r runner[T, D]) gc(args *skel.CmdArgs) error {
+	valid, err := validAttachments(args.StdinData)
+	if err != nil {
+		return err
+	}
 	d, a, host, err := r.loadOnHost(args)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
+	a.Conf.ValidAttachments = valid
 	kept, stuck, err := collectLinks(host, a.Conf.Name, a.Conf.ValidAttachments)
 	errs := []error{err}
 	if t, ok := any(d).(Teardowner); ok {

@@ -150,6 +150,26 @@ func TestVethPTPGCAndStatus(t *testing.T) {
 	if err := w.status(list); err != nil {
 		t.Fatalf("STATUS: %v", err)
 	}
+	// A GC whose list of attachments to keep is missing or does not
+	// decode removes nothing: read leniently, it would keep nothing.
+	plugin := strings.TrimSuffix(strings.TrimSpace(string(list.Plugins[0].Bytes)), "}") +
+		`,"cniVersion":"1.1.0","name":"` + list.Name + `"`
+	for _, bad := range []string{
+		``,
+		`,"cni.dev/valid-attachments":{"containerID":"c0","ifname":"eth0"}`,
+		`,"cni.dev/valid-attachments":"c0"`,
+		`,"cni.dev/valid-attachments":[{"containerID":"c0"}]`,
+	} {
+		e := w.exec("veth-ptp", w.pluginEnv("GC", "", "", ""), plugin+bad+"}").cniError(t)
+		if e.Code != 7 || !strings.Contains(e.Msg, "cni.dev/valid-attachments") || !strings.Contains(e.Msg, "nothing was removed") {
+			t.Fatalf("GC with %q: %+v", bad, e)
+		}
+		for i, p := range pods {
+			if err := w.check(list, w.rt(fmt.Sprintf("c%d", i), p, "eth0")); err != nil {
+				t.Fatalf("GC with %q removed c%d: %v", bad, i, err)
+			}
+		}
+	}
 	// GC keeps the valid attachment only.
 	if err := w.gc(list, types.GCAttachment{ContainerID: "c0", IfName: "eth0"}); err != nil {
 		t.Fatal(err)
