@@ -299,28 +299,29 @@ func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
 		if !net.Ours() {
 			continue
 		}
-		b, err := hostport.New(net.IPMasqBackend)
-		if err != nil {
-			continue
-		}
-		owners, err := b.List(netconf.Key(net.Name))
-		if err != nil {
-			continue
-		}
-		for owner, entries := range owners {
-			var ports []string
-			for _, e := range entries {
-				ports = append(ports, e.String())
+		// Both backends, whatever the config says now: ipMasqBackend may
+		// have been switched under live pods.
+		for _, kind := range []string{hostport.NFTables, hostport.IPTables} {
+			b, _ := hostport.New(kind)
+			owners, err := b.List(netconf.Key(net.Name))
+			if err != nil {
+				continue
 			}
-			sort.Strings(ports)
-			found := false
-			for k, a := range byKey {
-				if k[0] == net.Name && plugin.PortOwner(k[1], k[2]) == owner {
-					a.Ports, found = ports, true
+			for owner, entries := range owners {
+				var ports []string
+				for _, e := range entries {
+					ports = append(ports, e.String())
 				}
-			}
-			if !found {
-				n.strayPorts = append(n.strayPorts, strayPorts{net.Name, owner, ports})
+				sort.Strings(ports)
+				found := false
+				for k, a := range byKey {
+					if k[0] == net.Name && plugin.PortOwner(k[1], k[2]) == owner {
+						a.Ports, found = append(a.Ports, ports...), true
+					}
+				}
+				if !found {
+					n.strayPorts = append(n.strayPorts, strayPorts{net.Name, owner, ports})
+				}
 			}
 		}
 	}

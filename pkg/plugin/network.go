@@ -146,16 +146,22 @@ func (n *Network) CheckForwardAccept(res *current.Result) error {
 	return filter.CheckForward(filter.ForwardSpec{Network: n.key(), Subnets: Subnets(res)})
 }
 
-// backends are the hostport backends the network's forwards may be in:
-// the configured one, or both when the config misnames it (a DEL after an
-// edit).
+// portBackends are the hostport backends an attachment's forwards may be
+// in, for removal: both, the configured one first. An operator may have
+// switched ipMasqBackend under live pods; a forward left in the other
+// backend would send the host port to an address the next pod gets. Each
+// looks before it execs anything.
 func (n *Network) portBackends() []hostport.Backend {
-	if b, err := hostport.New(n.Backend); err == nil {
-		return []hostport.Backend{b}
+	kinds := []string{hostport.NFTables, hostport.IPTables}
+	if n.Backend == hostport.IPTables {
+		kinds[0], kinds[1] = kinds[1], kinds[0]
 	}
-	nft, _ := hostport.New(hostport.NFTables)
-	ipt, _ := hostport.New(hostport.IPTables)
-	return []hostport.Backend{nft, ipt}
+	var out []hostport.Backend
+	for _, k := range kinds {
+		b, _ := hostport.New(k)
+		out = append(out, b)
+	}
+	return out
 }
 
 // MapPorts puts an attachment's forwards in place.
@@ -235,16 +241,13 @@ func (n *Network) dropIfUnused(self string) error {
 	return errors.Join(append(errs, n.removeMasquerade())...)
 }
 
+// removeMasquerade removes the network's masquerade rules from both
+// backends, whatever today's config says: ipMasq may have been turned off
+// or ipMasqBackend switched since the rules were made. Each backend looks
+// before it execs anything.
 func (n *Network) removeMasquerade() error {
-	backends := []string{n.Backend}
-	if _, err := nat.New(n.Backend); err != nil || !n.Masquerade {
-		// A backend today's config misnames, or ipMasq turned off (with
-		// its ipMasqBackend, often): the rules are in whichever backend the
-		// config named when they were made. Each looks before it execs.
-		backends = []string{nat.NFTables, nat.IPTables}
-	}
 	var errs []error
-	for _, kind := range backends {
+	for _, kind := range []string{nat.NFTables, nat.IPTables} {
 		b, err := nat.New(kind)
 		if err == nil {
 			err = b.Remove(n.key())

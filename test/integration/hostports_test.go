@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -369,4 +370,63 @@ func (w *world) portmapLeft(t *testing.T, id string) int {
 		return nil
 	})
 	return n
+}
+
+// TestBackendSwitchedUnderLivePods: an operator switches ipMasqBackend
+// while pods with host ports run. The DEL of a pod through the edited
+// config removes its forwards from the backend that made them (they used
+// to stay, sending the host port to whichever pod got the address next),
+// GC does the same for a pod gone without DEL, and the DEL of the last pod
+// removes the masquerade rules from both backends (the iptables chain
+// used to stay after a switch to nftables). Both directions.
+func TestBackendSwitchedUnderLivePods(t *testing.T) {
+	for _, tc := range []struct{ was, now string }{{"iptables", "nftables"}, {"nftables", "iptables"}} {
+		t.Run(tc.was+"-to-"+tc.now, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			conf := func(backend string) *libcni.NetworkConfigList {
+				return w.list("1.1.0", "switch", w.ptpConf("veth-ptp", families[2], capPorts+fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q`, backend)))
+			}
+			was, now := conf(tc.was), conf(tc.now)
+			var rts []*libcni.RuntimeConf
+			for i, id := range []string{"a", "b", "c"} {
+				rt := withPorts(w.rt(id, w.sb.PodT(t, id), "eth0"), tcpPort(8080+i, 80), udpPort(8090+i, 80))
+				if _, err := w.add(was, rt); err != nil {
+					t.Fatalf("ADD %s: %v", id, err)
+				}
+				rts = append(rts, rt)
+			}
+			// The operator command, reading the edited conflist, sees the
+			// forwards in the backend that made them.
+			r := w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", "--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "list", "--json")
+			if r.exit != 0 || !strings.Contains(r.stdout, "8080/tcp") || !strings.Contains(r.stdout, "8092/udp") {
+				t.Fatalf("netns-cni list misses the forwards made with %s: exit %d\n%s%s", tc.was, r.exit, r.stdout, r.stderr)
+			}
+			// a: DEL through the edited config, without its mappings.
+			if err := w.del(now, w.rt("a", nil, "eth0")); err != nil {
+				t.Fatal(err)
+			}
+			if state := w.hostState(t); strings.Contains(state, "8080") || strings.Contains(state, "8090") {
+				t.Fatalf("a's forwards left after its DEL through the %s config:\n%s", tc.now, state)
+			}
+			// b: left out of a GC through the edited config.
+			if err := w.gc(now, types.GCAttachment{ContainerID: "c", IfName: "eth0"}); err != nil {
+				t.Fatal(err)
+			}
+			state := w.hostState(t)
+			if strings.Contains(state, "8081") || strings.Contains(state, "8091") {
+				t.Fatalf("b's forwards left after GC through the %s config:\n%s", tc.now, state)
+			}
+			if !strings.Contains(state, "8082") {
+				t.Fatalf("GC removed c's forwards, which it was told to keep:\n%s", state)
+			}
+			// c, the last: everything of the network goes, from both backends.
+			if err := w.del(now, rts[2]); err != nil {
+				t.Fatal(err)
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("after the last DEL through the %s config:\n%s", tc.now, stateDiff(before, after))
+			}
+		})
+	}
 }
