@@ -1,10 +1,12 @@
 package filter
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -99,7 +101,7 @@ func EnsureForward(s ForwardSpec) error {
 		if len(body) == 0 {
 			continue
 		}
-		if inPlace(f, s.Network, len(body)) {
+		if inPlace(f, s) {
 			continue
 		}
 		if iptview.Binary(f.proto) == "" {
@@ -111,15 +113,18 @@ func EnsureForward(s ForwardSpec) error {
 			continue
 		}
 		chain := ForwardChain(s.Network)
-		// ClearChain creates the chain or empties it: its body is rewritten
-		// whole, which also replaces the rules of subnets the network no
-		// longer has.
-		if err := t.ClearChain("filter", chain); err != nil {
-			errs = append(errs, fmt.Errorf("%s: create chain %s: %w", f.cmd, chain, err))
-			continue
+		// Rules are added, never rewritten: after an operator changed the
+		// network's subnet, pods of the old one still run and their
+		// traffic must still pass. The rules of every subnet the network
+		// had go with its last attachment (RemoveForward).
+		if ok, err := t.ChainExists("filter", chain); err == nil && !ok {
+			if err := t.NewChain("filter", chain); err != nil {
+				errs = append(errs, fmt.Errorf("%s: create chain %s: %w", f.cmd, chain, err))
+				continue
+			}
 		}
 		for _, r := range body {
-			if err := t.Append("filter", chain, r...); err != nil {
+			if err := t.AppendUnique("filter", chain, r...); err != nil {
 				errs = append(errs, fmt.Errorf("%s: add rule to %s: %w", f.cmd, chain, err))
 			}
 		}
@@ -130,24 +135,68 @@ func EnsureForward(s ForwardSpec) error {
 	return errors.Join(errs...)
 }
 
-// inPlace reports whether iptables-nft's filter table holds the network's
-// chain with n rules and the jump to it, read over netlink. False when
-// it cannot tell (iptables-legacy, nothing there yet).
-func inPlace(f family, network string, n int) bool {
+// inPlace reports whether iptables-nft's filter table holds, read over
+// netlink, the network's chain with both accept rules of each of its
+// subnets of family f (other rules beside them: the subnets it had
+// before), and the jump to it. False when it cannot tell (iptables-legacy,
+// nothing there yet).
+func inPlace(f family, s ForwardSpec) bool {
 	conn, err := nftables.New()
 	if err != nil {
 		return false
 	}
 	tb := &nftables.Table{Family: f.nft, Name: "filter"}
-	rules, err := conn.GetRules(tb, &nftables.Chain{Name: ForwardChain(network), Table: tb})
-	if err != nil || len(rules) != n {
+	rules, err := conn.GetRules(tb, &nftables.Chain{Name: ForwardChain(s.Network), Table: tb})
+	if err != nil {
 		return false
+	}
+	for _, p := range s.Subnets {
+		if f.of(p) && (!matchesPrefix(rules, p.Masked(), true) || !matchesPrefix(rules, p.Masked(), false)) {
+			return false
+		}
 	}
 	fwd, err := conn.GetRules(tb, &nftables.Chain{Name: "FORWARD", Table: tb})
 	if err != nil {
 		return false
 	}
-	return slices.ContainsFunc(fwd, func(r *nftables.Rule) bool { return jumpsTo(r, ForwardChain(network)) })
+	return slices.ContainsFunc(fwd, func(r *nftables.Rule) bool { return jumpsTo(r, ForwardChain(s.Network)) })
+}
+
+// matchesPrefix reports whether one of rules matches the packet's source
+// (src) or destination address against prefix p as iptables-nft writes
+// "-s p" or "-d p": a load of the address (of its first bytes only, for
+// a prefix on a byte boundary), masked for any other prefix, compared
+// with p's address.
+func matchesPrefix(rules []*nftables.Rule, p netip.Prefix, src bool) bool {
+	addr := p.Addr().AsSlice()
+	off := map[bool]uint32{true: 12, false: 16}[src] // IPv4 header
+	if p.Addr().Is6() {
+		off = map[bool]uint32{true: 8, false: 24}[src]
+	}
+	for _, r := range rules {
+		for i, e := range r.Exprs {
+			pl, ok := e.(*expr.Payload)
+			if !ok || pl.Base != expr.PayloadBaseNetworkHeader || pl.Offset != off || int(pl.Len) > len(addr) || i+1 >= len(r.Exprs) {
+				continue
+			}
+			mask, next := bytes.Repeat([]byte{0xff}, int(pl.Len)), r.Exprs[i+1]
+			if bw, ok := next.(*expr.Bitwise); ok && i+2 < len(r.Exprs) {
+				mask, next = bw.Mask, r.Exprs[i+2]
+			}
+			c, ok := next.(*expr.Cmp)
+			if !ok || c.Op != expr.CmpOpEq || !bytes.Equal(c.Data, addr[:pl.Len]) {
+				continue
+			}
+			ones := 0
+			for _, b := range mask {
+				ones += bits.OnesCount8(b)
+			}
+			if ones == p.Bits() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RemoveForward deletes the network's jump and chain, both families. What

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"errors"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -57,8 +58,34 @@ func TestForward(t *testing.T) {
 	run(func() error { return CheckForward(s) })
 	run(func() error {
 		for _, f := range families {
-			if !inPlace(f, "net", 2) {
+			if !inPlace(f, s) {
 				t.Errorf("%s: the rules in place are not seen over netlink", f.cmd)
+			}
+		}
+		return nil
+	})
+	// The operator changes the subnet (one off a byte boundary, whose
+	// match iptables-nft writes with a mask): the new subnet's rules join
+	// the old ones, whose pods still run.
+	edited := ForwardSpec{Network: "net", Subnets: []netip.Prefix{netip.MustParsePrefix("10.8.0.0/23"), netip.MustParsePrefix("fd08::/64")}}
+	run(func() error {
+		for _, f := range families {
+			if inPlace(f, edited) {
+				t.Errorf("%s: the edited subnets are seen in place before any rule of theirs exists", f.cmd)
+			}
+		}
+		return EnsureForward(edited)
+	})
+	run(func() error { return errors.Join(CheckForward(s), CheckForward(edited)) })
+	run(func() error {
+		for _, f := range families {
+			if !inPlace(f, edited) || !inPlace(f, s) {
+				t.Errorf("%s: old and new subnets' rules not both seen over netlink", f.cmd)
+			}
+		}
+		for _, other := range []string{"10.7.0.0/25", "10.9.0.0/24", "10.8.0.0/24", "fd07::/96"} {
+			if o := (ForwardSpec{Network: "net", Subnets: []netip.Prefix{netip.MustParsePrefix(other)}}); inPlace(families[0], o) && inPlace(families[1], o) {
+				t.Errorf("%s seen in place", other)
 			}
 		}
 		return nil
@@ -68,7 +95,7 @@ func TestForward(t *testing.T) {
 		t.Fatalf("blocked with the accept rules in place: %q", blocked)
 	}
 	run(func() error { return EnsureForward(s) }) // again: nothing doubled
-	if strings.Count(state(), "-j "+ForwardChain("net")) != 2 {
+	if st := state(); strings.Count(st, "-j "+ForwardChain("net")) != 2 || strings.Count(st, "-s 10.7.0.0/24 -j ACCEPT") != 1 {
 		t.Fatalf("jumps doubled:\n%s", state())
 	}
 	run(func() error { return RemoveForward("net") })

@@ -102,6 +102,45 @@ func inPlace(t *iptables.IPTables, network string, body [][]string) (bool, error
 	return slices.Equal(have, want), nil
 }
 
+// planned is the chain's rules and jumps for rules of one family, and
+// whether the chain holds them. A chain that differs is compared once
+// more with the rules of every subnet with a jump from POSTROUTING: jumps
+// are only added while the network lives, so they name the subnets of
+// earlier configs, whose pods may still run after an operator changed the
+// network's subnet; their traffic to each other must stay unmasqueraded.
+// (The common case, a chain as the config says, costs no POSTROUTING read.)
+func planned(t *iptables.IPTables, network string, rules []Rule) (jumps, body [][]string, ok bool, err error) {
+	jumps, body = iptSpecs(network, rules)
+	if ok, err = inPlace(t, network, body); ok || err != nil {
+		return jumps, body, ok, err
+	}
+	lines, err := t.List("nat", "POSTROUTING")
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("list POSTROUTING: %w", err)
+	}
+	all := slices.Clone(rules)
+	for _, l := range lines {
+		if subnet, ok := jumpSubnet(l, ChainName(network)); ok && !slices.ContainsFunc(all, func(r Rule) bool { return r.Subnet == subnet }) {
+			all = append(all, Rule{Network: network, Subnet: subnet})
+		}
+	}
+	jumps, body = iptSpecs(network, all)
+	ok, err = inPlace(t, network, body)
+	return jumps, body, ok, err
+}
+
+// jumpSubnet is the source subnet of a listed POSTROUTING rule that jumps
+// to chain.
+func jumpSubnet(line, chain string) (netip.Prefix, bool) {
+	f := strings.Fields(line)
+	i := slices.Index(f, "-s")
+	if len(f) < 2 || f[0] != "-A" || !slices.Contains(f, chain) || i < 0 || i+1 >= len(f) {
+		return netip.Prefix{}, false
+	}
+	subnet, err := netip.ParsePrefix(f[i+1])
+	return subnet, err == nil
+}
+
 func (b *iptBackend) Ensure(s Spec) error {
 	network := s.Network
 	for p, rules := range byFamily(s) {
@@ -109,8 +148,7 @@ func (b *iptBackend) Ensure(s Spec) error {
 		if err != nil {
 			return err
 		}
-		jumps, body := iptSpecs(network, rules)
-		ok, err := inPlace(t, network, body)
+		jumps, body, ok, err := planned(t, network, rules)
 		if err != nil {
 			return fmt.Errorf("list chain %s: %w", ChainName(network), err)
 		}
@@ -155,13 +193,8 @@ func (b *iptBackend) Remove(network string) error {
 		for _, l := range lines {
 			// Rebuild the jump from its source subnet rather than reuse the
 			// listed words: iptables quotes the comment when it lists it.
-			f := strings.Fields(l)
-			i := slices.Index(f, "-s")
-			if len(f) < 2 || f[0] != "-A" || !slices.Contains(f, chain) || i < 0 || i+1 >= len(f) {
-				continue
-			}
-			subnet, err := netip.ParsePrefix(f[i+1])
-			if err != nil {
+			subnet, ok := jumpSubnet(l, chain)
+			if !ok {
 				continue
 			}
 			jumps, _ := iptSpecs(network, []Rule{{Network: network, Subnet: subnet}})
@@ -183,8 +216,7 @@ func (b *iptBackend) Check(s Spec) error {
 		if err != nil {
 			return err
 		}
-		jumps, body := iptSpecs(network, rules)
-		ok, err := inPlace(t, network, body)
+		jumps, _, ok, err := planned(t, network, rules)
 		if err != nil {
 			return err
 		}

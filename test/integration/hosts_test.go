@@ -477,3 +477,75 @@ exec "$0"' ` + filepath.Join(binDir, p) + "\n"
 	}
 	return dir
 }
+
+// TestSubnetEditedUnderLivePods: an operator changes a network's subnet
+// while its pods run (a conflist edited, a node agent's new podCIDR).
+// Under Docker's FORWARD DROP policy the pods of both subnets reach the
+// outside, the new pod passes CHECK, and with the iptables backend the old
+// subnet's pods still reach each other with their own addresses: the
+// network's FORWARD accept chain and masquerade chain hold the rules of
+// every subnet it had (they used to be rewritten for the new subnet alone,
+// or left as they were: an accept chain with as many rules was taken for
+// "in place"). The last DEL removes them all. (veth-ptp only: a bridge
+// has one gateway address, and bridge-nat, like the reference, replaces it
+// only with forceAddress, cutting the old subnet off by design.)
+func TestSubnetEditedUnderLivePods(t *testing.T) {
+	w := newWorld(t)
+	w.outside(t)
+	if err := w.inHost(func() error {
+		return exec.Command("iptables", "-P", "FORWARD", "DROP").Run()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for n, tc := range []struct{ plugin, extra string }{
+		{"veth-ptp", `"ipMasqBackend":"iptables"`},
+		{"veth-ptp", `"ipMasqBackend":"nftables"`},
+	} {
+		backend := map[bool]string{true: "iptables", false: "nftables"}[strings.Contains(tc.extra, "iptables")]
+		t.Run(tc.plugin+"/"+backend, func(t *testing.T) {
+			before := w.hostState(t)
+			conf := func(subnet string) *libcni.NetworkConfigList {
+				return w.list("1.1.0", "edit-"+tc.plugin+backend, fmt.Sprintf(`{"type":%q,"ipMasq":true,%s,"ipam":{"type":"host-local","dataDir":%q,`+
+					`"subnet":%q,"routes":[{"dst":"0.0.0.0/0"}]}}`, tc.plugin, tc.extra, filepath.Join(w.sb.Dir, "ipam"), subnet))
+			}
+			was := conf("10.40.0.0/24")
+			pods := map[string]*nsutil.NS{}
+			addrs := map[string]string{}
+			add := func(list *libcni.NetworkConfigList, id string) {
+				t.Helper()
+				pods[id] = w.sb.PodT(t, fmt.Sprintf("%s%d", id, n))
+				res, err := w.add(list, w.rt(id, pods[id], "eth0"))
+				if err != nil {
+					t.Fatalf("ADD %s: %v", id, err)
+				}
+				addrs[id] = res.IPs[0].Address.IP.String()
+			}
+			add(was, "old1")
+			add(was, "old2")
+			serveSource(t, pods["old2"])
+			now := conf("10.41.0.0/23") // a prefix off a byte boundary
+			add(now, "new1")
+			if err := w.check(now, w.rt("new1", pods["new1"], "eth0")); err != nil {
+				t.Errorf("CHECK of the new subnet's pod: %v", err)
+			}
+			for _, id := range []string{"old1", "new1"} {
+				if err := ping(t, pods[id], nstest.Outside4); err != nil {
+					var rules []byte
+					_ = w.inHost(func() error { rules, _ = exec.Command("iptables-save").CombinedOutput(); return nil })
+					t.Errorf("%s (%s) cannot reach the outside through the DROP policy: %v\n%s", id, addrs[id], err, rules)
+				}
+			}
+			if got, err := nstest.Fetch(pods["old1"], addrs["old2"]+":80"); err != nil || got != addrs["old1"] {
+				t.Errorf("old2 sees old1 (%s) as %q (%v): pod-to-pod traffic of the old subnet masqueraded", addrs["old1"], got, err)
+			}
+			for _, id := range []string{"old1", "old2", "new1"} {
+				if err := w.del(now, w.rt(id, pods[id], "eth0")); err != nil {
+					t.Fatalf("DEL %s: %v", id, err)
+				}
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
+			}
+		})
+	}
+}
