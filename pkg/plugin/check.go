@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -49,6 +50,10 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	defer t.Close()
 	c := &Checked{Attachment: a, Target: t, Prev: prev, Own: OwnAddresses(prev, idx)}
 	if c.HostLink, err = netconf.CheckLink(t.Host, a.HostVeth, "host"); err != nil {
+		if unknown(a, err) {
+			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no attachment of container %s with interface %s on network %q "+
+				"(no host link, no addresses reserved); ADD it first", args.ContainerID, args.IfName, a.Conf.Name), "")
+		}
 		return err
 	}
 	if c.ContLink, err = checkContainerLink(c); err != nil {
@@ -139,4 +144,19 @@ func (r runner[T, D]) status(args *skel.CmdArgs) error {
 		}
 	}
 	return nil
+}
+
+// unknown reports whether CHECK's missing host link (err) means the
+// attachment was never made, or is gone whole: the store holds no address
+// for it either (code 3, unknown container, rather than a broken one).
+func unknown(a *Attachment, err error) bool {
+	var nf netlink.LinkNotFoundError
+	if !errors.As(err, &nf) {
+		return false
+	}
+	if a.IPAM == nil {
+		return true
+	}
+	held, ok := a.IPAM.Held()
+	return ok && len(held) == 0
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -78,12 +79,27 @@ func loadIPAMLenient(args *skel.CmdArgs) *IPAM {
 	return newIPAM(conf, args)
 }
 
+// findDelegate says, naming the key, when the IPAM plugin ipam.type names
+// is not in CNI_PATH: a config mistake (or a missing install) an operator
+// can act on, where the exec's own error would reach the runtime as code
+// 999.
+func (m *IPAM) findDelegate() error {
+	path := os.Getenv("CNI_PATH")
+	if _, err := invoke.FindInPath(m.Type, filepath.SplitList(path)); err != nil {
+		return fmt.Errorf(`"ipam.type": no IPAM plugin %q in CNI_PATH (%s); install it there or name another`, m.Type, path)
+	}
+	return nil
+}
+
 // Add reserves the attachment's addresses and returns them as a result
 // (IPs with gateways, routes, DNS; no interfaces yet) plus a release func
 // that undoes exactly what this call acquired: addresses an earlier ADD of
 // the same attachment reserved are never released by it.
 func (m *IPAM) Add(ctx context.Context) (*current.Result, func() error, error) {
 	if m.Local == nil {
+		if err := m.findDelegate(); err != nil {
+			return nil, nil, ConfigError("%v", err)
+		}
 		r, err := invoke.DelegateAdd(ctx, m.Type, m.stdin, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("ipam %s: %w", m.Type, err)
@@ -182,6 +198,9 @@ func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment, keep func(id,
 // Status answers code 50 when an ADD could not get addresses now.
 func (m *IPAM) Status(ctx context.Context) error {
 	if m.Local == nil {
+		if err := m.findDelegate(); err != nil {
+			return UnavailableError("%v", err)
+		}
 		return invoke.DelegateStatus(ctx, m.Type, m.stdin, nil)
 	}
 	if err := m.Local.Status(); err != nil {

@@ -268,6 +268,25 @@ func TestVethPTPBadInput(t *testing.T) {
 	if after := w.settled(t, before); after != before {
 		t.Fatalf("route without a gateway left:\n%s", stateDiff(before, after))
 	}
+	// An IPAM plugin CNI_PATH does not have: code 7 naming the key, and
+	// STATUS says the network cannot serve ADDs (50).
+	stdin = fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"veth-ptp","ipam":{"type":"nosuch"}}`, w.netName("nosuch"))
+	if e := w.exec("veth-ptp", w.pluginEnv("ADD", "ctr", pod.Path(), "eth0"), stdin).cniError(t); e.Code != 7 || !strings.Contains(e.Msg, `"ipam.type": no IPAM plugin "nosuch" in CNI_PATH`) {
+		t.Fatalf("missing IPAM plugin: %+v", e)
+	}
+	if e := w.exec("veth-ptp", []string{"CNI_COMMAND=STATUS", "CNI_PATH=" + binDir}, stdin).cniError(t); e.Code != 50 || !strings.Contains(e.Msg, `"ipam.type"`) {
+		t.Fatalf("STATUS with a missing IPAM plugin: %+v", e)
+	}
+	// CHECK of an attachment never made: code 3, unknown container.
+	stdin = w.pluginStdin("1.1.0", "never", "veth-ptp", families[0], "")
+	check := strings.TrimSuffix(stdin, "}") + `,"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"` + pod.Path() +
+		`"}],"ips":[{"address":"10.10.0.9/24","interface":0}]}}`
+	if e := w.exec("veth-ptp", w.pluginEnv("CHECK", "never", pod.Path(), "eth0"), check).cniError(t); e.Code != 3 || !strings.Contains(e.Msg, "no attachment of container never") {
+		t.Fatalf("CHECK of an attachment never made: %+v", e)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
+	}
 }
 
 // TestVethPTPChainedWithPortmapAndTuning chains the reference portmap and
