@@ -27,7 +27,7 @@ func main() {
 
 func build(bin, out, name string) error {
 	files := map[string]string{"netns-cni-node": "netns-cni-node"}
-	for _, p := range []string{"loopback", "veth-ptp", "bridge-nat"} {
+	for _, p := range []string{"loopback", "veth-ptp", "bridge-nat", "netns-cni"} {
 		files["opt/netns-cni/bin/"+p] = p
 	}
 	im := ociimage.Image{

@@ -111,7 +111,15 @@ func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {
 	} else {
 		main["capabilities"] = ports
 	}
-	return json.MarshalIndent(map[string]any{"cniVersion": "1.0.0", "name": "netns-cni", "plugins": plugins}, "", "  ")
+	// cniVersion 1.0.0 is what containerd 1.6 and 1.7 (libcni 1.1) can
+	// read results of; cniVersions lets a runtime whose libcni knows spec
+	// 1.1.0 (containerd 2.x) pick it, and with it STATUS and GC. Not with
+	// the reference portmap in the chain: Debian's speaks 1.0.0 at most.
+	list := map[string]any{"cniVersion": "1.0.0", "name": "netns-cni", "plugins": plugins}
+	if !cfg.Portmap {
+		list["cniVersions"] = []string{"1.0.0", "1.1.0"}
+	}
+	return json.MarshalIndent(list, "", "  ")
 }
 
 // WriteIfChanged writes data to path atomically (a temporary file renamed

@@ -40,7 +40,9 @@ func TestConflistDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got struct {
-		Plugins []struct {
+		CNIVersion  string   `json:"cniVersion"`
+		CNIVersions []string `json:"cniVersions"`
+		Plugins     []struct {
 			Type         string          `json:"type"`
 			Capabilities map[string]bool `json:"capabilities"`
 			NoMas        []string        `json:"nonMasqueradeCIDRs"`
@@ -64,6 +66,10 @@ func TestConflistDualStack(t *testing.T) {
 	if len(got.Plugins) != 2 || got.Plugins[1].Type != "portmap" || !got.Plugins[1].Capabilities["portMappings"] || p.Capabilities["portMappings"] {
 		t.Fatalf("portmap asked for: the reference portmap must map the ports, and only it: %s", data)
 	}
+	// With the reference portmap (Debian's speaks 1.0.0 at most), 1.0.0 only.
+	if got.CNIVersion != "1.0.0" || got.CNIVersions != nil {
+		t.Fatalf("versions with portmap: %s", data)
+	}
 	// By default the main plugin maps them, with no portmap in the chain.
 	cfg.Portmap = false
 	data, _ = Conflist(cfg, node("n1", "192.168.1.1", "10.244.1.0/24"))
@@ -73,6 +79,11 @@ func TestConflistDualStack(t *testing.T) {
 	}
 	if len(got.Plugins) != 1 || !got.Plugins[0].Capabilities["portMappings"] {
 		t.Fatalf("built-in port mappings: %s", data)
+	}
+	// 1.0.0 for containerd 1.6/1.7; 1.1.0 (STATUS, GC) for runtimes that
+	// know it.
+	if got.CNIVersion != "1.0.0" || !slices.Equal(got.CNIVersions, []string{"1.0.0", "1.1.0"}) {
+		t.Fatalf("versions: %s", data)
 	}
 	if _, err := Conflist(cfg, node("n2", "192.168.1.2")); err == nil {
 		t.Fatal("a node without podCIDRs got a conflist")

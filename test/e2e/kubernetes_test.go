@@ -185,7 +185,7 @@ func (c *cluster) bringUp() {
 		return ""
 	})
 	for _, n := range c.nodes {
-		for _, p := range []string{"loopback", "veth-ptp", "bridge-nat"} {
+		for _, p := range []string{"loopback", "veth-ptp", "bridge-nat", "netns-cni"} {
 			if _, err := os.Stat(filepath.Join(n.r.dir, "cni-bin", p)); err != nil {
 				t.Fatalf("%s: the agent did not install %s: %v", n.name, p, err)
 			}

@@ -93,7 +93,7 @@ func run(log *slog.Logger, o options) error {
 		_ = srv.Shutdown(shut)
 	}()
 
-	done, err := agent.InstallBinaries(o.srcBin, o.binDir, []string{"loopback", "veth-ptp", "bridge-nat"})
+	done, err := agent.InstallBinaries(o.srcBin, o.binDir, []string{"loopback", "veth-ptp", "bridge-nat", "netns-cni"})
 	if err != nil {
 		return err
 	}

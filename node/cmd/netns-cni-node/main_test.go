@@ -53,7 +53,7 @@ func testOptions(t *testing.T) options {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []string{"loopback", "veth-ptp", "bridge-nat"} {
+	for _, p := range []string{"loopback", "veth-ptp", "bridge-nat", "netns-cni"} {
 		if err := os.WriteFile(filepath.Join(o.srcBin, p), []byte("#!/bin/true\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
