@@ -182,8 +182,14 @@ $(GOBIN)/golangci-lint:
 lint: tools
 	@for m in $(MODULES); do echo "lint $$m"; (cd $$m && $(GO) vet ./... && $(GOBIN)/golangci-lint run ./...) || exit 1; done
 
+# install: a plugin of the same name that is not netns-cni's (the runtime's
+# loopback, which containerd's CRI runs for every sandbox) is kept as
+# <name>.before-netns-cni, and uninstall puts it back.
 install: build
 	install -d $(DESTDIR)$(BINDIR)
+	@for p in $(PLUGINS); do f=$(DESTDIR)$(BINDIR)/$$p; \
+	  if [ -e $$f ] && ! grep -qs 'github.com/netns-cni/netns-cni' $$f && [ ! -e $$f.before-netns-cni ]; then \
+	    mv $$f $$f.before-netns-cni && echo "kept the $$p that was there as $$f.before-netns-cni (make uninstall restores it)"; fi; done
 	install -m 0755 $(addprefix bin/,$(PLUGINS) netns-cni) $(DESTDIR)$(BINDIR)/
 	@echo "installed $(PLUGINS) and the operator command netns-cni into $(DESTDIR)$(BINDIR)"
 
@@ -199,10 +205,16 @@ install-config:
 # uninstall removes what install and install-config put in place. The
 # networks' state (addresses under /var/lib/cni/networks, rules, links)
 # goes with their pods; see the README's "Uninstall".
+# An example configuration is removed only when it is still the one
+# shipped: an edited copy stays, and so does another file of its name.
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(PLUGINS) netns-cni)
-	rm -f $(addprefix $(DESTDIR)$(CONFDIR)/,$(notdir $(wildcard examples/*.conflist)))
-	@echo "removed $(PLUGINS) from $(DESTDIR)$(BINDIR) and the examples from $(DESTDIR)$(CONFDIR)"
+	@for p in $(PLUGINS) netns-cni; do f=$(DESTDIR)$(BINDIR)/$$p; \
+	  if [ -e $$f ] && ! grep -qs 'github.com/netns-cni/netns-cni' $$f; then echo "kept $$f: not netns-cni's"; continue; fi; \
+	  rm -f $$f; \
+	  if [ -e $$f.before-netns-cni ]; then mv $$f.before-netns-cni $$f && echo "restored the $$p that was there before install"; fi; done
+	@for e in $(notdir $(wildcard examples/*.conflist)); do f=$(DESTDIR)$(CONFDIR)/$$e; \
+	  if [ -e $$f ]; then if cmp -s examples/$$e $$f; then rm -f $$f; else echo "kept $$f: not the shipped example"; fi; fi; done
+	@echo "removed netns-cni's plugins from $(DESTDIR)$(BINDIR) and its examples from $(DESTDIR)$(CONFDIR)"
 
 clean:
 	rm -rf bin .tools

@@ -1,13 +1,17 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestCnitool drives the loopback plugin through the cnitool binary, as a
@@ -135,5 +139,55 @@ func TestExamples(t *testing.T) {
 				t.Fatalf("left:\n%s", stateDiff(before, after))
 			}
 		})
+	}
+}
+
+// TestMakeInstallKeepsTheRuntimesLoopback: make install into a staging
+// root that holds another loopback (containerd's CRI runs the one in
+// /opt/cni/bin for every sandbox) keeps it aside, and make uninstall puts
+// it back; uninstall removes an example configuration only while it is the
+// one shipped.
+func TestMakeInstallKeepsTheRuntimesLoopback(t *testing.T) {
+	nstest.NeedFile(t, filepath.Join(refDir, "loopback"), "make deps")
+	root, repo := t.TempDir(), filepath.Join("..", "..")
+	bin, conf := filepath.Join(root, "opt", "cni", "bin"), filepath.Join(root, "etc", "cni", "net.d")
+	theirs, err := os.ReadFile(filepath.Join(refDir, "loopback"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "loopback"), theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	make := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("make", append([]string{"-C", repo, "DESTDIR=" + root}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	make("install")
+	make("install") // twice: the kept loopback stays the runtime's
+	make("install-config")
+	if b, _ := os.ReadFile(filepath.Join(bin, "loopback.before-netns-cni")); !bytes.Equal(b, theirs) {
+		t.Fatal("the runtime's loopback was not kept aside")
+	}
+	if b, _ := os.ReadFile(filepath.Join(bin, "loopback")); !bytes.Contains(b, []byte("github.com/netns-cni/netns-cni")) {
+		t.Fatal("netns-cni's loopback not installed")
+	}
+	edited := filepath.Join(conf, "99-loopback.conflist")
+	if err := os.WriteFile(edited, []byte(`{"edited":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := make("uninstall")
+	if b, _ := os.ReadFile(filepath.Join(bin, "loopback")); !bytes.Equal(b, theirs) {
+		t.Fatalf("uninstall did not restore the runtime's loopback:\n%s", out)
+	}
+	left, _ := filepath.Glob(filepath.Join(root, "*", "cni", "*", "*"))
+	if want := []string{edited, filepath.Join(bin, "loopback")}; !slices.Equal(slices.Sorted(slices.Values(left)), slices.Sorted(slices.Values(want))) {
+		t.Fatalf("after uninstall: %v, want %v\n%s", left, want, out)
 	}
 }
