@@ -172,20 +172,40 @@ func arity(min, max int) string {
 	return "NETWORK and at most NETNS"
 }
 
-// loadNetwork is libcni's LoadNetworkConf, naming the file when one in the
-// directory does not parse.
+// loadNetwork is libcni's LoadNetworkConf, with an error that helps: a
+// network not found names the networks the directory has, and the files
+// in it that do not parse (one of them may be the network asked for).
+// (libcni gives up at the first file that does not parse, even when
+// another holds the network: that one is loaded here.)
 func (o *options) loadNetwork(network string) (*libcni.NetworkConfigList, error) {
 	list, err := libcni.LoadNetworkConf(o.netconfPath, network)
 	if err == nil {
 		return list, nil
 	}
-	files, _ := libcni.ConfFiles(o.netconfPath, []string{".conf", ".conflist", ".json"})
+	files, ferr := libcni.ConfFiles(o.netconfPath, []string{".conf", ".conflist", ".json"})
+	if ferr != nil {
+		return nil, fmt.Errorf("load network config from %s: %w", o.netconfPath, ferr)
+	}
+	var names, broken []string
 	for _, f := range files {
-		if _, perr := libcni.NetworkConfFromFile(f); perr != nil {
-			return nil, fmt.Errorf("load network config from %s: %s: %w", o.netconfPath, f, perr)
+		l, perr := libcni.NetworkConfFromFile(f)
+		switch {
+		case perr != nil:
+			broken = append(broken, fmt.Sprintf("%s: %v", f, perr))
+		case l.Name == network:
+			return l, nil
+		default:
+			names = append(names, l.Name)
 		}
 	}
-	return nil, fmt.Errorf("load network config from %s: %w", o.netconfPath, err)
+	msg := fmt.Sprintf("no network named %q in %s", network, o.netconfPath)
+	if len(names) > 0 {
+		msg += " (it has: " + strings.Join(names, ", ") + ")"
+	}
+	if len(broken) > 0 {
+		msg += "; files that do not parse, which may hold it: " + strings.Join(broken, "; ")
+	}
+	return nil, errors.New(msg)
 }
 
 func (o *options) do(cmd, network, netns string, stdout io.Writer) error {
@@ -226,7 +246,11 @@ func (o *options) do(cmd, network, netns string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return res.PrintTo(stdout)
+		if err := res.PrintTo(stdout); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout) // PrintTo ends without one
+		return err
 	case "check":
 		return cni.CheckNetworkList(ctx, list, rt)
 	default:

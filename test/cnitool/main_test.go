@@ -123,3 +123,24 @@ func TestBrokenConflistNamed(t *testing.T) {
 		t.Fatalf("code %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestNetworkNotFound: a network the directory lacks is named with those
+// it has, whatever files beside them do not parse.
+func TestNetworkNotFound(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"10-good.conflist":   `{"cniVersion":"1.0.0","name":"good","plugins":[{"type":"loopback"}]}`,
+		"20-broken.conflist": `{"cniVersion":"1.0.0","name":`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"--netconfpath", dir, "status", "nosuch"}, &out, &errb)
+	for _, want := range []string{`no network named "nosuch"`, "(it has: good)", "20-broken.conflist"} {
+		if code != 1 || !strings.Contains(errb.String(), want) {
+			t.Fatalf("code %d, stderr %q; want %q", code, errb.String(), want)
+		}
+	}
+}
