@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -203,14 +204,26 @@ func (o *options) pools(n *inspect.Node, stdout, _ io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NETWORK\tRANGES\tUSED\tFREE\tSIZE")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", r.Network, r.Ranges, r.Used, r.Free, r.Size)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Network, r.Ranges, r.Used, count(r.Free), count(r.Size))
 	}
 	_ = tw.Flush()
 	return 0
 }
 
+// count prints an address count; the store counts up to 2^63 (an IPv6
+// /64 and wider), which it prints as such rather than as 2^63-1.
+func count(n uint64) string {
+	if n >= 1<<63-1<<32 {
+		return "≥2^63"
+	}
+	return strconv.FormatUint(n, 10)
+}
+
 func subject(p inspect.Problem) string {
 	s := p.Network
+	if s == "" {
+		s = p.File
+	}
 	if p.ContainerID != "" {
 		s += " " + p.ContainerID + "/" + p.IfName
 	}

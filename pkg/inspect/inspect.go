@@ -216,7 +216,7 @@ func (n *Node) readConfigs() error {
 		if err != nil {
 			// One broken file must not hide the rest of the node: audit
 			// reports it.
-			n.unreadable = append(n.unreadable, Problem{Kind: BrokenConfig, Detail: fmt.Sprintf("%s: %v", f, err),
+			n.unreadable = append(n.unreadable, Problem{Kind: BrokenConfig, File: f, Detail: fmt.Sprintf("%s: %v", f, err),
 				Fix: "correct the file: a runtime cannot load that network either"})
 			continue
 		}
@@ -396,7 +396,9 @@ type Problem struct {
 	Network     string `json:"network,omitempty"`
 	ContainerID string `json:"containerID,omitempty"`
 	IfName      string `json:"ifname,omitempty"`
-	Detail      string `json:"detail"`
+	// File is the configuration file a problem is in (broken-config).
+	File   string `json:"file,omitempty"`
+	Detail string `json:"detail"`
 	// Fix says what repair does, or what an operator should; Repairable
 	// whether repair does it.
 	Fix        string `json:"fix"`

@@ -177,7 +177,7 @@ func (c *Config) pick(s *store, i int, set RangeSet, o Owner, held, fresh []neti
 			}
 		}
 		if a = set.next(a); a == start {
-			return Lease{}, fmt.Errorf("%w in range set %s: all %d addresses are reserved", ErrExhausted, set, set.Size())
+			return Lease{}, fmt.Errorf("%w in range set %s: all %d addresses it hands out are reserved%s", ErrExhausted, set, set.Size(), set.gatewayNote())
 		}
 	}
 }

@@ -62,6 +62,21 @@ func (s RangeSet) String() string {
 	return strings.Join(parts, ",")
 }
 
+// gatewayNote says which gateways inside the set's ranges are not handed
+// out, for messages that give the ranges and a count of addresses.
+func (s RangeSet) gatewayNote() string {
+	var gws []string
+	for _, r := range s {
+		if r.Contains(r.Gateway) {
+			gws = append(gws, r.Gateway.String())
+		}
+	}
+	if len(gws) == 0 {
+		return ""
+	}
+	return " (the gateway " + strings.Join(gws, ", ") + " is not handed out)"
+}
+
 // Size is the number of addresses the set can hand out.
 func (s RangeSet) Size() uint64 {
 	var n uint64

@@ -502,7 +502,8 @@ func IfnameFree(host, cont Handle, ifname, netns string) error {
 		return err
 	}
 	if !cleared {
-		return fmt.Errorf("CNI_IFNAME %s %w in %s; DEL the attachment first", ifname, ErrIfnameExists, netns)
+		return fmt.Errorf("CNI_IFNAME %s %w in %s: an interface of that name is there (this attachment's, from an ADD not yet DELeted, "+
+			"or another one); DEL the attachment first, or choose another CNI_IFNAME", ifname, ErrIfnameExists, netns)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -44,6 +45,12 @@ func setupLog(file, level string, attrs ...any) error {
 		errs = append(errs, ConfigError(`"logLevel": must be one of debug, info, warn, error, got %q`, level))
 	}
 	w := logOut
+	if file != "" && !filepath.IsAbs(file) {
+		// Relative to what? The runtime's working directory, which differs
+		// from runtime to runtime: refused, as ipam.dataDir is.
+		errs = append(errs, ConfigError(`"logFile": %q is not an absolute path; give one such as /var/log/netns-cni.log`, file))
+		file = ""
+	}
 	if file != "" {
 		rotate(file)
 		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)

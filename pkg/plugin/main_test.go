@@ -104,6 +104,7 @@ func TestRunErrors(t *testing.T) {
 		{"bad type", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","mtu":"big"}`, 6, `"mtu": want int, got string`, "1.0.0"},
 		{"invalid value", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","mtu":9}`, 7, `"mtu": must be 68-65535`, "1.0.0"},
 		{"bad loglevel", withCmd("DEL"), `{"cniVersion":"1.0.0","name":"n","logLevel":"loud"}`, 7, `"logLevel"`, "1.0.0"},
+		{"relative logFile", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","logFile":"rel.log"}`, 7, `"logFile": "rel.log" is not an absolute path`, "1.0.0"},
 		{"bad prevResult", withCmd("ADD"), `{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":"x"}}`, 6, `"prevResult"`, "1.0.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

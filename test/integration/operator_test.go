@@ -138,12 +138,16 @@ func TestOperatorCommand(t *testing.T) {
 		var ps []struct {
 			Kind        string `json:"kind"`
 			ContainerID string `json:"containerID"`
+			File        string `json:"file"`
 		}
 		if err := json.Unmarshal([]byte(r.stdout), &ps); err != nil {
 			t.Fatalf("audit --json: %v: %s %s", err, r.stdout, r.stderr)
 		}
 		var out []string
 		for _, p := range ps {
+			if p.Kind == "broken-config" && !strings.HasPrefix(p.File, w.confDir) {
+				t.Errorf("broken-config names no file: %+v", p)
+			}
 			out = append(out, p.Kind+" "+p.ContainerID)
 		}
 		slices.Sort(out)
