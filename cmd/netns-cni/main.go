@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -36,7 +37,12 @@ Commands:
            link still exists; DELs through the network's own plugins, which
            take the locks they always take.
   pools    per network and range set: addresses used and free
-  help     this text
+  help     this text (every command's; flags may come before or after it)
+
+It reads the node as seen from the network namespace it runs in: that
+namespace's links and rules are the "host" (run it with ip netns exec, or
+nsenter -n, to inspect another). Stores and the cache are read from the
+paths below, whatever the namespace.
 
 Flags:
 `
@@ -90,7 +96,11 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	return cmd(node, stdout, stderr)
 }
 
+// printJSON prints v; an empty list is [], never null.
 func (o *options) printJSON(w io.Writer, v any) int {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []any{}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {

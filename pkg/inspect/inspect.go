@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -121,6 +122,11 @@ type strayPorts struct {
 // cacheDir libcni's cache directory (/var/lib/cni).
 func Read(confDir, cacheDir string) (*Node, error) {
 	n := &Node{ConfDir: confDir, CacheDir: cacheDir, BootTime: ipam.BootTime(), links: map[string]netconf.Attachment{}}
+	// libcni takes a missing directory for an empty one; here that would
+	// turn a mistyped --conf-dir into "nothing wrong".
+	if fi, err := os.Stat(confDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("CNI config directory %s: not a directory (%v); give the runtime's with --conf-dir", confDir, err)
+	}
 	if err := n.readConfigs(); err != nil {
 		return nil, err
 	}
