@@ -124,8 +124,10 @@ func Read(confDir, cacheDir string) (*Node, error) {
 	n := &Node{ConfDir: confDir, CacheDir: cacheDir, BootTime: ipam.BootTime(), links: map[string]netconf.Attachment{}}
 	// libcni takes a missing directory for an empty one; here that would
 	// turn a mistyped --conf-dir into "nothing wrong".
-	if fi, err := os.Stat(confDir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("CNI config directory %s: not a directory (%v); give the runtime's with --conf-dir", confDir, err)
+	if fi, err := os.Stat(confDir); err != nil {
+		return nil, fmt.Errorf("CNI config directory: %w; give the runtime's with --conf-dir", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("CNI config directory %s: not a directory; give the runtime's with --conf-dir", confDir)
 	}
 	if err := n.readConfigs(); err != nil {
 		return nil, err

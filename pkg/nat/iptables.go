@@ -25,8 +25,6 @@ func ChainName(network string) string { return "NETNS-CNI-" + strings.ToUpper(sh
 
 var families = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
 
-func is4(p iptables.Protocol) bool { return p == iptables.ProtocolIPv4 }
-
 func ipt(p iptables.Protocol) (*iptables.IPTables, error) { return iptview.Open(p) }
 
 // iptSpecs are the rules of one family: the jumps and the chain body.
