@@ -215,7 +215,7 @@ func RemoveForward(network string) error {
 			errs = append(errs, err)
 			continue
 		}
-		if err := t.DeleteIfExists("filter", "FORWARD", f.jump(network)...); err != nil && !gone(err) {
+		if err := iptview.DeleteIfExists(t, "filter", "FORWARD", f.jump(network)...); err != nil {
 			errs = append(errs, fmt.Errorf("%s: delete jump to %s: %w", f.cmd, ForwardChain(network), err))
 		}
 		if err := t.ClearAndDeleteChain("filter", ForwardChain(network)); err != nil && !gone(err) {
@@ -232,10 +232,7 @@ func absent(f family, network string) bool {
 }
 
 // gone reports an iptables error that says the rule or chain is not there.
-func gone(err error) bool {
-	var e *iptables.Error
-	return errors.As(err, &e) && (e.IsNotExist() || strings.Contains(e.Error(), "does not exist"))
-}
+func gone(err error) bool { return iptview.Gone(err) }
 
 // CheckForward reports the network's accept rules missing (for CHECK).
 func CheckForward(s ForwardSpec) error {

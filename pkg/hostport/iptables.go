@@ -391,7 +391,7 @@ func (b iptBackend) Drop(network string) error {
 			errs = append(errs, netconf.SetRouteLocalnet(r.value("-i"), false))
 		}
 		for _, j := range jumps(f, network) {
-			if err := t.DeleteIfExists(j.table, j.chain, j.rule...); err != nil {
+			if err := iptview.DeleteIfExists(t, j.table, j.chain, j.rule...); err != nil {
 				errs = append(errs, fmt.Errorf("%s: delete jump from %s: %w", f.cmd, j.chain, err))
 			}
 		}

@@ -564,7 +564,7 @@ func (n *Node) Repair(p Problem, cniPath []string) error {
 		if cfg := n.network(p.Network); cfg != nil {
 			net.Backend = cfg.IPMasqBackend
 		}
-		_, err := net.UnmapPorts(hostport.Spec{Network: netconf.Key(p.Network), Owner: p.owner}, nil)
+		_, err := net.UnmapPorts(hostport.Spec{Network: netconf.Key(p.Network), Owner: p.owner}, nil, true)
 		return err
 	case NATWithoutAttached:
 		// Both backends: the rules are in whichever an earlier config named.

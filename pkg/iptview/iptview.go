@@ -8,6 +8,7 @@
 package iptview
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -128,4 +129,30 @@ func Lacks(fam nftables.TableFamily, match func(table, chain string) bool) bool 
 		return false
 	}
 	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool { return match(c.Table.Name, c.Name) })
+}
+
+// Gone reports whether an iptables error says that what it was asked about
+// is not there: the rule, the chain, or — iptables-legacy's way, exit
+// status 2 — the chain a rule jumps to ("Couldn't load target": a jump to
+// a chain that does not exist cannot exist either). iptables-nft says
+// "does not exist", "No chain/target/match by that name", or (1.8.9, for
+// a missing chain) exits 1.
+func Gone(err error) bool {
+	var e *iptables.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	msg := e.Error()
+	return e.IsNotExist() || strings.Contains(msg, "does not exist") || strings.Contains(msg, "Couldn't load target") ||
+		strings.Contains(msg, "No chain/target/match")
+}
+
+// DeleteIfExists is t.DeleteIfExists, for which a rule whose target chain
+// is gone is no error (Gone): on an iptables-legacy host the check before
+// the delete fails for it.
+func DeleteIfExists(t *iptables.IPTables, table, chain string, rule ...string) error {
+	if err := t.DeleteIfExists(table, chain, rule...); err != nil && !Gone(err) {
+		return err
+	}
+	return nil
 }

@@ -88,7 +88,7 @@ func mapPorts(add *Add) (func() error, error) {
 	if errors.Is(err, lock.ErrBusy) {
 		return nil, err
 	}
-	undo := func() error { _, err := n.UnmapPorts(s, hostport.Pods(entries)); return err }
+	undo := func() error { _, err := n.UnmapPorts(s, hostport.Pods(entries), false); return err }
 	if err != nil {
 		return undo, err
 	}
@@ -103,7 +103,7 @@ func mapPorts(add *Add) (func() error, error) {
 // attachment's, a reference portmap chained before the conflist moved to
 // the built-in mappings made them: its forwards go (pkg/adopt).
 func (a *Attachment) unmapPorts(addrs []netip.Addr) error {
-	removed, err := a.Network().UnmapPorts(a.portSpec(a.plannedPorts(addrs)), addrs)
+	removed, err := a.Network().UnmapPorts(a.portSpec(a.plannedPorts(addrs)), addrs, false)
 	if len(removed) == 0 && len(a.Conf.RuntimeConfig.PortMappings) > 0 {
 		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}
 		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}))

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/google/nftables"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -147,14 +149,20 @@ func (n *Network) CheckForwardAccept(res *current.Result) error {
 }
 
 // portBackends are the hostport backends an attachment's forwards may be
-// in, for removal: both, the configured one first. An operator may have
+// in, for removal, the configured one first. An operator may have
 // switched ipMasqBackend under live pods; a forward left in the other
-// backend would send the host port to an address the next pod gets. Each
-// looks before it execs anything.
-func (n *Network) portBackends() []hostport.Backend {
+// backend would send the host port to an address the next pod gets. So
+// the other is looked in too — on DEL (all false) only where that costs
+// no exec: always for nftables (netlink), for iptables only when
+// iptables-nft's tables can be read over netlink (no iptables-legacy
+// tables here). GC and repair (all true) look in both whatever it costs.
+func (n *Network) portBackends(all bool) []hostport.Backend {
 	kinds := []string{hostport.NFTables, hostport.IPTables}
 	if n.Backend == hostport.IPTables {
 		kinds[0], kinds[1] = kinds[1], kinds[0]
+	}
+	if !all && kinds[1] == hostport.IPTables && (iptview.Legacy(nftables.TableFamilyIPv4) || iptview.Legacy(nftables.TableFamilyIPv6)) {
+		kinds = kinds[:1]
 	}
 	var out []hostport.Backend
 	for _, k := range kinds {
@@ -175,12 +183,13 @@ func (n *Network) MapPorts(s hostport.Spec) error {
 
 // UnmapPorts removes the forwards of the attachment s names (of
 // s.Entries, or all it has when nil; pods are its addresses) and returns
-// them.
-func (n *Network) UnmapPorts(s hostport.Spec, pods []netip.Addr) ([]hostport.Entry, error) {
+// them. all: look in the backend the config does not name whatever it
+// costs (see portBackends).
+func (n *Network) UnmapPorts(s hostport.Spec, pods []netip.Addr, all bool) ([]hostport.Entry, error) {
 	var removed []hostport.Entry
 	err := n.locked(func() error {
 		var errs []error
-		for _, b := range n.portBackends() {
+		for _, b := range n.portBackends(all) {
 			r, err := b.Remove(s, pods)
 			removed = append(removed, r...)
 			errs = append(errs, err)
@@ -275,7 +284,7 @@ func (n *Network) Collect(kept map[string]bool, keep func(owner string) bool) ([
 	var removed []hostport.Entry
 	err := n.locked(func() error {
 		errs := []error{filter.RemoveSpoofChecksExcept(n.key(), kept)}
-		for _, b := range n.portBackends() {
+		for _, b := range n.portBackends(true) {
 			r, err := b.Collect(n.key(), keep)
 			removed = append(removed, r...)
 			errs = append(errs, wrap("port mappings", err))

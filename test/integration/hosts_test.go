@@ -549,3 +549,74 @@ func TestSubnetEditedUnderLivePods(t *testing.T) {
 		})
 	}
 }
+
+// TestIptablesLegacyHost: on a host whose iptables is iptables-legacy
+// (RHEL 7, older Ubuntu, many Docker hosts), whose rules netlink cannot
+// read, the plugins run with every iptables the host has going to
+// xtables-legacy-multi (a mount namespace of their own; every exec is
+// logged). ADD, the DEL of a pod that is not the network's last, and the
+// last DEL work for both masquerade backends, with port mappings and the
+// FORWARD accept rules; the last DEL leaves no rule (it failed: legacy
+// iptables fails the check before deleting a jump whose chain is gone);
+// with the nftables backend a DEL that is not the last execs no iptables
+// at all.
+func TestIptablesLegacyHost(t *testing.T) {
+	w := newWorld(t)
+	legacy, log := t.TempDir(), filepath.Join(t.TempDir(), "execs")
+	shim := filepath.Join(legacy, "xtables")
+	if err := os.WriteFile(shim, []byte("#!/bin/bash\necho \"$0 $*\" >> "+log+"\nexec -a \"$(basename \"$0\")\" /usr/sbin/xtables-legacy-multi \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := `#!/bin/sh
+exec /usr/bin/unshare -m /bin/sh -c '/usr/bin/mount --bind ` + shim + ` /usr/sbin/xtables-nft-multi && exec "$0"' ` + filepath.Join(binDir, "veth-ptp") + "\n"
+	if err := os.WriteFile(filepath.Join(legacy, "veth-ptp"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rules := func() string {
+		var b strings.Builder
+		_ = w.inHost(func() error {
+			for _, c := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
+				out, _ := exec.Command(c).CombinedOutput()
+				b.Write(out)
+			}
+			out, _ := exec.Command("nft", "list", "ruleset").CombinedOutput()
+			b.Write(out)
+			return nil
+		})
+		return b.String()
+	}
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			stdin := w.pluginStdin("1.1.0", "legacy-"+backend, "veth-ptp", families[2], capPorts+`,"ipMasq":true,"ipMasqBackend":"`+backend+`"`)
+			withPorts := strings.TrimSuffix(stdin, "}") + `,"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}}`
+			pods := map[string]*nsutil.NS{}
+			run := func(cmd, id, stdin string) {
+				t.Helper()
+				id += backend
+				if pods[id] == nil {
+					pods[id] = w.sb.PodT(t, id)
+				}
+				if r := w.execIn(legacy, "veth-ptp", w.pluginEnv(cmd, id, pods[id].Path(), "eth0"), stdin); r.exit != 0 {
+					t.Fatalf("%s %s on an iptables-legacy host: %s %s", cmd, id, r.stdout, r.stderr)
+				}
+			}
+			run("ADD", "a", withPorts)
+			run("ADD", "b", stdin)
+			if got := rules(); !strings.Contains(got, "NETNS-CNI-FW-") || !strings.Contains(got, "8080") {
+				t.Fatalf("no FORWARD accept rules or forward after ADD:\n%s", got)
+			}
+			_ = os.Remove(log)
+			run("DEL", "a", withPorts)
+			if execs, _ := os.ReadFile(log); backend == "nftables" && len(execs) > 0 {
+				t.Errorf("a DEL that is not the last exec'd iptables:\n%s", execs)
+			}
+			if strings.Contains(rules(), "8080") {
+				t.Fatalf("a's forward left:\n%s", rules())
+			}
+			run("DEL", "b", stdin)
+			if got := rules(); strings.Contains(got, "NETNS-CNI") || strings.Contains(got, "netns-cni") {
+				t.Fatalf("the last DEL left:\n%s", got)
+			}
+		})
+	}
+}
