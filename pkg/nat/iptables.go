@@ -74,8 +74,13 @@ func sig(spec []string) string {
 	return d + " " + j
 }
 
-// inPlace reports whether the chain holds body, in order.
-func inPlace(t *iptables.IPTables, network string, body [][]string) (bool, error) {
+// inPlace compares the chain with body: the same RETURN rules, in any
+// order (each only exempts a destination), and MASQUERADE last. When the
+// chain lacks some of body's RETURN rules and has nothing body does not,
+// missing lists them: they go in at the top, with no rewrite (a rewrite
+// empties the chain for a moment, and flows that start then leave
+// unmasqueraded for good).
+func inPlace(t *iptables.IPTables, network string, body [][]string) (ok bool, missing [][]string, err error) {
 	lines, err := t.List("nat", ChainName(network))
 	if err != nil {
 		// A missing chain: iptables-nft 1.8.9 says "incompatible" rather
@@ -83,9 +88,9 @@ func inPlace(t *iptables.IPTables, network string, body [][]string) (bool, error
 		// counts as "not in place" and leads to a rewrite.
 		var e *iptables.Error
 		if errors.As(err, &e) && (e.IsNotExist() || e.ExitStatus() == 1) {
-			return false, nil
+			return false, nil, nil
 		}
-		return false, err
+		return false, nil, err
 	}
 	var have []string
 	for _, l := range lines {
@@ -93,28 +98,42 @@ func inPlace(t *iptables.IPTables, network string, body [][]string) (bool, error
 			have = append(have, sig(f[2:]))
 		}
 	}
-	var want []string
-	for _, b := range body {
-		want = append(want, sig(b))
+	if len(have) == 0 || len(body) == 0 || have[len(have)-1] != sig(body[len(body)-1]) {
+		return false, nil, nil // empty, or not masquerading last: rewrite
 	}
-	return slices.Equal(have, want), nil
+	returns := map[string]bool{}
+	for _, b := range body[:len(body)-1] {
+		returns[sig(b)] = true
+	}
+	for _, h := range have[:len(have)-1] {
+		if !returns[h] {
+			return false, nil, nil // a rule body does not have: rewrite
+		}
+	}
+	for _, b := range body[:len(body)-1] {
+		if !slices.Contains(have, sig(b)) {
+			missing = append(missing, b)
+		}
+	}
+	return len(missing) == 0, missing, nil
 }
 
-// planned is the chain's rules and jumps for rules of one family, and
-// whether the chain holds them. A chain that differs is compared once
-// more with the rules of every subnet with a jump from POSTROUTING: jumps
-// are only added while the network lives, so they name the subnets of
-// earlier configs, whose pods may still run after an operator changed the
-// network's subnet; their traffic to each other must stay unmasqueraded.
-// (The common case, a chain as the config says, costs no POSTROUTING read.)
-func planned(t *iptables.IPTables, network string, rules []Rule) (jumps, body [][]string, ok bool, err error) {
+// planned is the chain's rules and jumps for rules of one family, whether
+// the chain holds them, and the RETURN rules it lacks (inPlace). A chain
+// that differs is compared once more with the rules of every subnet with
+// a jump from POSTROUTING: jumps are only added while the network lives,
+// so they name the subnets of earlier configs, whose pods may still run
+// after an operator changed the network's subnet; their traffic to each
+// other must stay unmasqueraded. (The common case, a chain as the config
+// says, costs no POSTROUTING read.)
+func planned(t *iptables.IPTables, network string, rules []Rule) (jumps, body [][]string, ok bool, missing [][]string, err error) {
 	jumps, body = iptSpecs(network, rules)
-	if ok, err = inPlace(t, network, body); ok || err != nil {
-		return jumps, body, ok, err
+	if ok, missing, err = inPlace(t, network, body); ok || err != nil {
+		return jumps, body, ok, missing, err
 	}
 	lines, err := t.List("nat", "POSTROUTING")
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("list POSTROUTING: %w", err)
+		return nil, nil, false, nil, fmt.Errorf("list POSTROUTING: %w", err)
 	}
 	all := slices.Clone(rules)
 	for _, l := range lines {
@@ -123,8 +142,8 @@ func planned(t *iptables.IPTables, network string, rules []Rule) (jumps, body []
 		}
 	}
 	jumps, body = iptSpecs(network, all)
-	ok, err = inPlace(t, network, body)
-	return jumps, body, ok, err
+	ok, missing, err = inPlace(t, network, body)
+	return jumps, body, ok, missing, err
 }
 
 // jumpSubnet is the source subnet of a listed POSTROUTING rule that jumps
@@ -146,13 +165,20 @@ func (b *iptBackend) Ensure(s Spec) error {
 		if err != nil {
 			return err
 		}
-		jumps, body, ok, err := planned(t, network, rules)
+		jumps, body, ok, missing, err := planned(t, network, rules)
 		if err != nil {
 			return fmt.Errorf("list chain %s: %w", ChainName(network), err)
 		}
-		if !ok {
-			// First ADD of the network, a new subnet, or someone flushed the
-			// chain: write it whole. ClearChain creates or empties it.
+		for _, spec := range missing { // a new subnet's exemption
+			if err := t.Insert("nat", ChainName(network), 1, spec...); err != nil {
+				return fmt.Errorf("add rule to %s: %w", ChainName(network), err)
+			}
+		}
+		if !ok && missing == nil {
+			// First ADD of the network, or the chain altered (emptied, a
+			// rule the network no longer has such as a nonMasqueradeCIDR
+			// taken out, MASQUERADE not last): write it whole. ClearChain
+			// creates or empties it.
 			if err := t.ClearChain("nat", ChainName(network)); err != nil {
 				return fmt.Errorf("create chain %s: %w", ChainName(network), err)
 			}
@@ -214,7 +240,7 @@ func (b *iptBackend) Check(s Spec) error {
 		if err != nil {
 			return err
 		}
-		jumps, _, ok, err := planned(t, network, rules)
+		jumps, _, ok, _, err := planned(t, network, rules)
 		if err != nil {
 			return err
 		}

@@ -146,6 +146,22 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				if n := ruleCount(t, kind, "net"); n != withExcept {
 					t.Errorf("%d rules with exceptions, want %d", n, withExcept)
 				}
+				// The subnet changes under live pods: ADDs of the old and the
+				// new subnet alternate; the rules of both stay, and each
+				// passes Check (the iptables chain's exemptions in any order).
+				edited := Spec{Network: "net", Subnets: pfx("10.3.0.0/24"), NoMasq: spec.NoMasq}
+				for range 2 {
+					for _, s := range []Spec{edited, spec} {
+						if err := b.Ensure(s); err != nil {
+							return err
+						}
+					}
+				}
+				for _, s := range []Spec{spec, edited} {
+					if err := b.Check(s); err != nil {
+						t.Errorf("Check of %v after the subnet changed: %v", s.Subnets, err)
+					}
+				}
 				// Another network's rules are its own.
 				if err := b.Ensure(Spec{Network: "other", Subnets: pfx("10.2.0.0/24")}); err != nil {
 					return err

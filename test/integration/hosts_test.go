@@ -528,6 +528,10 @@ func TestSubnetEditedUnderLivePods(t *testing.T) {
 			if err := w.check(now, w.rt("new1", pods["new1"], "eth0")); err != nil {
 				t.Errorf("CHECK of the new subnet's pod: %v", err)
 			}
+			add(now, "new2") // an ADD once both subnets' rules are there changes nothing
+			if err := w.check(was, w.rt("old1", pods["old1"], "eth0")); err != nil {
+				t.Errorf("CHECK of the old subnet's pod, through the config it was made with: %v", err)
+			}
 			for _, id := range []string{"old1", "new1"} {
 				if err := ping(t, pods[id], nstest.Outside4); err != nil {
 					var rules []byte
@@ -538,7 +542,7 @@ func TestSubnetEditedUnderLivePods(t *testing.T) {
 			if got, err := nstest.Fetch(pods["old1"], addrs["old2"]+":80"); err != nil || got != addrs["old1"] {
 				t.Errorf("old2 sees old1 (%s) as %q (%v): pod-to-pod traffic of the old subnet masqueraded", addrs["old1"], got, err)
 			}
-			for _, id := range []string{"old1", "old2", "new1"} {
+			for _, id := range []string{"old1", "old2", "new1", "new2"} {
 				if err := w.del(now, w.rt(id, pods[id], "eth0")); err != nil {
 					t.Fatalf("DEL %s: %v", id, err)
 				}
