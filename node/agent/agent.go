@@ -111,14 +111,11 @@ func Conflist(cfg Config, node *corev1.Node) ([]byte, error) {
 	} else {
 		main["capabilities"] = ports
 	}
-	// cniVersion 1.0.0 is what containerd 1.6 and 1.7 (libcni 1.1) can
-	// read results of; cniVersions lets a runtime whose libcni knows spec
-	// 1.1.0 (containerd 2.x) pick it, and with it STATUS and GC. Not with
-	// the reference portmap in the chain: Debian's speaks 1.0.0 at most.
-	list := map[string]any{"cniVersion": "1.0.0", "name": "netns-cni", "plugins": plugins}
-	if !cfg.Portmap {
-		list["cniVersions"] = []string{"1.0.0", "1.1.0"}
-	}
+	// cniVersion 1.0.0 unless the ConfigMap asks for 1.1.0: a runtime
+	// then sends STATUS, and under Kubernetes a STATUS that fails (an
+	// exhausted pool) makes the node NotReady — and, past the not-ready
+	// toleration (300 s by default), evicts its pods. An operator's choice.
+	list := map[string]any{"cniVersion": cfg.cniVersion(), "name": "netns-cni", "plugins": plugins}
 	return json.MarshalIndent(list, "", "  ")
 }
 

@@ -66,9 +66,8 @@ func TestConflistDualStack(t *testing.T) {
 	if len(got.Plugins) != 2 || got.Plugins[1].Type != "portmap" || !got.Plugins[1].Capabilities["portMappings"] || p.Capabilities["portMappings"] {
 		t.Fatalf("portmap asked for: the reference portmap must map the ports, and only it: %s", data)
 	}
-	// With the reference portmap (Debian's speaks 1.0.0 at most), 1.0.0 only.
 	if got.CNIVersion != "1.0.0" || got.CNIVersions != nil {
-		t.Fatalf("versions with portmap: %s", data)
+		t.Fatalf("versions: %s", data)
 	}
 	// By default the main plugin maps them, with no portmap in the chain.
 	cfg.Portmap = false
@@ -80,10 +79,12 @@ func TestConflistDualStack(t *testing.T) {
 	if len(got.Plugins) != 1 || !got.Plugins[0].Capabilities["portMappings"] {
 		t.Fatalf("built-in port mappings: %s", data)
 	}
-	// 1.0.0 for containerd 1.6/1.7; 1.1.0 (STATUS, GC) for runtimes that
-	// know it.
-	if got.CNIVersion != "1.0.0" || !slices.Equal(got.CNIVersions, []string{"1.0.0", "1.1.0"}) {
-		t.Fatalf("versions: %s", data)
+	// 1.0.0 by default (containerd 1.6/1.7); 1.1.0, with STATUS and GC,
+	// when the ConfigMap asks.
+	cfg.CNIVersion = "1.1.0"
+	data, _ = Conflist(cfg, node("n1", "192.168.1.1", "10.244.1.0/24"))
+	if err := json.Unmarshal(data, &got); err != nil || got.CNIVersion != "1.1.0" {
+		t.Fatalf("cniVersion 1.1.0 asked for: %s", data)
 	}
 	if _, err := Conflist(cfg, node("n2", "192.168.1.2")); err == nil {
 		t.Fatal("a node without podCIDRs got a conflist")
@@ -122,6 +123,7 @@ func TestLoadConfig(t *testing.T) {
 		{"mtu 0 is the default", with("mtu", "0"), nil},
 		{"bridge of 15 bytes", with("bridge", `"br-0123456789ab"`), nil},
 		{"typo", with("hostGw", "true"), []string{`"hostGw": unknown key; did you mean "hostGW"?`, "known keys: plugin, clusterCIDRs"}},
+		{"cniVersion", with("cniVersion", `"0.4.0"`), []string{`"cniVersion": must be "1.0.0" or "1.1.0", got "0.4.0"`}},
 		{"other case", with("MTU", "1500"), []string{`"MTU": unknown key; did you mean "mtu"?`}},
 		{"unknown", with("ipMasq", "true", "backend", `"nft"`), []string{`"backend": unknown key`, `"ipMasq": unknown key`}},
 		{"wrong type", with("mtu", `"1500"`), []string{`"mtu": a JSON string where a number belongs`}},

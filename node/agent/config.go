@@ -40,10 +40,17 @@ type Config struct {
 	HostGW bool `json:"hostGW"`
 	// DataDir is the IPAM store directory on the node.
 	DataDir string `json:"dataDir,omitempty"`
+	// CNIVersion is the conflist's cniVersion: "1.0.0" (default), which
+	// containerd 1.6 and 1.7 read results of, or "1.1.0" for runtimes
+	// that know it (containerd 2.x), which then send STATUS and GC.
+	CNIVersion string `json:"cniVersion,omitempty"`
 }
 
+// cniVersion is the conflist's cniVersion, its default filled in.
+func (c Config) cniVersion() string { return cmp.Or(c.CNIVersion, "1.0.0") }
+
 // configKeys are Config's JSON keys, spelled exactly.
-var configKeys = []string{"plugin", "clusterCIDRs", "bridge", "mtu", "portmap", "hostGW", "dataDir"}
+var configKeys = []string{"plugin", "clusterCIDRs", "bridge", "mtu", "portmap", "hostGW", "dataDir", "cniVersion"}
 
 // LoadConfig decodes the agent's configuration strictly and validates it.
 // A key Config does not have is an error, not a silent no-op: a typo in a
@@ -115,6 +122,11 @@ func (c *Config) Validate() error {
 	case "", "bridge-nat", "veth-ptp":
 	default:
 		errs = append(errs, fmt.Errorf(`"plugin": must be "bridge-nat" or "veth-ptp", got %q`, c.Plugin))
+	}
+	switch c.CNIVersion {
+	case "", "1.0.0", "1.1.0":
+	default:
+		errs = append(errs, fmt.Errorf(`"cniVersion": must be "1.0.0" or "1.1.0", got %q`, c.CNIVersion))
 	}
 	if len(c.ClusterCIDRs) == 0 {
 		errs = append(errs, errors.New(`"clusterCIDRs": missing; list the cluster's pod CIDRs`))

@@ -220,7 +220,7 @@ func (n *Node) readConfigs() error {
 	}
 	sort.Strings(files)
 	for _, f := range files {
-		list, err := libcni.NetworkConfFromFile(f)
+		list, err := ConfFile(f)
 		if err != nil {
 			// One broken file must not hide the rest of the node: audit
 			// reports it.
@@ -231,6 +231,20 @@ func (n *Node) readConfigs() error {
 		n.Networks = append(n.Networks, network(list, f))
 	}
 	return nil
+}
+
+// ConfFile loads one file of a CNI config directory as runtimes do: a
+// .conflist as it is, a .conf or .json (one plugin's config: deprecated by
+// libcni, still loaded by it and by runtimes) made a list of one.
+func ConfFile(path string) (*libcni.NetworkConfigList, error) {
+	if strings.HasSuffix(path, ".conflist") {
+		return libcni.NetworkConfFromFile(path)
+	}
+	conf, err := libcni.ConfFromFile(path) //nolint:staticcheck // runtimes still load .conf files
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromConf(conf) //nolint:staticcheck // as LoadNetworkConf does
 }
 
 func network(list *libcni.NetworkConfigList, file string) *Network {
@@ -303,10 +317,12 @@ func (n *Node) readLinks() error {
 // gives each to the attachment its owner names; those it names none of are
 // strays.
 func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
+	seen := map[string]bool{}
 	for _, net := range n.Networks {
-		if !net.Ours() {
+		if !net.Ours() || seen[net.Name] { // two files may name one network
 			continue
 		}
+		seen[net.Name] = true
 		// Both backends, whatever the config says now: ipMasqBackend may
 		// have been switched under live pods.
 		for _, kind := range []string{hostport.NFTables, hostport.IPTables} {
@@ -340,12 +356,19 @@ func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
 
 // readNAT lists netns-cni's nftables tables and iptables(-nft) chains.
 func (n *Node) readNAT() {
+	unreadable := func(err error) {
+		n.unreadable = append(n.unreadable, Problem{Kind: UnreadableRules, Detail: fmt.Sprintf("the host's nftables rules: %v", err),
+			Fix: "run netns-cni as root with CAP_NET_ADMIN (kubectl debug node/…: --profile=sysadmin); until then NAT state, " +
+				"FORWARD chains and host-port forwards are not audited"})
+	}
 	conn, err := nftables.New()
 	if err != nil {
+		unreadable(err)
 		return
 	}
 	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
+		unreadable(err)
 		return
 	}
 	for _, t := range tables {
@@ -429,6 +452,7 @@ const (
 	PortsWithoutOwner  = "port-mappings-without-attachment"
 	BrokenConfig       = "broken-config"
 	UnreadableStore    = "unreadable-store"
+	UnreadableRules    = "unreadable-rules"
 )
 
 // Audit lists what is wrong on the node, in a stable order.

@@ -17,7 +17,9 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/netns-cni/netns-cni/pkg/inspect"
 
 	"github.com/netns-cni/netns-cni/pkg/cli"
 )
@@ -188,7 +190,7 @@ func (o *options) loadNetwork(network string) (*libcni.NetworkConfigList, error)
 	}
 	var names, broken []string
 	for _, f := range files {
-		l, perr := libcni.NetworkConfFromFile(f)
+		l, perr := inspect.ConfFile(f)
 		switch {
 		case perr != nil:
 			broken = append(broken, fmt.Sprintf("%s: %v", f, perr))

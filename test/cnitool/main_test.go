@@ -125,12 +125,15 @@ func TestBrokenConflistNamed(t *testing.T) {
 }
 
 // TestNetworkNotFound: a network the directory lacks is named with those
-// it has, whatever files beside them do not parse.
+// it has (a single plugin's .conf among them), whatever files beside them
+// do not parse; a network in a file after a broken one is loaded.
 func TestNetworkNotFound(t *testing.T) {
 	dir := t.TempDir()
 	for name, text := range map[string]string{
 		"10-good.conflist":   `{"cniVersion":"1.0.0","name":"good","plugins":[{"type":"loopback"}]}`,
 		"20-broken.conflist": `{"cniVersion":"1.0.0","name":`,
+		"30-after.conflist":  `{"cniVersion":"1.1.0","name":"after","plugins":[{"type":"nosuch"}]}`,
+		"40-single.conf":     `{"cniVersion":"1.0.0","name":"single","type":"loopback"}`,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
 			t.Fatal(err)
@@ -138,9 +141,15 @@ func TestNetworkNotFound(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	code := run([]string{"--netconfpath", dir, "status", "nosuch"}, &out, &errb)
-	for _, want := range []string{`no network named "nosuch"`, "(it has: good)", "20-broken.conflist"} {
+	for _, want := range []string{`no network named "nosuch"`, "(it has: good, after, single)", "20-broken.conflist"} {
 		if code != 1 || !strings.Contains(errb.String(), want) {
 			t.Fatalf("code %d, stderr %q; want %q", code, errb.String(), want)
 		}
+	}
+	// "after" is found past the broken file: its plugin is then looked for.
+	errb.Reset()
+	code = run([]string{"--netconfpath", dir, "--cni-path", dir, "status", "after"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), `"nosuch"`) || strings.Contains(errb.String(), "no network named") {
+		t.Fatalf("code %d, stderr %q; want the plugin nosuch not found", code, errb.String())
 	}
 }

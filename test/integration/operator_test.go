@@ -18,6 +18,7 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestOperatorCommand plants one leak of each kind audit knows, made by
@@ -233,4 +234,25 @@ func TestOperatorCommand(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAuditWithoutNetAdmin: run without CAP_NET_ADMIN (an unprivileged
+// kubectl debug pod), audit cannot read the host's nftables rules; it says
+// so, rather than "nothing wrong".
+func TestAuditWithoutNetAdmin(t *testing.T) {
+	nstest.NeedCommand(t, "setpriv", "apt-get install util-linux")
+	w := newWorld(t)
+	var out []byte
+	var runErr error
+	if err := w.inHost(func() error {
+		out, runErr = exec.Command("setpriv", "--bounding-set", "-net_admin", filepath.Join(binDir, "netns-cni"),
+			"--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "audit").CombinedOutput()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Exit status 1: a problem found.
+	if runErr == nil || !strings.Contains(string(out), "unreadable-rules") || !strings.Contains(string(out), "--profile=sysadmin") {
+		t.Fatalf("audit without CAP_NET_ADMIN: %v\n%s", runErr, out)
+	}
 }
