@@ -79,6 +79,9 @@ func TestConflistDualStack(t *testing.T) {
 	if len(got.Plugins) != 1 || !got.Plugins[0].Capabilities["portMappings"] {
 		t.Fatalf("built-in port mappings: %s", data)
 	}
+	if got.CNIVersion != "1.0.0" || got.CNIVersions != nil {
+		t.Fatalf("versions by default: %s", data)
+	}
 	// 1.0.0 by default (containerd 1.6/1.7); 1.1.0, with STATUS and GC,
 	// when the ConfigMap asks.
 	cfg.CNIVersion = "1.1.0"
@@ -124,6 +127,7 @@ func TestLoadConfig(t *testing.T) {
 		{"bridge of 15 bytes", with("bridge", `"br-0123456789ab"`), nil},
 		{"typo", with("hostGw", "true"), []string{`"hostGw": unknown key; did you mean "hostGW"?`, "known keys: plugin, clusterCIDRs"}},
 		{"cniVersion", with("cniVersion", `"0.4.0"`), []string{`"cniVersion": must be "1.0.0" or "1.1.0", got "0.4.0"`}},
+		{"cniVersion with portmap", with("cniVersion", `"1.1.0"`, "portmap", "true"), []string{`"cniVersion": "1.1.0" with "portmap": true`}},
 		{"other case", with("MTU", "1500"), []string{`"MTU": unknown key; did you mean "mtu"?`}},
 		{"unknown", with("ipMasq", "true", "backend", `"nft"`), []string{`"backend": unknown key`, `"ipMasq": unknown key`}},
 		{"wrong type", with("mtu", `"1500"`), []string{`"mtu": a JSON string where a number belongs`}},

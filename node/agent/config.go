@@ -124,7 +124,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf(`"plugin": must be "bridge-nat" or "veth-ptp", got %q`, c.Plugin))
 	}
 	switch c.CNIVersion {
-	case "", "1.0.0", "1.1.0":
+	case "", "1.0.0":
+	case "1.1.0":
+		if c.Portmap {
+			// Every pod's ADD would fail in the portmap exec.
+			errs = append(errs, errors.New(`"cniVersion": "1.1.0" with "portmap": true: Debian's portmap speaks 1.0.0 at most; `+
+				`use the built-in port mappings ("portmap": false) or "cniVersion": "1.0.0"`))
+		}
 	default:
 		errs = append(errs, fmt.Errorf(`"cniVersion": must be "1.0.0" or "1.1.0", got %q`, c.CNIVersion))
 	}

@@ -79,6 +79,19 @@ func Binary(p iptables.Protocol) string {
 	return path
 }
 
+// NFTBased reports whether protocol p's binary (Binary) is iptables-nft,
+// which keeps its rules in nftables, readable over netlink: what it links
+// to is xtables-nft-multi (or iptables-nft), not xtables-legacy-multi.
+// False without a binary.
+func NFTBased(p iptables.Protocol) bool {
+	path := Binary(p)
+	if path == "" {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(path)
+	return err == nil && strings.Contains(filepath.Base(real), "nft")
+}
+
 // Cmd is the name of protocol p's binary: iptables or ip6tables.
 func Cmd(p iptables.Protocol) string {
 	if p == iptables.ProtocolIPv6 {
@@ -117,7 +130,14 @@ func Absent(p iptables.Protocol, match func(table, chain string) bool) bool {
 // name). False when it cannot tell: x_tables tables are loaded here
 // (iptables-legacy), or nftables cannot be read.
 func Lacks(fam nftables.TableFamily, match func(table, chain string) bool) bool {
-	if Legacy(fam) {
+	p := iptables.ProtocolIPv4
+	if fam == nftables.TableFamilyIPv6 {
+		p = iptables.ProtocolIPv6
+	}
+	// x_tables tables loaded here hide rules from netlink — unless the
+	// binary netns-cni execs is iptables-nft: then every rule of ours is
+	// in nftables, whatever else loaded a legacy table.
+	if Legacy(fam) && !NFTBased(p) {
 		return false
 	}
 	conn, err := nftables.New()
@@ -135,8 +155,9 @@ func Lacks(fam nftables.TableFamily, match func(table, chain string) bool) bool 
 // is not there: the rule, the chain, or — iptables-legacy's way, exit
 // status 2 — the chain a rule jumps to ("Couldn't load target": a jump to
 // a chain that does not exist cannot exist either). iptables-nft says
-// "does not exist", "No chain/target/match by that name", or (1.8.9, for
-// a missing chain) exits 1.
+// "does not exist" or "No chain/target/match by that name". (Its 1.8.9
+// answer for a missing chain, exit status 1 with "incompatible", is not
+// matched here: go-iptables' Exists already takes exit 1 for "no".)
 func Gone(err error) bool {
 	var e *iptables.Error
 	if !errors.As(err, &e) {

@@ -60,13 +60,18 @@ func byFamily(s Spec) map[iptables.Protocol][]Rule {
 	return m
 }
 
-// sig reduces a rule to what identifies it here: its destination and target.
+// sig reduces a rule to what identifies it here: its destination (with
+// a "!" that negates it: "! -d X -j RETURN" exempts everything but X) and
+// target.
 func sig(spec []string) string {
 	var d, j string
 	for i := 0; i+1 < len(spec); i++ {
 		switch spec[i] {
 		case "-d":
 			d = spec[i+1]
+			if i > 0 && spec[i-1] == "!" {
+				d = "!" + d
+			}
 		case "-j":
 			j = spec[i+1]
 		}
@@ -119,18 +124,14 @@ func inPlace(t *iptables.IPTables, network string, body [][]string) (ok bool, mi
 }
 
 // planned is the chain's rules and jumps for rules of one family, whether
-// the chain holds them, and the RETURN rules it lacks (inPlace). A chain
-// that differs is compared once more with the rules of every subnet with
-// a jump from POSTROUTING: jumps are only added while the network lives,
-// so they name the subnets of earlier configs, whose pods may still run
-// after an operator changed the network's subnet; their traffic to each
-// other must stay unmasqueraded. (The common case, a chain as the config
-// says, costs no POSTROUTING read.)
+// the chain holds them, and the RETURN rules it lacks (inPlace), with the
+// rules of every subnet with a jump from POSTROUTING: jumps are only added
+// while the network lives, so they name the subnets of earlier configs,
+// whose pods may still run after an operator changed the network's
+// subnet; their traffic to each other must stay unmasqueraded. (Read every time, not only when the
+// chain differs from today's config: a chain an older version rewrote for
+// the new subnet alone matches today's config and lacks the old one's.)
 func planned(t *iptables.IPTables, network string, rules []Rule) (jumps, body [][]string, ok bool, missing [][]string, err error) {
-	jumps, body = iptSpecs(network, rules)
-	if ok, missing, err = inPlace(t, network, body); ok || err != nil {
-		return jumps, body, ok, missing, err
-	}
 	lines, err := t.List("nat", "POSTROUTING")
 	if err != nil {
 		return nil, nil, false, nil, fmt.Errorf("list POSTROUTING: %w", err)

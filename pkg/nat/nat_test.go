@@ -3,6 +3,7 @@ package nat
 import (
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,6 +151,7 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				// new subnet alternate; the rules of both stay, and each
 				// passes Check (the iptables chain's exemptions in any order).
 				edited := Spec{Network: "net", Subnets: pfx("10.3.0.0/24"), NoMasq: spec.NoMasq}
+				before := iptHandles(t, "net")
 				for range 2 {
 					for _, s := range []Spec{edited, spec} {
 						if err := b.Ensure(s); err != nil {
@@ -160,6 +162,31 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				for _, s := range []Spec{spec, edited} {
 					if err := b.Check(s); err != nil {
 						t.Errorf("Check of %v after the subnet changed: %v", s.Subnets, err)
+					}
+				}
+				// The new subnet's exemption was inserted: the chain's rules
+				// are the ones it had (a rewrite would have replaced them,
+				// emptying the chain for a moment).
+				if after := iptHandles(t, "net"); kind == IPTables && (len(after) != len(before)+1 || !containsAll(after, before)) {
+					t.Errorf("chain rewritten: rule handles %v, then %v", before, after)
+				}
+				if kind == IPTables {
+					// The chain as an older version left it after the edit,
+					// rewritten for the new subnet alone: the next ADD of the
+					// new subnet puts the old one's exemption back.
+					out, _ := exec.Command("iptables", "-t", "nat", "-S", ChainName("net")).Output()
+					for _, l := range strings.Split(string(out), "\n") {
+						if strings.Contains(l, "-d 10.1.0.0/24") {
+							if msg, err := exec.Command("sh", "-c", "iptables -t nat "+strings.Replace(l, "-A", "-D", 1)).CombinedOutput(); err != nil {
+								t.Fatalf("%s: %v %s", l, err, msg)
+							}
+						}
+					}
+					if err := b.Ensure(edited); err != nil {
+						return err
+					}
+					if err := b.Check(spec); err != nil {
+						t.Errorf("the old subnet's exemption not put back: %v", err)
 					}
 				}
 				// Another network's rules are its own.
@@ -199,4 +226,31 @@ func flush(t *testing.T, kind string) {
 			t.Fatalf("%v: %v %s", c, err, out)
 		}
 	}
+}
+
+// iptHandles are the nftables handles of the rules of network's IPv4
+// iptables(-nft) masquerade chain: a rule keeps its handle until it is
+// deleted.
+func iptHandles(t *testing.T, network string) []uint64 {
+	t.Helper()
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"}
+	rules, _ := conn.GetRules(tb, &nftables.Chain{Name: ChainName(network), Table: tb})
+	var hs []uint64
+	for _, r := range rules {
+		hs = append(hs, r.Handle)
+	}
+	return hs
+}
+
+func containsAll(have, want []uint64) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }

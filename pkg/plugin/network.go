@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/google/nftables"
+	"github.com/coreos/go-iptables/iptables"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
@@ -153,15 +153,15 @@ func (n *Network) CheckForwardAccept(res *current.Result) error {
 // switched ipMasqBackend under live pods; a forward left in the other
 // backend would send the host port to an address the next pod gets. So
 // the other is looked in too — on DEL (all false) only where that costs
-// no exec: always for nftables (netlink), for iptables only when
-// iptables-nft's tables can be read over netlink (no iptables-legacy
-// tables here). GC and repair (all true) look in both whatever it costs.
+// no exec: always for nftables (netlink), for iptables when its binary is
+// iptables-nft (its rules read over netlink), not iptables-legacy. GC
+// and repair (all true) look in both whatever it costs.
 func (n *Network) portBackends(all bool) []hostport.Backend {
 	kinds := []string{hostport.NFTables, hostport.IPTables}
 	if n.Backend == hostport.IPTables {
 		kinds[0], kinds[1] = kinds[1], kinds[0]
 	}
-	if !all && kinds[1] == hostport.IPTables && (iptview.Legacy(nftables.TableFamilyIPv4) || iptview.Legacy(nftables.TableFamilyIPv6)) {
+	if !all && kinds[1] == hostport.IPTables && (legacyBinary(iptables.ProtocolIPv4) || legacyBinary(iptables.ProtocolIPv6)) {
 		kinds = kinds[:1]
 	}
 	var out []hostport.Backend
@@ -179,6 +179,12 @@ func (n *Network) MapPorts(s hostport.Spec) error {
 		return err
 	}
 	return n.locked(func() error { return wrap("port mappings", b.Add(s)) })
+}
+
+// legacyBinary reports an iptables binary of protocol p that is
+// iptables-legacy: its rules are only read by exec'ing it.
+func legacyBinary(p iptables.Protocol) bool {
+	return iptview.Binary(p) != "" && !iptview.NFTBased(p)
 }
 
 // UnmapPorts removes the forwards of the attachment s names (of

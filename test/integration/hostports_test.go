@@ -378,11 +378,18 @@ func (w *world) portmapLeft(t *testing.T, id string) int {
 // to stay, sending the host port to whichever pod got the address next),
 // GC does the same for a pod gone without DEL, and the DEL of the last pod
 // removes the masquerade rules from both backends (the iptables chain
-// used to stay after a switch to nftables). Both directions.
+// used to stay after a switch to nftables). Both directions, on a host
+// where a legacy x_tables table is loaded beside iptables-nft.
 func TestBackendSwitchedUnderLivePods(t *testing.T) {
 	for _, tc := range []struct{ was, now string }{{"iptables", "nftables"}, {"nftables", "iptables"}} {
 		t.Run(tc.was+"-to-"+tc.now, func(t *testing.T) {
 			w := newWorld(t)
+			// Something on the host loaded a legacy x_tables table (netlink
+			// cannot show its rules), though iptables itself is
+			// iptables-nft: netns-cni's own rules stay readable over netlink.
+			if err := w.inHost(func() error { return exec.Command("iptables-legacy", "-t", "raw", "-L", "-n").Run() }); err != nil {
+				t.Fatal(err)
+			}
 			before := w.hostState(t)
 			conf := func(backend string) *libcni.NetworkConfigList {
 				return w.list("1.1.0", "switch", w.ptpConf("veth-ptp", families[2], capPorts+fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q`, backend)))

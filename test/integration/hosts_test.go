@@ -566,13 +566,21 @@ func TestSubnetEditedUnderLivePods(t *testing.T) {
 // at all.
 func TestIptablesLegacyHost(t *testing.T) {
 	w := newWorld(t)
-	legacy, log := t.TempDir(), filepath.Join(t.TempDir(), "execs")
-	shim := filepath.Join(legacy, "xtables")
+	// As Debian's update-alternatives sets a legacy host up: iptables and
+	// ip6tables link, through /etc/alternatives, to the legacy binary
+	// (here a shim that logs each exec and runs xtables-legacy-multi).
+	legacy, log, alt := t.TempDir(), filepath.Join(t.TempDir(), "execs"), t.TempDir()
+	shim := filepath.Join(legacy, "xtables-legacy-shim")
 	if err := os.WriteFile(shim, []byte("#!/bin/bash\necho \"$0 $*\" >> "+log+"\nexec -a \"$(basename \"$0\")\" /usr/sbin/xtables-legacy-multi \"$@\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	for _, name := range []string{"iptables", "ip6tables"} {
+		if err := os.Symlink(shim, filepath.Join(alt, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	script := `#!/bin/sh
-exec /usr/bin/unshare -m /bin/sh -c '/usr/bin/mount --bind ` + shim + ` /usr/sbin/xtables-nft-multi && exec "$0"' ` + filepath.Join(binDir, "veth-ptp") + "\n"
+exec /usr/bin/unshare -m /bin/sh -c '/usr/bin/mount --bind ` + alt + ` /etc/alternatives && exec "$0"' ` + filepath.Join(binDir, "veth-ptp") + "\n"
 	if err := os.WriteFile(filepath.Join(legacy, "veth-ptp"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

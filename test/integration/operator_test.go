@@ -245,7 +245,9 @@ func TestAuditWithoutNetAdmin(t *testing.T) {
 	var out []byte
 	var runErr error
 	if err := w.inHost(func() error {
-		out, runErr = exec.Command("setpriv", "--bounding-set", "-net_admin", filepath.Join(binDir, "netns-cni"),
+		// Root gets its inheritable set and the bounding set across exec:
+		// both lose the capability.
+		out, runErr = exec.Command("setpriv", "--inh-caps", "-all", "--bounding-set", "-net_admin", filepath.Join(binDir, "netns-cni"),
 			"--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "audit").CombinedOutput()
 		return nil
 	}); err != nil {
