@@ -218,7 +218,7 @@ func RemoveForward(network string) error {
 		if err := iptview.DeleteIfExists(t, "filter", "FORWARD", f.jump(network)...); err != nil {
 			errs = append(errs, fmt.Errorf("%s: delete jump to %s: %w", f.cmd, ForwardChain(network), err))
 		}
-		if err := t.ClearAndDeleteChain("filter", ForwardChain(network)); err != nil && !gone(err) {
+		if err := t.ClearAndDeleteChain("filter", ForwardChain(network)); err != nil && !iptview.Gone(err) {
 			errs = append(errs, fmt.Errorf("%s: delete chain %s: %w", f.cmd, ForwardChain(network), err))
 		}
 	}
@@ -230,9 +230,6 @@ func RemoveForward(network string) error {
 func absent(f family, network string) bool {
 	return iptview.Lacks(f.nft, func(table, chain string) bool { return table == "filter" && chain == ForwardChain(network) })
 }
-
-// gone reports an iptables error that says the rule or chain is not there.
-func gone(err error) bool { return iptview.Gone(err) }
 
 // CheckForward reports the network's accept rules missing (for CHECK).
 func CheckForward(s ForwardSpec) error {
@@ -254,7 +251,7 @@ func CheckForward(s ForwardSpec) error {
 				chain, spec = "FORWARD", f.jump(s.Network)
 			}
 			ok, err := t.Exists("filter", chain, spec...)
-			if err != nil && !gone(err) {
+			if err != nil && !iptview.Gone(err) {
 				return fmt.Errorf("%s filter: check %s: %w", f.cmd, chain, err)
 			}
 			if !ok {

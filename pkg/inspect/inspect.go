@@ -327,31 +327,35 @@ func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
 		// have been switched under live pods.
 		for _, kind := range []string{hostport.NFTables, hostport.IPTables} {
 			b, _ := hostport.New(kind)
-			owners, err := b.List(netconf.Key(net.Name))
-			if err != nil {
-				continue
-			}
-			for owner, entries := range owners {
-				var ports []string
-				for _, e := range entries {
-					ports = append(ports, e.String())
-				}
-				sort.Strings(ports)
-				found := false
-				for k, a := range byKey {
-					if k[0] == net.Name && plugin.PortOwner(k[1], k[2]) == owner {
-						a.Ports, found = append(a.Ports, ports...), true
-					}
-				}
-				if !found {
-					n.strayPorts = append(n.strayPorts, strayPorts{net.Name, owner, ports})
-				}
+			if owners, err := b.List(netconf.Key(net.Name)); err == nil {
+				n.givePorts(byKey, net.Name, owners)
 			}
 		}
 	}
 	sort.Slice(n.strayPorts, func(i, j int) bool {
 		return n.strayPorts[i].network+n.strayPorts[i].owner < n.strayPorts[j].network+n.strayPorts[j].owner
 	})
+}
+
+// givePorts gives each owner's forwards of network to the attachment the
+// owner names; those it names none of are strays.
+func (n *Node) givePorts(byKey map[[3]string]*Attachment, network string, owners map[string][]hostport.Entry) {
+	for owner, entries := range owners {
+		var ports []string
+		for _, e := range entries {
+			ports = append(ports, e.String())
+		}
+		sort.Strings(ports)
+		found := false
+		for k, a := range byKey {
+			if k[0] == network && plugin.PortOwner(k[1], k[2]) == owner {
+				a.Ports, found = append(a.Ports, ports...), true
+			}
+		}
+		if !found {
+			n.strayPorts = append(n.strayPorts, strayPorts{network, owner, ports})
+		}
+	}
 }
 
 // readNAT lists netns-cni's nftables tables and iptables(-nft) chains.

@@ -100,9 +100,17 @@ func Cmd(p iptables.Protocol) string {
 	return "iptables"
 }
 
+var opened sync.Map // iptables.Protocol → *iptables.IPTables
+
 // Open is go-iptables for protocol p, exec'ing Binary(p), with a 10 s
-// wait for the xtables lock.
+// wait for the xtables lock. Made once per process: go-iptables execs
+// "iptables --version" to make one, and the masquerade, FORWARD and
+// port-mapping steps of one ADD or DEL each need it. (It holds no state
+// of a namespace: each command it runs is exec'd in the caller's.)
 func Open(p iptables.Protocol) (*iptables.IPTables, error) {
+	if t, ok := opened.Load(p); ok {
+		return t.(*iptables.IPTables), nil
+	}
 	path := Binary(p)
 	if path == "" {
 		return nil, fmt.Errorf("%s: not found on PATH or in %s", Cmd(p), strings.Join(systemDirs, ", "))
@@ -111,6 +119,7 @@ func Open(p iptables.Protocol) (*iptables.IPTables, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Cmd(p), err)
 	}
+	opened.Store(p, t)
 	return t, nil
 }
 
