@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/containernetworking/cni/pkg/utils"
+
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/plugin"
 )
@@ -75,14 +77,8 @@ func (c *Config) SetDefaults() {
 // is made.
 func (c *Config) Validate() []error {
 	errs := c.VethConf.Validate()
-	if len(c.Bridge) > 15 {
-		errs = append(errs, fmt.Errorf(`"bridge": %q is longer than 15 bytes`, c.Bridge))
-	}
-	for _, r := range c.Bridge {
-		if r == '/' || r == ':' || r <= ' ' {
-			errs = append(errs, fmt.Errorf(`"bridge": %q is not a valid interface name`, c.Bridge))
-			break
-		}
+	if e := utils.ValidateInterfaceName(c.Bridge); e != nil {
+		errs = append(errs, fmt.Errorf(`"bridge": %q is not a valid interface name: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)`, c.Bridge, e.Msg))
 	}
 	if c.HairpinMode && c.PromiscMode {
 		errs = append(errs, fmt.Errorf(`"hairpinMode" and "promiscMode" cannot both be true`))

@@ -57,8 +57,9 @@ func TestConfigErrors(t *testing.T) {
 		keys string
 		want []string
 	}{
-		{`,"bridge":"a-bridge-name-too-long"`, []string{`"bridge": "a-bridge-name-too-long" is longer than 15 bytes`}},
+		{`,"bridge":"a-bridge-name-too-long"`, []string{`"bridge": "a-bridge-name-too-long" is not a valid interface name: interface name is too long`}},
 		{`,"bridge":"br:0"`, []string{`"bridge": "br:0" is not a valid interface name`}},
+		{`,"bridge":".."`, []string{`"bridge": ".." is not a valid interface name`}},
 		{`,"hairpinMode":true,"promiscMode":true`, []string{`"hairpinMode" and "promiscMode"`}},
 		{`,"vlan":4095`, []string{`"vlan": must be 0-4094, got 4095`}},
 		{`,"vlanTrunk":[{"minID":30,"maxID":20}]`, []string{`"vlanTrunk[0]"`}},
@@ -68,8 +69,12 @@ func TestConfigErrors(t *testing.T) {
 		{`,"mtu":9,"vlan":-1`, []string{`"mtu": must be 68-65535, got 9`, `"vlan"`}},
 	} {
 		_, err := load(t, tc.keys)
+		if err == nil {
+			t.Errorf("%s: accepted, want code 7", tc.keys)
+			continue
+		}
 		e := plugin.CNIError(err)
-		if err == nil || e.Code != types.ErrInvalidNetworkConfig {
+		if e.Code != types.ErrInvalidNetworkConfig {
 			t.Errorf("%s: %v, want code 7", tc.keys, err)
 			continue
 		}

@@ -59,8 +59,12 @@ func TestConfigErrors(t *testing.T) {
 		{`,"mtu":70000,"ipMasqBackend":"x"`, "", []string{`"mtu"`, `"ipMasqBackend"`}},
 	} {
 		_, err := load(t, tc.keys, tc.args)
+		if err == nil {
+			t.Errorf("%s %s: accepted, want code 7", tc.keys, tc.args)
+			continue
+		}
 		e := plugin.CNIError(err)
-		if err == nil || e.Code != types.ErrInvalidNetworkConfig {
+		if e.Code != types.ErrInvalidNetworkConfig {
 			t.Errorf("%s %s: %v, want code 7", tc.keys, tc.args, err)
 			continue
 		}
