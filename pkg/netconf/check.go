@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 )
@@ -37,38 +38,69 @@ func CheckAddr(h Handle, link netlink.Link, ip *net.IPNet, where string) error {
 }
 
 // CheckRoute checks that a route to dst (nil: default) via gw (nil: none)
-// exists on link, on its own or as one next hop of a multipath route (an
-// IPv6 route another network's interface gives too; see AddRoutes).
+// exists on link in the main table, on its own or as one next hop of a
+// multipath route (an IPv6 route another network's interface gives too;
+// see AddRoutes).
 func CheckRoute(h Handle, link netlink.Link, dst *net.IPNet, gw net.IP, where string) error {
+	return checkRoute(h, link, &netlink.Route{Dst: dst, Gw: gw}, where)
+}
+
+// CheckResultRoute checks a route of a result as AddRoutes installed it:
+// in its table, with its priority when it gives one.
+func CheckResultRoute(h Handle, link netlink.Link, r *types.Route, where string) error {
+	return checkRoute(h, link, KernelRoute(link, r), where)
+}
+
+func checkRoute(h Handle, link netlink.Link, want *netlink.Route, where string) error {
+	dst, gw := want.Dst, want.Gw
 	family := netlink.FAMILY_V4
 	if (dst != nil && dst.IP.To4() == nil) || (dst == nil && gw != nil && gw.To4() == nil) {
 		family = netlink.FAMILY_V6
 	}
-	routes, err := h.RouteList(link, family)
+	list := func(oif int) ([]netlink.Route, error) {
+		filter, mask := &netlink.Route{LinkIndex: oif, Table: want.Table}, uint64(0)
+		if oif != 0 {
+			mask |= netlink.RT_FILTER_OIF
+		}
+		if want.Table != 0 {
+			mask |= netlink.RT_FILTER_TABLE
+		}
+		return h.RouteListFiltered(family, filter, mask)
+	}
+	matches := func(r netlink.Route, hopGw net.IP) bool {
+		return sameDst(r.Dst, dst) && (gw == nil || hopGw.Equal(gw)) && (want.Priority == 0 || r.Priority == want.Priority)
+	}
+	routes, err := list(link.Attrs().Index)
 	if err != nil {
 		return fmt.Errorf("%s: list routes of %s: %w", where, link.Attrs().Name, err)
 	}
 	for _, r := range routes {
-		if sameDst(r.Dst, dst) && (gw == nil || r.Gw.Equal(gw)) {
+		if matches(r, r.Gw) {
 			return nil
 		}
 	}
 	if family == netlink.FAMILY_V6 { // a multipath route names no link of its own: not in the list above
-		if all, err := h.RouteList(nil, family); err == nil {
+		if all, err := list(0); err == nil {
 			for _, r := range all {
 				for _, hop := range r.MultiPath {
-					if sameDst(r.Dst, dst) && hop.LinkIndex == link.Attrs().Index && (gw == nil || hop.Gw.Equal(gw)) {
+					if hop.LinkIndex == link.Attrs().Index && matches(r, hop.Gw) {
 						return nil
 					}
 				}
 			}
 		}
 	}
-	want := describeRoute(dst, gw)
+	desc := describeRoute(dst, gw)
 	if gw == nil {
-		want = dstString(dst)
+		desc = dstString(dst)
 	}
-	return fmt.Errorf("%s: no route to %s on %s", where, want, link.Attrs().Name)
+	if want.Table != 0 {
+		desc += fmt.Sprintf(" in table %d", want.Table)
+	}
+	if want.Priority != 0 {
+		desc += fmt.Sprintf(" with metric %d", want.Priority)
+	}
+	return fmt.Errorf("%s: no route to %s on %s", where, desc, link.Attrs().Name)
 }
 
 // CheckPointToPoint checks what PointToPoint and PointToPointHost made for

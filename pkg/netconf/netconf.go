@@ -247,8 +247,11 @@ func describeRoute(dst *net.IPNet, gw net.IP) string {
 // AddRoutes installs routes on link, each via its gateway or, when it has
 // none, via gws' gateway of its family (the reference plugins' rule); with
 // none of its family either, on-link when onLink (a bridge: one L2
-// segment), else ErrNoGateway (a point-to-point link). It returns the
-// routes as installed, gateways filled in, for the result.
+// segment), else ErrNoGateway (a point-to-point link). A route's priority
+// (metric), table, scope, mtu and advmss (spec 1.1.0, section 5: routes)
+// go into the kernel's route as given; the reference's ConfigureIface
+// sets the first three. It returns the routes as installed, gateways
+// filled in, for the result.
 //
 // A route is added beside any the container already has to the same
 // destination, never in place of it, as the reference's ipam.ConfigureIface
@@ -266,14 +269,32 @@ func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP,
 		if gw == nil && !onLink {
 			return nil, fmt.Errorf(`"ipam.routes": %s: %w of its family`, r.Dst.String(), ErrNoGateway)
 		}
-		dst := r.Dst
-		err := h.RouteAddEcmp(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw})
+		kr := KernelRoute(link, r)
+		kr.Gw = gw
+		err := h.RouteAddEcmp(kr)
 		if err != nil && !errors.Is(err, unix.EEXIST) { // EEXIST: this very route, given twice
-			return nil, fmt.Errorf("add route %s: %w", describeRoute(&dst, gw), err)
+			return nil, fmt.Errorf("add route %s: %w", describeRoute(kr.Dst, gw), err)
 		}
-		out = append(out, &types.Route{Dst: r.Dst, GW: gw})
+		installed := *r
+		installed.GW = gw
+		out = append(out, &installed)
 	}
 	return out, nil
+}
+
+// KernelRoute is r as a kernel route on link: its destination, gateway,
+// priority, table (0: main), scope (nil: the kernel's choice from the
+// gateway), mtu and advmss.
+func KernelRoute(link netlink.Link, r *types.Route) *netlink.Route {
+	dst := r.Dst
+	kr := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: r.GW, Priority: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS}
+	if r.Table != nil {
+		kr.Table = *r.Table
+	}
+	if r.Scope != nil {
+		kr.Scope = netlink.Scope(*r.Scope)
+	}
+	return kr
 }
 
 // FamilyGateway is the first of gws of the family (IPv4 when v4), or nil.

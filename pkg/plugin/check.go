@@ -65,8 +65,7 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 		}
 	}
 	for _, r := range prev.Routes {
-		dst := r.Dst
-		if err := netconf.CheckRoute(t.Cont, c.ContLink, &dst, r.GW, "container"); err != nil {
+		if err := netconf.CheckResultRoute(t.Cont, c.ContLink, r, "container"); err != nil {
 			return err
 		}
 	}

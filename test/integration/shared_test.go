@@ -242,3 +242,70 @@ func TestPodOnTwoNetworks(t *testing.T) {
 		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }
+
+// TestRouteAttributes: a route of ipam.routes keeps its table, priority
+// (metric), mtu and advmss (spec 1.1.0, section 5; the reference's
+// ConfigureIface sets table, priority and scope), in the kernel and in the
+// result, and CHECK looks for it in its table with its metric.
+func TestRouteAttributes(t *testing.T) {
+	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
+		t.Run(plugin, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			extra := ""
+			if plugin == "bridge-nat" {
+				extra = `"bridge":"brr0","isGateway":true,"removeEmptyBridge":true,`
+			}
+			conf := fmt.Sprintf(`{"type":%q,%s"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.11.0.0/24","routes":[
+				{"dst":"0.0.0.0/0","table":200,"priority":100},
+				{"dst":"192.0.2.0/24","priority":50},
+				{"dst":"198.51.100.0/24","mtu":1400,"advmss":1360}]}}`, plugin, extra, filepath.Join(w.sb.Dir, "ipam"))
+			list := w.list("1.1.0", "rattr", conf)
+			pod := w.sb.PodT(t, "p")
+			rt := w.rt("c-rattr", pod, "eth0")
+			res, err := w.add(list, rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			show := func(args ...string) string {
+				var out []byte
+				_ = pod.Do(func() error {
+					out, err = exec.Command("ip", append([]string{"-4", "route", "show"}, args...)...).CombinedOutput()
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("ip route: %v %s", err, out)
+				}
+				return string(out)
+			}
+			for _, want := range []string{"192.0.2.0/24 via 10.11.0.1 dev eth0 metric 50", "198.51.100.0/24 via 10.11.0.1 dev eth0 mtu 1400 advmss 1360"} {
+				if !strings.Contains(show(), want) {
+					t.Errorf("main table lacks %q:\n%s", want, show())
+				}
+			}
+			if main := show(); strings.Contains(main, "default") {
+				t.Errorf("the table-200 default route is in the main table:\n%s", main)
+			}
+			if got := show("table", "200"); !strings.Contains(got, "default via 10.11.0.1 dev eth0 metric 100") {
+				t.Errorf("table 200: %q, want the default route with metric 100", got)
+			}
+			if len(res.Routes) != 3 || res.Routes[0].Table == nil || *res.Routes[0].Table != 200 || res.Routes[0].Priority != 100 ||
+				res.Routes[1].Priority != 50 || res.Routes[2].MTU != 1400 || res.Routes[2].AdvMSS != 1360 {
+				t.Errorf("result routes lost their attributes: %v", res.Routes)
+			}
+			if err := w.check(list, rt); err != nil {
+				t.Fatalf("CHECK: %v", err)
+			}
+			_ = pod.Do(func() error { return exec.Command("ip", "route", "del", "default", "table", "200").Run() })
+			if err := w.check(list, rt); err == nil || !strings.Contains(err.Error(), "table 200") {
+				t.Fatalf("CHECK with the table-200 route gone: %v, want an error naming table 200", err)
+			}
+			if err := w.del(list, rt); err != nil {
+				t.Fatal(err)
+			}
+			if after := w.hostState(t); after != before {
+				t.Fatalf("host changed:\n%s\n---\n%s", before, after)
+			}
+		})
+	}
+}
