@@ -262,11 +262,35 @@ func CheckForward(s ForwardSpec) error {
 	return nil
 }
 
+// HostSide names the host interfaces a network's forwarded traffic comes
+// in by: a bridge (Name, exact), or the host ends of veth pairs (every
+// name starting with Name, Prefix true).
+type HostSide struct {
+	Name   string
+	Prefix bool
+}
+
+// matches reports whether an iptables interface match ("cni0", "vp+": a
+// trailing "+" matches every name it starts) may match one of h's names.
+func (h HostSide) matches(pattern string) bool {
+	if h.Name == "" {
+		return false
+	}
+	if p, wild := strings.CutSuffix(pattern, "+"); wild {
+		return strings.HasPrefix(h.Name, p) || (h.Prefix && strings.HasPrefix(p, h.Name))
+	}
+	if h.Prefix {
+		return strings.HasPrefix(pattern, h.Name)
+	}
+	return pattern == h.Name
+}
+
 // ForwardBlocked is STATUS's question for a network whose accept rules are
 // off: does the filter FORWARD policy drop its traffic? It describes the
 // policy and the subnet it blocks, or returns "" when none: the policy
-// accepts, or a filter rule accepts from a prefix holding the subnet.
-func ForwardBlocked(subnets []netip.Prefix) (string, error) {
+// accepts, or some filter rule may accept the network's new outbound
+// traffic (see mayAccept), by its subnet or by its host interfaces.
+func ForwardBlocked(subnets []netip.Prefix, side HostSide) (string, error) {
 	for _, f := range families {
 		if iptview.Binary(f.proto) == "" {
 			continue
@@ -297,7 +321,7 @@ func ForwardBlocked(subnets []netip.Prefix) (string, error) {
 			}
 		}
 		for _, p := range mine {
-			if !acceptedFrom(all, p) {
+			if !slices.ContainsFunc(all, func(l string) bool { return mayAccept(l, p, side) }) {
 				return fmt.Sprintf("the %s filter FORWARD policy is DROP (Docker sets it) and no rule accepts %s", f.cmd, p), nil
 			}
 		}
@@ -305,24 +329,49 @@ func ForwardBlocked(subnets []netip.Prefix) (string, error) {
 	return "", nil
 }
 
-// acceptedFrom reports whether a listed rule accepts traffic from a prefix
-// holding p.
-func acceptedFrom(lines []string, p netip.Prefix) bool {
-	for _, l := range lines {
-		f := strings.Fields(l)
-		i, j := slices.Index(f, "-s"), slices.Index(f, "-j")
-		if i < 0 || i+1 >= len(f) || j < 0 || j+1 >= len(f) || f[j+1] != "ACCEPT" {
+// mayAccept reports whether a listed rule (iptables -S) may accept new
+// traffic from subnet p coming in by side: its target is ACCEPT; its
+// source (-s) and input interface (-i), negated or not, do not exclude
+// them; it is not for traffic to the pods (-o naming side); its conntrack
+// state, if any, takes NEW. Every other match counts as passing: STATUS
+// reports a block only when no rule could lift it, since a node marked
+// NotReady by mistake costs more than a pod the operator's own rules
+// leave unreachable.
+func mayAccept(line string, p netip.Prefix, side HostSide) bool {
+	f := strings.Fields(line)
+	if j := slices.Index(f, "-j"); j < 0 || j+1 >= len(f) || f[j+1] != "ACCEPT" {
+		return false
+	}
+	for i := 0; i+1 < len(f); i++ {
+		neg := i > 0 && f[i-1] == "!"
+		v := f[i+1]
+		var hit bool
+		switch f[i] {
+		case "-s":
+			q, err := netip.ParsePrefix(v)
+			if err != nil {
+				continue
+			}
+			hit = q.Bits() <= p.Bits() && q.Contains(p.Addr())
+			if neg { // ! -s q excludes p only when q holds all of p
+				hit = !hit
+			}
+		case "-i":
+			hit = side.matches(v) != neg
+		case "-o":
+			hit = neg || !side.matches(v)
+		case "--ctstate", "--state":
+			hit = slices.Contains(strings.Split(v, ","), "NEW") != neg
+		default:
 			continue
 		}
-		if q, err := netip.ParsePrefix(f[i+1]); err == nil && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
-			return true
+		if !hit {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
-// jumpsTo reports whether a rule's verdict is a jump to chain. (iptables-
-// nft keeps -m comment as an xtables match, not as the rule's comment.)
 func jumpsTo(r *nftables.Rule, chain string) bool {
 	return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
 		v, ok := e.(*expr.Verdict)

@@ -43,7 +43,10 @@ func TestForward(t *testing.T) {
 		return nil
 	})
 	var blocked string
-	run(func() (err error) { blocked, err = ForwardBlocked(s.Subnets); return err })
+	run(func() (err error) {
+		blocked, err = ForwardBlocked(s.Subnets, HostSide{Name: "vp", Prefix: true})
+		return err
+	})
 	if !strings.Contains(blocked, "FORWARD policy is DROP") || !strings.Contains(blocked, "10.7.0.0/24") {
 		t.Fatalf("blocked = %q", blocked)
 	}
@@ -90,7 +93,10 @@ func TestForward(t *testing.T) {
 		}
 		return nil
 	})
-	run(func() (err error) { blocked, err = ForwardBlocked(s.Subnets); return err })
+	run(func() (err error) {
+		blocked, err = ForwardBlocked(s.Subnets, HostSide{Name: "vp", Prefix: true})
+		return err
+	})
 	if blocked != "" {
 		t.Fatalf("blocked with the accept rules in place: %q", blocked)
 	}
@@ -105,5 +111,47 @@ func TestForward(t *testing.T) {
 	run(func() error { return RemoveForward("net") })
 	if err := sb.Host.Do(func() error { return CheckForward(s) }); err == nil {
 		t.Fatal("CHECK passed without the rules")
+	}
+}
+
+// TestMayAccept: STATUS counts a rule as lifting a DROP policy for a
+// network unless its source, input interface, output interface (traffic
+// to the pods) or conntrack state rules out the network's new traffic.
+func TestMayAccept(t *testing.T) {
+	p := netip.MustParsePrefix("10.7.0.0/24")
+	bridge, veths := HostSide{Name: "cni0"}, HostSide{Name: "vp", Prefix: true}
+	for _, tc := range []struct {
+		rule string
+		side HostSide
+		want bool
+	}{
+		{"-A FORWARD -s 10.7.0.0/16 -j ACCEPT", bridge, true},
+		{"-A FORWARD -s 10.7.0.0/25 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -s 10.0.0.0/8 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -s 192.168.0.0/16 -j ACCEPT", bridge, true},
+		{"-A FORWARD -s 10.7.0.0/24 -j DROP", bridge, false},
+		{"-A FORWARD -s 10.7.0.0/24 -j DOCKER-USER", bridge, false},
+		{"-A FORWARD -i cni0 -j ACCEPT", bridge, true},
+		{"-A FORWARD -i cni+ -j ACCEPT", bridge, true},
+		{"-A FORWARD -i cni1 -j ACCEPT", bridge, false},
+		{"-A FORWARD -i docker0 ! -o docker0 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -i docker0 -j ACCEPT", bridge, true},
+		{"-A FORWARD ! -i cni0 -j ACCEPT", bridge, false},
+		{"-A FORWARD -o cni0 -j ACCEPT", bridge, false},
+		{"-A FORWARD -i cni0 -o eth0 -j ACCEPT", bridge, true},
+		{"-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", bridge, false},
+		{"-A FORWARD -m conntrack ! --ctstate INVALID -j ACCEPT", bridge, true},
+		{"-A FORWARD -m state --state NEW,ESTABLISHED -j ACCEPT", bridge, true},
+		{"-A FORWARD -p tcp -m tcp --dport 22 -j ACCEPT", bridge, true},
+		{"-A FORWARD -i vp+ -j ACCEPT", veths, true},
+		{"-A FORWARD -i v+ -j ACCEPT", veths, true},
+		{"-A FORWARD -i vpa+ -j ACCEPT", veths, true},
+		{"-A FORWARD -i vb+ -j ACCEPT", veths, false},
+		{"-A FORWARD -i cni0 -j ACCEPT", veths, false},
+		{"-A FORWARD -o vp+ -j ACCEPT", veths, false},
+	} {
+		if got := mayAccept(tc.rule, p, tc.side); got != tc.want {
+			t.Errorf("%s (%+v): %v, want %v", tc.rule, tc.side, got, tc.want)
+		}
 	}
 }

@@ -137,7 +137,11 @@ func (r runner[T, D]) status(args *skel.CmdArgs) error {
 		}
 	}
 	if a.Traits.Forwarding && !a.Conf.AcceptsForward() && a.IPAM != nil && a.IPAM.Local != nil {
-		blocked, err := filter.ForwardBlocked(a.IPAM.Local.Subnets())
+		side := filter.HostSide{Name: a.Traits.Bridge}
+		if side.Name == "" {
+			side = filter.HostSide{Name: r.info.VethPrefix, Prefix: true}
+		}
+		blocked, err := filter.ForwardBlocked(a.IPAM.Local.Subnets(), side)
 		if err == nil && blocked != "" {
 			return UnavailableError(`%s: the pods of network %q reach nothing beyond the host; "forwardAccept" is false, so accept the network's traffic in FORWARD yourself, or set it true`, blocked, a.Conf.Name)
 		}

@@ -269,6 +269,42 @@ func (w *world) conntrackOf(t *testing.T, addr string) int {
 	return n
 }
 
+// operatorAcceptsByInterface adds "-i iface -j ACCEPT" and "-o iface -j
+// ACCEPT" to FORWARD in both families, as an operator who manages FORWARD
+// does: the pod reaches the outside and STATUS no longer reports the
+// policy. The rules go again before it returns.
+func operatorAcceptsByInterface(t *testing.T, w *world, iface string, pod *nsutil.NS, list *libcni.NetworkConfigList) {
+	t.Helper()
+	rules := func(op string) error {
+		return w.inHost(func() error {
+			for _, c := range []string{"iptables", "ip6tables"} {
+				for _, dir := range []string{"-i", "-o"} {
+					if b, err := exec.Command(c, op, "FORWARD", dir, iface, "-j", "ACCEPT").CombinedOutput(); err != nil {
+						return fmt.Errorf("%s %s: %w %s", c, op, err, b)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	if err := rules("-A"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := rules("-D"); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, dst := range []string{nstest.Outside4, nstest.Outside6} {
+		if err := ping(t, pod, dst); err != nil {
+			t.Fatalf("through the operator's rules for %s: %v", iface, err)
+		}
+	}
+	if err := w.status(list); err != nil {
+		t.Fatalf("STATUS with the operator's rules accepting %s: %v", iface, err)
+	}
+}
+
 // TestForwardPolicyDrop: Docker sets the filter FORWARD policy to DROP.
 // Pods of both plugins still reach the outside, through accept rules of
 // the network's own that go with its last attachment; with
@@ -321,6 +357,9 @@ func TestForwardPolicyDrop(t *testing.T) {
 				var e *types.Error
 				if !accept && (!errors.As(err, &e) || e.Code != 50 || !strings.Contains(e.Msg, "FORWARD policy is DROP") || !strings.Contains(e.Msg, `"forwardAccept"`)) {
 					t.Fatalf("STATUS with forwardAccept false under a DROP policy: %v", err)
+				}
+				if !accept { // the operator accepts the network by its host interfaces, as is common
+					operatorAcceptsByInterface(t, w, map[string]string{"veth-ptp": "vp+", "bridge-nat": "brfw0"}[tc.plugin], pod, list)
 				}
 				if accept {
 					if err := w.check(list, rt); err != nil {
