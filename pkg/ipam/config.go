@@ -57,6 +57,10 @@ type Config struct {
 	Requested []netip.Addr
 	// LockTimeout bounds lock waits (DefaultLockTimeout when zero).
 	LockTimeout time.Duration
+	// Adjusted notes what Parse changed from the config as written (a range
+	// end on an IPv4 broadcast address, say), each naming its key: for a
+	// warning in the log.
+	Adjusted []string
 }
 
 // rawRange is a range as it appears in JSON.
@@ -157,8 +161,9 @@ func Parse(stdin []byte, cniArgs string) (*Config, []error) {
 	}
 	var keys []string
 	for _, s := range sets {
-		rs, serrs := parseRangeSet(s.key, s.set)
+		rs, serrs, notes := parseRangeSet(s.key, s.set)
 		errs = append(errs, serrs...)
+		c.Adjusted = append(c.Adjusted, notes...)
 		c.RangeSets = append(c.RangeSets, rs)
 		keys = append(keys, s.key)
 	}

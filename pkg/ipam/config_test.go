@@ -107,7 +107,7 @@ func TestParseRejects(t *testing.T) {
 		{"two requested in one set", `"subnet":"10.1.0.0/24"}}`, "IP=10.1.0.5,10.1.0.6", "already has a requested address"},
 		{"range on the broadcast address", `"ranges":[[{"subnet":"10.50.0.0/24","rangeStart":"10.50.0.255","rangeEnd":"10.50.0.255"}]]}}`, "", `"ipam.ranges[0][0].rangeStart": 10.50.0.255 is the broadcast address of 10.50.0.0/24`},
 		{"range on the network address", `"ranges":[[{"subnet":"10.50.1.0/24","rangeStart":"10.50.1.0","rangeEnd":"10.50.1.0"}]]}}`, "", `"ipam.ranges[0][0].rangeEnd": 10.50.1.0 is the network address of 10.50.1.0/24`},
-		{"legacy end on broadcast", `"subnet":"10.50.0.0/24","rangeEnd":"10.50.0.255"}}`, "", `"ipam.rangeEnd": 10.50.0.255 is the broadcast address`},
+		{"gateway on the broadcast address", `"subnet":"10.50.0.0/24","gateway":"10.50.0.255"}}`, "", `"ipam.gateway": 10.50.0.255 is the broadcast address of 10.50.0.0/24; a gateway must be a host address`},
 		{"old version two v4 sets", `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]}}`, "", "allows one address per family"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,6 +127,40 @@ func TestParseRejects(t *testing.T) {
 				t.Fatalf("errors %q, want one containing %q", msgs, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseRangeOnNetworkOrBroadcast: a range written from a subnet's
+// network address to its broadcast address (the reference hands both
+// out) loses those two, with a note naming each key; nothing else moves.
+func TestParseRangeOnNetworkOrBroadcast(t *testing.T) {
+	for _, tc := range []struct {
+		ipam, start, end string
+		notes            []string
+	}{
+		{`"subnet":"10.50.0.0/24","rangeEnd":"10.50.0.255"`, "10.50.0.1", "10.50.0.254", []string{`"ipam.rangeEnd": 10.50.0.255 is the broadcast address of 10.50.0.0/24, which is never handed out; the range ends at 10.50.0.254`}},
+		{`"ranges":[[{"subnet":"10.95.0.0/24","rangeStart":"10.95.0.0","rangeEnd":"10.95.0.255"}]]`, "10.95.0.1", "10.95.0.254",
+			[]string{`"ipam.ranges[0][0].rangeStart": 10.95.0.0 is the network address`, `"ipam.ranges[0][0].rangeEnd": 10.95.0.255 is the broadcast address`}},
+		{`"ranges":[[{"subnet":"10.95.0.0/24","rangeStart":"10.95.0.10","rangeEnd":"10.95.0.20"}]]`, "10.95.0.10", "10.95.0.20", nil},
+		{`"ranges":[[{"subnet":"fd00::/64","rangeStart":"fd00::","rangeEnd":"fd00::ffff:ffff:ffff:ffff"}]]`, "fd00::", "fd00::ffff:ffff:ffff:ffff", nil},
+	} {
+		c, errs := Parse([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local",`+tc.ipam+`}}`), "")
+		if len(errs) > 0 {
+			t.Errorf("%s: %v", tc.ipam, errs)
+			continue
+		}
+		if r := c.RangeSets[0][0]; r.Start.String() != tc.start || r.End.String() != tc.end {
+			t.Errorf("%s: range %s-%s, want %s-%s", tc.ipam, r.Start, r.End, tc.start, tc.end)
+		}
+		if len(c.Adjusted) != len(tc.notes) {
+			t.Errorf("%s: notes %q, want %d", tc.ipam, c.Adjusted, len(tc.notes))
+			continue
+		}
+		for i, n := range tc.notes {
+			if !strings.Contains(c.Adjusted[i], n) {
+				t.Errorf("%s: note %q lacks %q", tc.ipam, c.Adjusted[i], n)
+			}
+		}
 	}
 }
 

@@ -129,30 +129,33 @@ func (s RangeSet) next(a netip.Addr) netip.Addr {
 	return s[0].Start
 }
 
-// parseRangeSet parses and checks one set; key names it in errors.
-func parseRangeSet(key string, raw []rawRange) (RangeSet, []error) {
+// parseRangeSet parses and checks one set; key names it in errors and in
+// the notes of what it adjusted.
+func parseRangeSet(key string, raw []rawRange) (RangeSet, []error, []string) {
 	if len(raw) == 0 {
-		return nil, []error{fmt.Errorf("%q: empty range set", key)}
+		return nil, []error{fmt.Errorf("%q: empty range set", key)}, nil
 	}
 	var set RangeSet
 	var errs []error
+	var notes []string
 	for i, rr := range raw {
 		k := fmt.Sprintf("%s[%d]", key, i)
 		if key == "ipam" {
 			k = "ipam" // the legacy single range: its keys sit at the ipam level
 		}
-		r, rerrs := parseRange(k, rr)
+		r, rerrs, rnotes := parseRange(k, rr)
 		errs = append(errs, rerrs...)
+		notes = append(notes, rnotes...)
 		if len(rerrs) == 0 {
 			set = append(set, r)
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs, nil
 	}
 	for i := range set {
 		if set[i].Start.Is4() != set[0].Start.Is4() {
-			return nil, []error{fmt.Errorf("%q: mixes IPv4 and IPv6 ranges; give each family its own range set", key)}
+			return nil, []error{fmt.Errorf("%q: mixes IPv4 and IPv6 ranges; give each family its own range set", key)}, nil
 		}
 		for j := i + 1; j < len(set); j++ {
 			if set[i].overlaps(&set[j]) {
@@ -160,24 +163,32 @@ func parseRangeSet(key string, raw []rawRange) (RangeSet, []error) {
 			}
 		}
 	}
-	return set, errs
+	return set, errs, notes
 }
 
-func parseRange(key string, rr rawRange) (Range, []error) {
+// parseRange parses one range. An IPv4 subnet's network and broadcast
+// addresses are never handed out: a rangeStart on the network address
+// starts the range after it and a rangeEnd on the broadcast address ends
+// it before it, each with a note (the reference accepts both and hands
+// those addresses out); a range holding nothing else, or a gateway on
+// either, is an error.
+func parseRange(key string, rr rawRange) (Range, []error, []string) {
 	var r Range
 	p, err := netip.ParsePrefix(rr.Subnet)
 	if err != nil {
-		return r, []error{fmt.Errorf("%q: %q is not a CIDR subnet", key+".subnet", rr.Subnet)}
+		return r, []error{fmt.Errorf("%q: %q is not a CIDR subnet", key+".subnet", rr.Subnet)}, nil
 	}
 	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
 	if p.Masked() != p {
-		return r, []error{fmt.Errorf("%q: %s has host bits set; the subnet is %s", key+".subnet", rr.Subnet, p.Masked())}
+		return r, []error{fmt.Errorf("%q: %s has host bits set; the subnet is %s", key+".subnet", rr.Subnet, p.Masked())}, nil
 	}
 	if p.Bits() > p.Addr().BitLen()-2 {
-		return r, []error{fmt.Errorf("%q: %s is too small to allocate from; use /30 or larger (IPv6: /126)", key+".subnet", p)}
+		return r, []error{fmt.Errorf("%q: %s is too small to allocate from; use /30 or larger (IPv6: /126)", key+".subnet", p)}, nil
 	}
 	r.Subnet = p
 	var errs []error
+	var notes []string
+	first, last := p.Addr().Next(), lastUsable(p)
 	addr := func(field, val string, def netip.Addr) netip.Addr {
 		if val == "" {
 			return def
@@ -188,24 +199,31 @@ func parseRange(key string, rr rawRange) (Range, []error) {
 			return def
 		}
 		a = a.Unmap()
+		network, broadcast := a.Is4() && a == p.Addr(), a.Is4() && a == last.Next()
 		switch {
 		case !p.Contains(a):
 			errs = append(errs, fmt.Errorf("%q: %s is outside subnet %s", key+"."+field, a, p))
-		case a.Is4() && a == p.Addr():
-			errs = append(errs, fmt.Errorf("%q: %s is the network address of %s, which is never handed out", key+"."+field, a, p))
-		case a.Is4() && a == lastUsable(p).Next():
-			errs = append(errs, fmt.Errorf("%q: %s is the broadcast address of %s, which is never handed out", key+"."+field, a, p))
+		case (network || broadcast) && field == "gateway":
+			errs = append(errs, fmt.Errorf("%q: %s is the %s address of %s; a gateway must be a host address", key+"."+field, a, map[bool]string{true: "network", false: "broadcast"}[network], p))
+		case network && field == "rangeStart":
+			notes = append(notes, fmt.Sprintf("%q: %s is the network address of %s, which is never handed out; the range starts at %s", key+"."+field, a, p, first))
+			return first
+		case broadcast && field == "rangeEnd":
+			notes = append(notes, fmt.Sprintf("%q: %s is the broadcast address of %s, which is never handed out; the range ends at %s", key+"."+field, a, p, last))
+			return last
+		case network || broadcast:
+			errs = append(errs, fmt.Errorf("%q: %s is the %s address of %s, which is never handed out; the range holds no address to hand out",
+				key+"."+field, a, map[bool]string{true: "network", false: "broadcast"}[network], p))
 		}
 		return a
 	}
-	first := p.Addr().Next()
 	r.Gateway = addr("gateway", rr.Gateway, first)
 	r.Start = addr("rangeStart", rr.RangeStart, first)
-	r.End = addr("rangeEnd", rr.RangeEnd, lastUsable(p))
+	r.End = addr("rangeEnd", rr.RangeEnd, last)
 	if len(errs) == 0 && r.Start.Compare(r.End) > 0 {
 		errs = append(errs, fmt.Errorf("%q: rangeStart %s is after rangeEnd %s", key, r.Start, r.End))
 	}
-	return r, errs
+	return r, errs, notes
 }
 
 // lastUsable is the last address of p, less the IPv4 broadcast address.

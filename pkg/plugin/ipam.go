@@ -54,6 +54,9 @@ func newIPAM(conf *ipam.Config, args *skel.CmdArgs) *IPAM {
 	m := &IPAM{Type: conf.Type, stdin: args.StdinData, owner: ipam.Owner{ID: args.ContainerID, IfName: args.IfName}}
 	if conf.Type == "host-local" {
 		m.Local = conf
+		for _, note := range conf.Adjusted {
+			slog.Warn("ipam config adjusted", "note", note)
+		}
 		ipam.SetLogger(func(format string, a ...any) { slog.Info(fmt.Sprintf(format, a...)) })
 	}
 	return m
