@@ -88,6 +88,9 @@ func loadIPAMLenient(args *skel.CmdArgs) *IPAM {
 // 999.
 func (m *IPAM) findDelegate() error {
 	path := os.Getenv("CNI_PATH")
+	if path == "" {
+		return fmt.Errorf(`"ipam.type": IPAM plugin %q is looked for in CNI_PATH, which the runtime did not set`, m.Type)
+	}
 	if _, err := invoke.FindInPath(m.Type, filepath.SplitList(path)); err != nil {
 		return fmt.Errorf(`"ipam.type": no IPAM plugin %q in CNI_PATH (%s); install it there or name another`, m.Type, path)
 	}

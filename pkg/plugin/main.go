@@ -56,15 +56,17 @@ func Main(p Plugin) {
 }
 
 // verbs lists what each command needs from the environment (spec 1.1.0,
-// "Parameters"): CNI_NETNS is optional for DEL, since the namespace may be
-// gone.
+// "Parameters" and each verb's section): CNI_NETNS is optional for DEL,
+// since the namespace may be gone, and CNI_PATH for ADD, CHECK and DEL
+// (the reference's skel requires it; only a delegated IPAM plugin needs
+// it, and says so when it is missing).
 var verbs = map[string]struct {
 	required   []string
 	minVersion string
 }{
-	"ADD":     {[]string{"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"}, ""},
-	"DEL":     {[]string{"CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"}, ""},
-	"CHECK":   {[]string{"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"}, "0.4.0"},
+	"ADD":     {[]string{"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"}, ""},
+	"DEL":     {[]string{"CNI_CONTAINERID", "CNI_IFNAME"}, ""},
+	"CHECK":   {[]string{"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"}, "0.4.0"},
 	"GC":      {[]string{"CNI_PATH"}, "1.1.0"},
 	"STATUS":  {nil, "1.1.0"},
 	"VERSION": {nil, ""},
@@ -257,6 +259,11 @@ func readEnv(getenv func(string) string, required []string) (*skel.CmdArgs, *typ
 	if slices.Contains(required, "CNI_IFNAME") {
 		if e := utils.ValidateInterfaceName(args.IfName); e != nil {
 			return args, EnvError("CNI_IFNAME %q: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)", args.IfName, e.Msg)
+		}
+		// An ADD with it always failed, so a DEL finds nothing of it to
+		// remove, and DEL must not fail for that.
+		if strings.Contains(args.IfName, "%") && getenv("CNI_COMMAND") != "DEL" {
+			return args, EnvError("CNI_IFNAME %q: '%%' makes the kernel pick the name (eth%%d becomes eth0), so the interface could not be found again; give the name itself", args.IfName)
 		}
 	}
 	return args, nil

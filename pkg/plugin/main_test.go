@@ -92,6 +92,8 @@ func TestRunErrors(t *testing.T) {
 		{"missing ifname on check", env("CNI_COMMAND", "CHECK", "CNI_CONTAINERID", "c", "CNI_NETNS", "/x", "CNI_PATH", "/p"), good, 4, "CNI_IFNAME", "1.0.0"},
 		{"long ifname", withCmd("ADD", "CNI_IFNAME", "abcdefghijklmnop"), good, 4, "CNI_IFNAME", "1.0.0"},
 		{"ifname with slash", withCmd("ADD", "CNI_IFNAME", "a/b"), good, 4, "CNI_IFNAME", "1.0.0"},
+		{"ifname template", withCmd("ADD", "CNI_IFNAME", "eth%d"), good, 4, `CNI_IFNAME "eth%d": '%' makes the kernel pick the name`, "1.0.0"},
+		{"gc without path", env("CNI_COMMAND", "GC"), `{"cniVersion":"1.1.0","name":"n"}`, 4, "CNI_PATH", "1.1.0"},
 		{"bad container id", withCmd("ADD", "CNI_CONTAINERID", "-bad"), good, 4, "CNI_CONTAINERID", "1.0.0"},
 		{"malformed json", withCmd("ADD"), `{"cniVersion":`, 6, "decode network config", "1.1.0"},
 		{"no name", withCmd("ADD"), `{"cniVersion":"1.0.0","type":"t"}`, 7, `"name": missing`, "1.0.0"},
@@ -128,6 +130,29 @@ func TestRunErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRunWithoutCNIPath: CNI_PATH is optional for ADD, CHECK and DEL
+// (spec 1.1.0, "Parameters"; the reference's skel requires it); the
+// in-process host-local never needs it. And a DEL passes an ifname with
+// "%" that ADD refuses: there is nothing of it to remove.
+func TestRunWithoutCNIPath(t *testing.T) {
+	for _, cmd := range []string{"ADD", "CHECK", "DEL"} {
+		var ran []string
+		var out bytes.Buffer
+		e := env("CNI_COMMAND", cmd, "CNI_CONTAINERID", "c1", "CNI_NETNS", "/var/run/netns/x", "CNI_IFNAME", "eth0")
+		if code := Run(recorder(&ran), e, strings.NewReader(`{"cniVersion":"1.0.0","name":"n"}`), &out, &out); code != 0 {
+			t.Fatalf("%s without CNI_PATH failed: %s", cmd, out.String())
+		}
+		if diff := cmp.Diff([]string{cmd}, ran); diff != "" {
+			t.Fatal(diff)
+		}
+	}
+	var ran []string
+	var out bytes.Buffer
+	if code := Run(recorder(&ran), withCmd("DEL", "CNI_IFNAME", "eth%d"), strings.NewReader(`{"cniVersion":"1.0.0","name":"n"}`), &out, &out); code != 0 || len(ran) != 1 {
+		t.Fatalf("DEL of an ifname with '%%' (whose ADD was refused): %s", out.String())
 	}
 }
 
