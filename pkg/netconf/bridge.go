@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
@@ -28,18 +30,29 @@ type BridgeSpec struct {
 	DisableDAD bool
 }
 
+// BridgeMAC is the MAC of a bridge netns-cni creates: locally
+// administered, unicast, the same for a name on a node whenever the bridge
+// is made again, and different between nodes (machine IDs), so bridges
+// of two nodes that share an L2 segment (an uplink or a VXLAN port added
+// to them) do not clash.
+func BridgeMAC(machineID, name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("netns-cni bridge " + machineID + "\x00" + name))
+	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}
+
 // EnsureBridge returns the bridge, creating it when missing, and whether
 // this call created it. It does not set the bridge up (see SetUp): a
 // failed ADD must not leave a bridge that was down up. A link of that name that is no bridge is an error.
-// A new bridge gets a fixed MAC derived from its name: left to itself a
-// Linux bridge takes the lowest MAC of its ports, which changes as
-// containers come and go and leaves every neighbour cache stale.
+// A new bridge gets a fixed MAC derived from the node's machine ID and
+// its name (BridgeMAC): left to itself a Linux bridge takes the lowest MAC
+// of its ports, which changes as containers come and go and leaves every
+// neighbour cache stale.
 func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 	created := false
 	l, err := h.LinkByName(spec.Name)
 	if err != nil && nsutil.IsNotFound(err) {
-		sum := sha256.Sum256([]byte("netns-cni bridge " + spec.Name))
-		mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]} // locally administered, unicast
+		id, _ := os.ReadFile("/etc/machine-id") // none: the name alone
+		mac := BridgeMAC(strings.TrimSpace(string(id)), spec.Name)
 		vf := spec.VlanFiltering
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: spec.Name, MTU: spec.MTU, HardwareAddr: mac, Alias: BridgeAlias, TxQLen: -1}}
 		if vf {

@@ -298,3 +298,19 @@ func TestCheckMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgeMAC: a bridge's MAC is locally administered and unicast, the
+// same for a name on one node, and differs between nodes and names.
+func TestBridgeMAC(t *testing.T) {
+	a, again := netconf.BridgeMAC("0f3d...node-a", "cni0"), netconf.BridgeMAC("0f3d...node-a", "cni0")
+	other, name := netconf.BridgeMAC("77aa...node-b", "cni0"), netconf.BridgeMAC("0f3d...node-a", "cni1")
+	if a.String() != again.String() {
+		t.Fatalf("%s then %s for the same node and name", a, again)
+	}
+	if a.String() == other.String() || a.String() == name.String() {
+		t.Fatalf("same MAC %s across nodes (%s) or names (%s)", a, other, name)
+	}
+	if a[0]&0x02 == 0 || a[0]&0x01 != 0 {
+		t.Fatalf("%s is not a locally administered unicast address", a)
+	}
+}
