@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -50,6 +52,9 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	defer t.Close()
 	c := &Checked{Attachment: a, Target: t, Prev: prev, Own: OwnAddresses(prev, idx)}
 	if c.HostLink, err = netconf.CheckLink(t.Host, a.HostVeth, "host"); err != nil {
+		if ref := referenceHostLink(t.Host, prev); ref != nil {
+			return c.checkReference(ref)
+		}
 		if unknown(a, err) {
 			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no attachment of container %s with interface %s on network %q "+
 				"(no host link, no addresses reserved); ADD it first", args.ContainerID, args.IfName, a.Conf.Name), "")
@@ -59,20 +64,67 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	if c.ContLink, err = checkContainerLink(c); err != nil {
 		return err
 	}
-	for _, ip := range c.Own.IPs {
-		if err := netconf.CheckAddr(t.Cont, c.ContLink, &ip.Address, "container"); err != nil {
-			return err
-		}
-	}
-	for _, r := range prev.Routes {
-		if err := netconf.CheckResultRoute(t.Cont, c.ContLink, r, "container"); err != nil {
-			return err
-		}
+	if err := c.checkContainer(); err != nil {
+		return err
 	}
 	if err := d.Check(c); err != nil {
 		return err
 	}
-	return checkHostState(c)
+	return checkHostState(c, true)
+}
+
+// checkContainer checks the container's addresses and prevResult's routes.
+func (c *Checked) checkContainer() error {
+	for _, ip := range c.Own.IPs {
+		if err := netconf.CheckAddr(c.Target.Cont, c.ContLink, &ip.Address, "container"); err != nil {
+			return err
+		}
+	}
+	for _, r := range c.Prev.Routes {
+		if err := netconf.CheckResultRoute(c.Target.Cont, c.ContLink, r, "container"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// referenceHostLink is the host veth prevResult names (an interface
+// without a sandbox) when it is there and no netns-cni link — the host
+// end of an attachment the reference ptp or bridge made before the node
+// switched to netns-cni — or nil.
+func referenceHostLink(host netconf.Handle, prev *current.Result) netlink.Link {
+	for _, iface := range prev.Interfaces {
+		if iface.Sandbox != "" {
+			continue
+		}
+		if l, err := host.LinkByName(iface.Name); err == nil && l.Type() == "veth" && !strings.HasPrefix(l.Attrs().Alias, "netns-cni:") {
+			return l
+		}
+	}
+	return nil
+}
+
+// checkReference is CHECK of an attachment the reference made (see
+// adoptReference for its DEL): its veth pair — the host end up and the
+// container interface's peer —, the container's addresses and routes,
+// forwarding and the reservation. Its masquerade state and the bridge
+// port are the reference's own and are left to it.
+func (c *Checked) checkReference(hostLink netlink.Link) error {
+	if hostLink.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("host: %s (made by the reference plugin) is down", hostLink.Attrs().Name)
+	}
+	var err error
+	if c.ContLink, err = checkContainerLink(c); err != nil {
+		return err
+	}
+	if c.ContLink.Attrs().ParentIndex != hostLink.Attrs().Index {
+		return fmt.Errorf("host: %s is not the peer of the container's %s", hostLink.Attrs().Name, c.Args.IfName)
+	}
+	c.HostLink = hostLink
+	if err := c.checkContainer(); err != nil {
+		return err
+	}
+	return checkHostState(c, false)
 }
 
 func checkContainerLink(c *Checked) (netlink.Link, error) {
@@ -87,8 +139,9 @@ func checkContainerLink(c *Checked) (netlink.Link, error) {
 }
 
 // checkHostState checks what is not on the links: forwarding, the
-// masquerade rules, the reservation.
-func checkHostState(c *Checked) error {
+// network's masquerade, FORWARD and port-mapping rules (for an attachment
+// of ours: the reference has rules of its own), the reservation.
+func checkHostState(c *Checked, ours bool) error {
 	if c.Traits.Forwarding {
 		v4, v6 := Families(c.Own)
 		if v4 && !netconf.ForwardingOn(false) {
@@ -97,6 +150,9 @@ func checkHostState(c *Checked) error {
 		if v6 && !netconf.ForwardingOn(true) {
 			return errors.New("host: IPv6 forwarding is off")
 		}
+	}
+	if !ours {
+		return c.checkReservation()
 	}
 	n := c.Network()
 	if c.Conf.IPMasq {
@@ -112,6 +168,10 @@ func checkHostState(c *Checked) error {
 	if err := c.checkPorts(c.Own); err != nil {
 		return err
 	}
+	return c.checkReservation()
+}
+
+func (c *Checked) checkReservation() error {
 	if c.IPAM == nil { // L2 mode: no reservation to check
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
@@ -53,6 +54,13 @@ func TestMigrationWithTheReference(t *testing.T) {
 						m.add(m.ref, fmt.Sprintf("r%d", i))
 						m.add(m.ours, fmt.Sprintf("o%d", i))
 					}
+					// netns-cni's CHECK of the reference's pods, through the
+					// runtime's cached result: what runtimes that CHECK see
+					// after the switch.
+					for i := range 5 {
+						m.check(m.ours, fmt.Sprintf("r%d", i))
+					}
+					m.breakReferenceHostLink("r4")
 					for i := range 3 {
 						m.del(m.ours, fmt.Sprintf("r%d", i))
 						m.del(m.ref, fmt.Sprintf("o%d", i))
@@ -160,6 +168,51 @@ func (m *migration) del(s *side, id string) {
 		if time.Now().After(deadline) {
 			m.t.Fatalf("%s DEL %s left the pod with %v", s.name, id, linkNames(m.t, m.pods[id]))
 		}
+	}
+}
+
+func (m *migration) check(s *side, id string) {
+	m.t.Helper()
+	if err := m.inHost(func() error {
+		return s.cni.CheckNetworkList(context.Background(), s.list, m.rt(id, m.pods[id], "eth0"))
+	}); err != nil {
+		m.t.Fatalf("%s CHECK %s: %v", s.name, id, err)
+	}
+}
+
+// breakReferenceHostLink sets the host end of the reference's pod id down:
+// netns-cni's CHECK must say so, naming it; set up again afterwards.
+func (m *migration) breakReferenceHostLink(id string) {
+	m.t.Helper()
+	var peer int
+	if err := m.pods[id].Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err == nil {
+			peer = l.Attrs().ParentIndex
+		}
+		return err
+	}); err != nil {
+		m.t.Fatal(err)
+	}
+	var name string
+	if err := m.inHost(func() error {
+		l, err := netlink.LinkByIndex(peer)
+		if err != nil {
+			return fmt.Errorf("the host end of %s: %w", id, err)
+		}
+		name = l.Attrs().Name
+		return netlink.LinkSetDown(l)
+	}); err != nil {
+		m.t.Fatal(err)
+	}
+	err := m.inHost(func() error {
+		return m.ours.cni.CheckNetworkList(context.Background(), m.ours.list, m.rt(id, m.pods[id], "eth0"))
+	})
+	if err == nil || !strings.Contains(err.Error(), name) {
+		m.t.Fatalf("CHECK of %s with its host end %s down: %v, want an error naming it", id, name, err)
+	}
+	if err := m.inHost(func() error { return exec.Command("ip", "link", "set", name, "up").Run() }); err != nil {
+		m.t.Fatal(err)
 	}
 }
 
