@@ -410,7 +410,12 @@ func (s *store) reclaimBefore(t time.Time) (int, error) {
 	return n, nil
 }
 
-// rebuildIndex replaces the owner index with one made from a full scan.
+// rebuildIndex replaces the owner index with one made from a full scan:
+// every owner's entry written first, then the entries of owners that hold
+// nothing removed, so that a reader without the lock (HeldByOthers) sees
+// at every instant at least the owners that hold addresses — emptying the
+// index first let a DEL beside a GC conclude it was the network's last
+// attachment and remove the rules of live pods.
 func (s *store) rebuildIndex() error {
 	entries, err := s.scan()
 	if err != nil {
@@ -420,11 +425,22 @@ func (s *store) rebuildIndex() error {
 	for _, e := range entries {
 		byOwner[e.owner] = append(byOwner[e.owner], e.addr)
 	}
-	if err := clearDir(s.ownfd); err != nil {
-		return err
-	}
+	keep := map[string]bool{}
 	for o, addrs := range byOwner {
 		if err := s.writeIndex(o, addrs); err != nil {
+			return err
+		}
+		keep[indexKey(o)] = true
+	}
+	names, err := readDirNames(s.ownfd)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if keep[n] {
+			continue
+		}
+		if err := unix.Unlinkat(s.ownfd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
 		}
 	}

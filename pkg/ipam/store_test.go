@@ -442,6 +442,48 @@ func TestHeldByOthers(t *testing.T) {
 	}
 }
 
+// TestHeldByOthersDuringRebuild: a GC (or any repair) rebuilds the owner
+// index while DELs of the network ask it, without the lock, whether
+// another attachment is left. It must never answer "no" while one is:
+// that DEL would remove the network's rules from under live pods.
+func TestHeldByOthersDuringRebuild(t *testing.T) {
+	c := conf(t, `"ranges":[[{"subnet":"10.1.0.0/24"}]]`)
+	a := Owner{"a", "eth0"}
+	alloc(t, c, a)
+	for i := range 20 {
+		alloc(t, c, Owner{fmt.Sprintf("live%d", i), "eth0"})
+	}
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := c.GCFunc(func(Owner) bool { return true }); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	misses := 0
+	for range 20000 {
+		if others, err := c.HeldByOthers(a); err != nil || !others {
+			misses++
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if misses > 0 {
+		t.Fatalf("HeldByOthers said no other attachment is left %d times of 20000, with 20 live ones", misses)
+	}
+}
+
 func TestHolder(t *testing.T) {
 	c := conf(t, `"ranges":[[{"subnet":"10.1.0.0/24"}]]`)
 	a := Owner{"a", "eth0"}
