@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,6 +35,12 @@ func Bridge(name string) (unlock func(), err error) {
 	return Acquire("bridge/"+name, Timeout)
 }
 
+// sockAddr is the abstract socket of the lock called name.
+func sockAddr(name string) *unix.SockaddrUnix {
+	sum := sha256.Sum256([]byte(name))
+	return &unix.SockaddrUnix{Name: "@netns-cni/" + hex.EncodeToString(sum[:8])}
+}
+
 // Acquire takes the lock called name, waiting at most timeout.
 //
 // The holder binds the name and listens on it; a waiter connects and
@@ -40,8 +48,7 @@ func Bridge(name string) (unlock func(), err error) {
 // so it wakes the moment the lock is free instead of polling. A killed
 // holder's socket closes with it.
 func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
-	sum := sha256.Sum256([]byte(name))
-	addr := &unix.SockaddrUnix{Name: "@netns-cni/" + hex.EncodeToString(sum[:8])}
+	addr := sockAddr(name)
 	deadline := time.Now().Add(timeout)
 	for {
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -67,6 +74,10 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
 		}
 		if err := unix.Connect(fd, addr); err == nil {
+			if err := holderIsPlugin(fd, name, addr.Name); err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
 			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
 			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
 		} else {
@@ -75,4 +86,19 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 		}
 		unix.Close(fd)
 	}
+}
+
+// holderIsPlugin checks who listens on the lock's socket (connected as
+// fd): a plugin runs as root (or as the same user, in a user namespace).
+// Any process in the namespace can bind an abstract name, so a process
+// of another user holding it is squatting on it: waiting would only make
+// every ADD and DEL of the resource fail after the timeout, naming
+// nobody. It is reported at once, with the process to stop.
+func holderIsPlugin(fd int, name, sock string) error {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil || cred.Uid == 0 || int(cred.Uid) == os.Geteuid() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is held by pid %d (uid %d), which is not a netns-cni plugin but a process that bound "+
+		"its socket %s; stop that process", ErrBusy, name, cred.Pid, cred.Uid, strings.TrimPrefix(sock, "@"))
 }

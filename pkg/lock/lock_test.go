@@ -1,9 +1,17 @@
 package lock
 
 import (
+	"bufio"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -74,4 +82,82 @@ func TestWaiterWakesOnRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSquatterNamed: a process of another user that binds a lock's socket
+// (any process in the namespace can) makes Acquire fail at once, naming
+// it, instead of after the timeout.
+func TestSquatterNamed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root to run a process as another user (CI runs as root)")
+	}
+	sb := nstest.NewT(t)
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} { // the squatter runs the test binary from here
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self := filepath.Join(dir, "lock.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err == nil {
+		err = os.WriteFile(self, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd *exec.Cmd
+	err = sb.Host.Do(func() error {
+		cmd = exec.Command(self)
+		cmd.Env = append(os.Environ(), "NETNS_CNI_LOCK_SQUAT=nat/squatted")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "bound") {
+			return errors.Join(err, errors.New("squatter: "+line))
+		}
+		start := time.Now()
+		_, err = Network("squatted")
+		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "uid 65534") || time.Since(start) > 5*time.Second {
+			t.Errorf("Acquire with a squatter: %v after %v, want ErrBusy at once naming uid 65534", err, time.Since(start))
+		}
+		return nil
+	})
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMain runs the squatter when TestSquatterNamed starts this binary as
+// another user: it binds the lock's socket, says so, and waits to be
+// killed.
+func TestMain(m *testing.M) {
+	name := os.Getenv("NETNS_CNI_LOCK_SQUAT")
+	if name == "" {
+		os.Exit(m.Run())
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		err = unix.Bind(fd, sockAddr(name))
+	}
+	if err == nil {
+		err = unix.Listen(fd, 1)
+	}
+	if err != nil {
+		os.Stdout.WriteString(err.Error() + "\n")
+		os.Exit(1)
+	}
+	os.Stdout.WriteString("bound\n")
+	time.Sleep(time.Minute)
+	os.Exit(0)
 }
