@@ -101,9 +101,17 @@ func mapPorts(add *Add) (func() error, error) {
 // addresses' conntrack entries, DEL's next step: the container answered
 // them.) When the runtime passes mappings of which none is the
 // attachment's, a reference portmap chained before the conflist moved to
-// the built-in mappings made them: its forwards go (pkg/adopt).
-func (a *Attachment) unmapPorts(addrs []netip.Addr) error {
-	removed, err := a.Network().UnmapPorts(a.portSpec(a.plannedPorts(addrs)), addrs, false)
+// the built-in mappings made them: its forwards go (pkg/adopt). port is
+// the host link DEL found for the attachment (deleteHostLink).
+func (a *Attachment) unmapPorts(addrs []netip.Addr, port string) error {
+	s := a.portSpec(a.plannedPorts(addrs))
+	if port != a.HostVeth {
+		// The attachment's link was made by the other plugin (the conflist
+		// changed plugin under it): its route_localnet mark, if it had one,
+		// is keyed by that link, its own, not by this config's bridge.
+		s.HostIf, s.Shared = port, false
+	}
+	removed, err := a.Network().UnmapPorts(s, addrs, false)
 	if len(removed) == 0 && len(a.Conf.RuntimeConfig.PortMappings) > 0 {
 		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}
 		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}))

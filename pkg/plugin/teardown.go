@@ -70,7 +70,7 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	// with what other programs, such as the reference host-local, changed)
 	// before the network asks the index whether other attachments are left.
 	addrs := a.addresses()
-	errs = append(errs, a.unmapPorts(addrs))
+	errs = append(errs, a.unmapPorts(addrs, port))
 	lap("port-mappings")
 	Note("hostLink", port, "found", found, "addresses", addrs)
 	if len(addrs) > 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -435,5 +436,43 @@ func TestBackendSwitchedUnderLivePods(t *testing.T) {
 				t.Fatalf("after the last DEL through the %s config:\n%s", tc.now, stateDiff(before, after))
 			}
 		})
+	}
+}
+
+// TestPluginSwitchedUnderLivePods: a network's conflist changes plugin
+// (veth-ptp to bridge-nat, as the node agent writes it) while pods with
+// port mappings run; the DEL of a veth-ptp pod through the bridge-nat
+// config removes all of the pod's, its veth's route_localnet element
+// included, and leaves the other pod's.
+func TestPluginSwitchedUnderLivePods(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	conf := func(plugin, extra string) *libcni.NetworkConfigList {
+		return w.list("1.1.0", "plugsw", w.ptpConf(plugin, families[0], capPorts+`,"ipMasq":true`+extra))
+	}
+	was, now := conf("veth-ptp", ""), conf("bridge-nat", `,"bridge":"brsw0","isGateway":true,"removeEmptyBridge":true`)
+	var rts []*libcni.RuntimeConf
+	for i, id := range []string{"a", "b"} {
+		rt := withPorts(w.rt(id, w.sb.PodT(t, id), "eth0"), tcpPort(8080+i, 80))
+		if _, err := w.add(was, rt); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+		rts = append(rts, rt)
+	}
+	if err := w.del(now, rts[0]); err != nil {
+		t.Fatal(err)
+	}
+	state := w.hostState(t)
+	if veth := netconf.HostVethName("vp", "a", "eth0"); strings.Contains(state, veth) || strings.Contains(state, "8080") {
+		t.Fatalf("a's forwards or its veth %s left after its DEL through the bridge-nat config:\n%s", veth, state)
+	}
+	if veth := netconf.HostVethName("vp", "b", "eth0"); !strings.Contains(state, veth) || !strings.Contains(state, "8081") {
+		t.Fatalf("b's forwards or its veth %s gone with a's DEL:\n%s", veth, state)
+	}
+	if err := w.del(was, rts[1]); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("after the last DEL:\n%s", stateDiff(before, after))
 	}
 }
