@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"log/slog"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -20,7 +21,10 @@ func OpenNetns(path string) (*nsutil.NS, error) {
 
 // OpenNetnsForDel opens CNI_NETNS for DEL, where a namespace that is gone is
 // no error: it returns (nil, nil) when CNI_NETNS is empty, missing, or left
-// behind as an unmounted file. Only the plugin's own namespace is refused.
+// behind as an unmounted file — and when it is the plugin's own namespace
+// (a /proc/<pid>/ns/net whose container is gone and whose pid now belongs
+// to a process of the host): nothing of the container can be in it, DEL
+// leaves it alone and must not fail for it.
 func OpenNetnsForDel(path string) (*nsutil.NS, error) {
 	if path == "" {
 		return nil, nil
@@ -30,6 +34,9 @@ func OpenNetnsForDel(path string) (*nsutil.NS, error) {
 	case err == nil:
 		return n, nil
 	case errors.Is(err, nsutil.ErrNotExist), errors.Is(err, nsutil.ErrNotNS):
+		return nil, nil
+	case errors.Is(err, nsutil.ErrOwnNS):
+		slog.Warn("CNI_NETNS is the plugin's own namespace, not the container's: left alone", "netns", path)
 		return nil, nil
 	default:
 		return nil, netnsError(err)

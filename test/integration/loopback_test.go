@@ -280,3 +280,32 @@ func TestLoopbackVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestDelWithThePluginsOwnNamespace: a DEL whose CNI_NETNS is the
+// namespace the plugin runs in — a /proc/<pid>/ns/net whose container is
+// gone and whose pid a host process now has — succeeds and leaves that
+// namespace alone, for loopback and for a retried DEL of veth-ptp.
+func TestDelWithThePluginsOwnNamespace(t *testing.T) {
+	w := newWorld(t)
+	own := w.sb.Host.Path()
+	for _, tc := range []struct{ plugin, conf string }{
+		{"loopback", `{"cniVersion":"1.0.0","name":"lo-net","type":"loopback"}`},
+		{"veth-ptp", fmt.Sprintf(`{"cniVersion":"1.0.0","name":"own-ns","type":"veth-ptp","ipMasq":true,"ipam":{"type":"host-local","subnet":"10.12.0.0/24","dataDir":%q}}`,
+			filepath.Join(w.sb.Dir, "ipam"))},
+	} {
+		before := w.hostState(t)
+		env := []string{"CNI_COMMAND=DEL", "CNI_CONTAINERID=gone", "CNI_NETNS=" + own, "CNI_IFNAME=eth0", "CNI_PATH=" + binDir}
+		if tc.plugin == "loopback" {
+			env[3] = "CNI_IFNAME=lo"
+		}
+		if r := w.exec(tc.plugin, env, tc.conf); r.exit != 0 {
+			t.Fatalf("%s DEL with the plugin's own namespace: exit %d %s", tc.plugin, r.exit, r.stdout)
+		}
+		if !linkUp(t, w.sb.Host, "lo") {
+			t.Fatalf("%s DEL took the host's lo down", tc.plugin)
+		}
+		if after := w.hostState(t); after != before {
+			t.Fatalf("%s DEL changed the host:\n%s", tc.plugin, stateDiff(before, after))
+		}
+	}
+}
