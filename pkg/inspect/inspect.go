@@ -228,6 +228,14 @@ func (n *Node) readConfigs() error {
 				Fix: "correct the file: a runtime cannot load that network either"})
 			continue
 		}
+		if first := n.network(list.Name); first != nil {
+			// libcni (and so every runtime) loads a name from the first
+			// file that has it: this one is never used.
+			n.unreadable = append(n.unreadable, Problem{Kind: DuplicateNetwork, Network: list.Name, File: f,
+				Detail: fmt.Sprintf("%s defines network %q again; runtimes load it from %s, the first file by name, and never this one", f, list.Name, first.File),
+				Fix:    "remove the file, or give its network another name"})
+			continue
+		}
 		n.Networks = append(n.Networks, network(list, f))
 	}
 	return nil
@@ -431,7 +439,8 @@ type Problem struct {
 	Network     string `json:"network,omitempty"`
 	ContainerID string `json:"containerID,omitempty"`
 	IfName      string `json:"ifname,omitempty"`
-	// File is the configuration file a problem is in (broken-config).
+	// File is the configuration file a problem is in (broken-config,
+	// duplicate-network).
 	File   string `json:"file,omitempty"`
 	Detail string `json:"detail"`
 	// Fix says what repair does, or what an operator should; Repairable
@@ -457,6 +466,7 @@ const (
 	BrokenConfig       = "broken-config"
 	UnreadableStore    = "unreadable-store"
 	UnreadableRules    = "unreadable-rules"
+	DuplicateNetwork   = "duplicate-network"
 )
 
 // Audit lists what is wrong on the node, in a stable order.

@@ -258,3 +258,41 @@ func TestAuditWithoutNetAdmin(t *testing.T) {
 		t.Fatalf("audit without CAP_NET_ADMIN: %v\n%s", runErr, out)
 	}
 }
+
+// TestAuditDuplicateNetwork: two files with one network name (an upgrade
+// that renamed the file leaves both): runtimes load the first, so the
+// operator command lists the network once, each address once, and audit
+// names the second file.
+func TestAuditDuplicateNetwork(t *testing.T) {
+	w := newWorld(t)
+	list := w.list("1.1.0", "dup", w.ptpConf("veth-ptp", families[0], `"ipMasq":true`))
+	rt := w.rt("c-dup", w.sb.PodT(t, "p"), "eth0")
+	res, err := w.add(list, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := filepath.Join(w.confDir, "zz-"+list.Name+".conflist")
+	if err := os.WriteFile(again, list.Bytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	op := func(args ...string) execResult {
+		return w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", append([]string{"--conf-dir", w.confDir, "--cache-dir", w.cacheDir}, args...)...)
+	}
+	addr := res.IPs[0].Address.IP.String()
+	if r := op("list", "--json"); r.exit != 0 || strings.Count(r.stdout, `"`+addr+`"`) != 1 {
+		t.Fatalf("list: exit %d, %s listed %d times, want once:\n%s", r.exit, addr, strings.Count(r.stdout, `"`+addr+`"`), r.stdout)
+	}
+	if r := op("pools", "--json"); strings.Count(r.stdout, list.Name) != 1 {
+		t.Fatalf("pools lists %s %d times:\n%s", list.Name, strings.Count(r.stdout, list.Name), r.stdout)
+	}
+	r := op("audit", "--json")
+	if r.exit != 1 || !strings.Contains(r.stdout, `"duplicate-network"`) || !strings.Contains(r.stdout, again) {
+		t.Fatalf("audit: exit %d, want 1 naming %s as duplicate-network:\n%s%s", r.exit, again, r.stdout, r.stderr)
+	}
+	if err := os.Remove(again); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+}
