@@ -55,7 +55,7 @@ func newIPAM(conf *ipam.Config, args *skel.CmdArgs) *IPAM {
 	if conf.Type == "host-local" {
 		m.Local = conf
 		for _, note := range conf.Adjusted {
-			slog.Warn("ipam config adjusted", "note", note)
+			noteConfig("ipam config adjusted", "note", note)
 		}
 		ipam.SetLogger(func(format string, a ...any) { slog.Info(fmt.Sprintf(format, a...)) })
 	}

@@ -3,7 +3,6 @@ package plugin
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"slices"
 	"sort"
@@ -76,10 +75,10 @@ func unknownKeys(prefix string, raw map[string]json.RawMessage, known []string) 
 	return out
 }
 
-// warnUnknownKeys logs UnknownKeys of conf's type at warn.
+// warnUnknownKeys logs UnknownKeys of conf's type (see noteConfig).
 func warnUnknownKeys(data []byte, conf any) {
 	for _, m := range UnknownKeys(data, JSONKeys(conf)) {
-		slog.Warn("config key ignored", "problem", m)
+		noteConfig("config key ignored", "problem", m)
 	}
 }
 

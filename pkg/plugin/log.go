@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +19,22 @@ var (
 	// network once the config is loaded.
 	logAttrs []any
 )
+
+// command is CNI_COMMAND of this run.
+var command string
+
+// noteConfig logs a remark about the config as it is written (a key
+// ignored, a range narrowed): at warn for ADD, where an operator looks
+// when a pod misbehaves, at debug for the other verbs — containerd runs
+// STATUS every few seconds, and the same warning each time would drown
+// its log.
+func noteConfig(msg string, args ...any) {
+	level := slog.LevelDebug
+	if command == "ADD" {
+		level = slog.LevelWarn
+	}
+	slog.Log(context.Background(), level, msg, args...)
+}
 
 // withLogAttrs adds attributes to every record from now on.
 func withLogAttrs(attrs ...any) {

@@ -100,6 +100,7 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 	}
 
 	cmd := getenv("CNI_COMMAND")
+	command = cmd
 	if cmd == "" {
 		// Run by hand: say what this is, as the reference plugins do.
 		fmt.Fprintf(stderr, "%s %s: %s\nCNI protocol versions supported: %s\n",

@@ -436,6 +436,10 @@ func TestTypoNamed(t *testing.T) {
 	if r.exit != 0 || !strings.Contains(r.stderr, `\"ipMask\": unknown key; did you mean \"ipMasq\"?`) {
 		t.Fatalf("exit %d, stderr %q", r.exit, r.stderr)
 	}
+	// STATUS, which containerd runs every few seconds, says it only at debug.
+	if r := w.exec("veth-ptp", w.pluginEnv("STATUS", "", "", ""), stdin); r.exit != 0 || r.stderr != "" {
+		t.Fatalf("STATUS: exit %d, stderr %q, want silence at the default level", r.exit, r.stderr)
+	}
 	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "c1", pod.Path(), "eth0"), stdin); r.exit != 0 {
 		t.Fatalf("DEL: %s", r.stdout)
 	}
