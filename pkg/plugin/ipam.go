@@ -83,16 +83,17 @@ func loadIPAMLenient(args *skel.CmdArgs) *IPAM {
 }
 
 // findDelegate says, naming the key, when the IPAM plugin ipam.type names
-// is not in CNI_PATH: a config mistake (or a missing install) an operator
-// can act on, where the exec's own error would reach the runtime as code
-// 999.
+// is not in CNI_PATH (code 7: a config mistake, or a missing install, an
+// operator can act on, where the exec's own error would reach the runtime
+// as code 999), or when CNI_PATH is not set (code 4: optional for ADD,
+// CHECK and DEL, but a delegated IPAM plugin is found through it).
 func (m *IPAM) findDelegate() error {
 	path := os.Getenv("CNI_PATH")
 	if path == "" {
-		return fmt.Errorf(`"ipam.type": IPAM plugin %q is looked for in CNI_PATH, which the runtime did not set`, m.Type)
+		return EnvError(`CNI_PATH: not set, but "ipam.type" %q is an IPAM plugin, found through it`, m.Type)
 	}
 	if _, err := invoke.FindInPath(m.Type, filepath.SplitList(path)); err != nil {
-		return fmt.Errorf(`"ipam.type": no IPAM plugin %q in CNI_PATH (%s); install it there or name another`, m.Type, path)
+		return ConfigError(`"ipam.type": no IPAM plugin %q in CNI_PATH (%s); install it there or name another`, m.Type, path)
 	}
 	return nil
 }
@@ -104,7 +105,7 @@ func (m *IPAM) findDelegate() error {
 func (m *IPAM) Add(ctx context.Context) (*current.Result, func() error, error) {
 	if m.Local == nil {
 		if err := m.findDelegate(); err != nil {
-			return nil, nil, ConfigError("%v", err)
+			return nil, nil, err
 		}
 		r, err := invoke.DelegateAdd(ctx, m.Type, m.stdin, nil)
 		if err != nil {
@@ -158,6 +159,9 @@ func (m *IPAM) Held() (addrs []netip.Addr, ok bool) {
 // Del releases the attachment's addresses; nothing held is success.
 func (m *IPAM) Del(ctx context.Context) error {
 	if m.Local == nil {
+		if err := m.findDelegate(); err != nil {
+			return err
+		}
 		return invoke.DelegateDel(ctx, m.Type, m.stdin, nil)
 	}
 	return ipamError(m.Local.Release(m.owner))
@@ -166,6 +170,9 @@ func (m *IPAM) Del(ctx context.Context) error {
 // Check verifies the reservation matches the addresses of prev.
 func (m *IPAM) Check(ctx context.Context, prev *current.Result) error {
 	if m.Local == nil {
+		if err := m.findDelegate(); err != nil {
+			return err
+		}
 		return invoke.DelegateCheck(ctx, m.Type, m.stdin, nil)
 	}
 	var want []netip.Addr
@@ -205,7 +212,7 @@ func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment, keep func(id,
 func (m *IPAM) Status(ctx context.Context) error {
 	if m.Local == nil {
 		if err := m.findDelegate(); err != nil {
-			return UnavailableError("%v", err)
+			return UnavailableError("%s", CNIError(err).Msg)
 		}
 		return invoke.DelegateStatus(ctx, m.Type, m.stdin, nil)
 	}

@@ -157,7 +157,16 @@ func TestDelegatedIPAM(t *testing.T) {
 	// A missing IPAM binary is an error that names it.
 	args.StdinData = []byte(`{"cniVersion":"1.0.0","name":"net","type":"x","ipam":{"type":"no-such-ipam"}}`)
 	m, _ = LoadIPAM(args)
-	if _, _, err := m.Add(ctx); err == nil || !strings.Contains(err.Error(), "no-such-ipam") {
-		t.Fatalf("missing plugin: %v", err)
+	if _, _, err := m.Add(ctx); code(err) != types.ErrInvalidNetworkConfig || !strings.Contains(err.Error(), "no-such-ipam") {
+		t.Fatalf("missing plugin: %v, want code 7 naming it", err)
+	}
+	// Without CNI_PATH (optional for ADD, CHECK and DEL) a delegated IPAM
+	// plugin cannot be found: code 4 naming CNI_PATH, on every verb.
+	t.Setenv("CNI_PATH", "")
+	_, _, addErr := m.Add(ctx)
+	for verb, err := range map[string]error{"ADD": addErr, "DEL": mc.Del(ctx), "CHECK": mc.Check(ctx, &current.Result{IPs: res.IPs})} {
+		if code(err) != types.ErrInvalidEnvironmentVariables || !strings.Contains(err.Error(), "CNI_PATH") {
+			t.Errorf("%s without CNI_PATH: %v, want code 4 naming CNI_PATH", verb, err)
+		}
 	}
 }
