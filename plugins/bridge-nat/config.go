@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/utils"
 
@@ -79,6 +80,9 @@ func (c *Config) Validate() []error {
 	errs := c.VethConf.Validate()
 	if e := utils.ValidateInterfaceName(c.Bridge); e != nil {
 		errs = append(errs, fmt.Errorf(`"bridge": %q is not a valid interface name: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)`, c.Bridge, e.Msg))
+	} else if strings.ContainsFunc(c.Bridge, func(r rune) bool { return r == '%' || r < ' ' || r == 0x7f }) {
+		// The kernel makes br0 of "br%d": the bridge would never be found again.
+		errs = append(errs, fmt.Errorf(`"bridge": %q is not a valid interface name: no '%%' (the kernel picks a name for it) or control characters`, c.Bridge))
 	}
 	if c.HairpinMode && c.PromiscMode {
 		errs = append(errs, fmt.Errorf(`"hairpinMode" and "promiscMode" cannot both be true`))

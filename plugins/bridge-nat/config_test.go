@@ -60,6 +60,8 @@ func TestConfigErrors(t *testing.T) {
 		{`,"bridge":"a-bridge-name-too-long"`, []string{`"bridge": "a-bridge-name-too-long" is not a valid interface name: interface name is too long`}},
 		{`,"bridge":"br:0"`, []string{`"bridge": "br:0" is not a valid interface name`}},
 		{`,"bridge":".."`, []string{`"bridge": ".." is not a valid interface name`}},
+		{`,"bridge":"br%d"`, []string{`"bridge": "br%d" is not a valid interface name: no '%'`}},
+		{`,"bridge":"br\u0001"`, []string{`"bridge": "br\x01" is not a valid interface name`}},
 		{`,"hairpinMode":true,"promiscMode":true`, []string{`"hairpinMode" and "promiscMode"`}},
 		{`,"vlan":4095`, []string{`"vlan": must be 0-4094, got 4095`}},
 		{`,"vlanTrunk":[{"minID":30,"maxID":20}]`, []string{`"vlanTrunk[0]"`}},
