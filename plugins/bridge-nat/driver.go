@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/lock"
@@ -172,8 +173,12 @@ func (c *Config) setupContainer(add *plugin.Add) (func() error, error) {
 	return nil, err
 }
 
+// hasRoute reports whether routes has one to dst in the main table (a
+// default route of IPAM's in another table leaves isDefaultGateway's).
 func hasRoute(routes []*types.Route, dst net.IPNet) bool {
-	return slices.ContainsFunc(routes, func(r *types.Route) bool { return r.Dst.String() == dst.String() })
+	return slices.ContainsFunc(routes, func(r *types.Route) bool {
+		return r.Dst.String() == dst.String() && (r.Table == nil || *r.Table == unix.RT_TABLE_MAIN)
+	})
 }
 
 // Check verifies the bridge, the port on it, the gateway addresses and

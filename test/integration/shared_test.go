@@ -246,20 +246,27 @@ func TestPodOnTwoNetworks(t *testing.T) {
 // TestRouteAttributes: a route of ipam.routes keeps its table, priority
 // (metric), mtu and advmss (spec 1.1.0, section 5; the reference's
 // ConfigureIface sets table, priority and scope), in the kernel and in the
-// result, and CHECK looks for it in its table with its metric.
+// result, IPv4 and IPv6, and CHECK looks for it in its table with its
+// metric. A default route in another table leaves bridge-nat's
+// isDefaultGateway its own in the main table.
 func TestRouteAttributes(t *testing.T) {
-	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
-		t.Run(plugin, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, plugin, extra string
+		mainDefault         bool
+	}{
+		{"veth-ptp", "veth-ptp", "", false},
+		{"bridge-nat", "bridge-nat", `"bridge":"brr0","isGateway":true,"removeEmptyBridge":true,`, false},
+		{"bridge-nat/isDefaultGateway", "bridge-nat", `"bridge":"brr0","isDefaultGateway":true,"removeEmptyBridge":true,`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			before := w.hostState(t)
-			extra := ""
-			if plugin == "bridge-nat" {
-				extra = `"bridge":"brr0","isGateway":true,"removeEmptyBridge":true,`
-			}
-			conf := fmt.Sprintf(`{"type":%q,%s"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.11.0.0/24","routes":[
+			conf := fmt.Sprintf(`{"type":%q,%s"ipam":{"type":"host-local","dataDir":%q,
+				"ranges":[[{"subnet":"10.11.0.0/24"}],[{"subnet":"fd11::/64"}]],"routes":[
 				{"dst":"0.0.0.0/0","table":200,"priority":100},
+				{"dst":"::/0","table":200},
 				{"dst":"192.0.2.0/24","priority":50},
-				{"dst":"198.51.100.0/24","mtu":1400,"advmss":1360}]}}`, plugin, extra, filepath.Join(w.sb.Dir, "ipam"))
+				{"dst":"198.51.100.0/24","mtu":1400,"advmss":1360}]}}`, tc.plugin, tc.extra, filepath.Join(w.sb.Dir, "ipam"))
 			list := w.list("1.1.0", "rattr", conf)
 			pod := w.sb.PodT(t, "p")
 			rt := w.rt("c-rattr", pod, "eth0")
@@ -267,10 +274,10 @@ func TestRouteAttributes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			show := func(args ...string) string {
+			show := func(family string, args ...string) string {
 				var out []byte
 				_ = pod.Do(func() error {
-					out, err = exec.Command("ip", append([]string{"-4", "route", "show"}, args...)...).CombinedOutput()
+					out, err = exec.Command("ip", append([]string{family, "route", "show"}, args...)...).CombinedOutput()
 					return nil
 				})
 				if err != nil {
@@ -278,33 +285,48 @@ func TestRouteAttributes(t *testing.T) {
 				}
 				return string(out)
 			}
+			main4 := show("-4")
 			for _, want := range []string{"192.0.2.0/24 via 10.11.0.1 dev eth0 metric 50", "198.51.100.0/24 via 10.11.0.1 dev eth0 mtu 1400 advmss 1360"} {
-				if !strings.Contains(show(), want) {
-					t.Errorf("main table lacks %q:\n%s", want, show())
+				if !strings.Contains(main4, want) {
+					t.Errorf("main table lacks %q:\n%s", want, main4)
 				}
 			}
-			if main := show(); strings.Contains(main, "default") {
-				t.Errorf("the table-200 default route is in the main table:\n%s", main)
+			if got := strings.Contains(main4, "default via 10.11.0.1 dev eth0"); got != tc.mainDefault {
+				t.Errorf("main table has a default route: %v, want %v:\n%s", got, tc.mainDefault, main4)
 			}
-			if got := show("table", "200"); !strings.Contains(got, "default via 10.11.0.1 dev eth0 metric 100") {
-				t.Errorf("table 200: %q, want the default route with metric 100", got)
+			if got := show("-4", "table", "200"); !strings.Contains(got, "default via 10.11.0.1 dev eth0 metric 100") {
+				t.Errorf("table 200: %q, want the IPv4 default route with metric 100", got)
 			}
-			if len(res.Routes) != 3 || res.Routes[0].Table == nil || *res.Routes[0].Table != 200 || res.Routes[0].Priority != 100 ||
-				res.Routes[1].Priority != 50 || res.Routes[2].MTU != 1400 || res.Routes[2].AdvMSS != 1360 {
-				t.Errorf("result routes lost their attributes: %v", res.Routes)
+			if got := show("-6", "table", "200"); !strings.Contains(got, "default via fd11::1 dev eth0") {
+				t.Errorf("table 200, IPv6: %q, want the default route", got)
+			}
+			r := res.Routes
+			if len(r) < 4 || r[0].Table == nil || *r[0].Table != 200 || r[0].Priority != 100 || r[1].Table == nil ||
+				r[2].Priority != 50 || r[3].MTU != 1400 || r[3].AdvMSS != 1360 {
+				t.Errorf("result routes lost their attributes: %v", r)
 			}
 			if err := w.check(list, rt); err != nil {
 				t.Fatalf("CHECK: %v", err)
 			}
-			_ = pod.Do(func() error { return exec.Command("ip", "route", "del", "default", "table", "200").Run() })
+			_ = pod.Do(func() error {
+				return exec.Command("ip", "route", "change", "192.0.2.0/24", "via", "10.11.0.1", "metric", "60").Run()
+			})
+			_ = pod.Do(func() error { return exec.Command("ip", "route", "del", "192.0.2.0/24", "metric", "50").Run() })
+			if err := w.check(list, rt); err == nil || !strings.Contains(err.Error(), "metric 50") {
+				t.Fatalf("CHECK with the route's metric changed to 60: %v, want an error naming metric 50", err)
+			}
+			_ = pod.Do(func() error {
+				return exec.Command("ip", "route", "add", "192.0.2.0/24", "via", "10.11.0.1", "metric", "50").Run()
+			})
+			_ = pod.Do(func() error { return exec.Command("ip", "-6", "route", "del", "default", "table", "200").Run() })
 			if err := w.check(list, rt); err == nil || !strings.Contains(err.Error(), "table 200") {
-				t.Fatalf("CHECK with the table-200 route gone: %v, want an error naming table 200", err)
+				t.Fatalf("CHECK with the IPv6 table-200 route gone: %v, want an error naming table 200", err)
 			}
 			if err := w.del(list, rt); err != nil {
 				t.Fatal(err)
 			}
-			if after := w.hostState(t); after != before {
-				t.Fatalf("host changed:\n%s\n---\n%s", before, after)
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("host changed:\n%s", stateDiff(before, after))
 			}
 		})
 	}
