@@ -3,6 +3,7 @@ package ipam
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -138,4 +139,35 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestReferenceBroadcastAddressKept: the reference hands out an IPv4
+// broadcast address when rangeEnd names it; ours narrows such a range
+// (Parse), but the pod that got the address from the reference keeps it:
+// CHECK finds it reserved and a repeated ADD returns it, not a second one.
+func TestReferenceBroadcastAddressKept(t *testing.T) {
+	needRef(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cfg := strings.Replace(confJSON(dataDir, `"ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.254","rangeEnd":"10.1.0.255"}]]`), "1.1.0", "1.0.0", 1)
+	c, errs := Parse([]byte(cfg), "")
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	r1, r2 := Owner{"ref-1", "eth0"}, Owner{"ref-2", "eth0"}
+	if _, err := ref(t, cfg, "ADD", r1); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ref(t, cfg, "ADD", r2); err != nil || !slices.Equal(got, []string{"10.1.0.255/24"}) {
+		t.Fatalf("the reference gave %s %v, %v; want 10.1.0.255/24", r2, got, err)
+	}
+	if err := c.Check(r2, []netip.Addr{netip.MustParseAddr("10.1.0.255")}); err != nil {
+		t.Fatalf("CHECK of the reference's broadcast address: %v", err)
+	}
+	ls := alloc(t, c, r2)
+	if got := addrsOf(ls); !slices.Equal(got, []string{"10.1.0.255/24"}) {
+		t.Fatalf("repeated ADD of %s: %v, want the address it holds, 10.1.0.255/24", r2, got)
+	}
+	if res := reservations(t, c); len(res) != 2 {
+		t.Fatalf("reservations %v, want the reference's two", res)
+	}
 }

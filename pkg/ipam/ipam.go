@@ -126,14 +126,38 @@ func (c *Config) allocate(s *store, o Owner) (leases []Lease, err error) {
 	return picks, nil
 }
 
+// holderOf is the range of set an address an attachment already holds
+// belongs to: the range that contains it; else, when no range of any set
+// does, the first of set whose subnet does. A range narrowed since the
+// address was handed out (an edited rangeEnd, or the reference's
+// broadcast address that Parse leaves out) must not make its holder lose
+// it: ADD again would take a second address, and CHECK would call it not
+// reserved.
+func (c *Config) holderOf(set RangeSet, a netip.Addr) *Range {
+	if r := set.RangeFor(a); r != nil {
+		return r
+	}
+	for _, other := range c.RangeSets {
+		if other.RangeFor(a) != nil {
+			return nil
+		}
+	}
+	for i := range set {
+		if set[i].Subnet.Contains(a) {
+			return &set[i]
+		}
+	}
+	return nil
+}
+
 func (c *Config) pick(s *store, i int, set RangeSet, o Owner, held, fresh []netip.Addr) (Lease, error) {
 	lease := func(a netip.Addr, isNew bool) Lease {
-		r := set.RangeFor(a)
+		r := c.holderOf(set, a)
 		return Lease{Address: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway, New: isNew}
 	}
 	var mine netip.Addr
 	for _, a := range held {
-		if set.RangeFor(a) != nil {
+		if c.holderOf(set, a) != nil {
 			mine = a
 		}
 	}
@@ -252,7 +276,7 @@ func (c *Config) leases(s *store, o Owner) (leases []Lease, err error) {
 	// In range-set order, as Allocate returns them.
 	for _, set := range c.RangeSets {
 		for _, a := range held {
-			if r := set.RangeFor(a); r != nil {
+			if r := c.holderOf(set, a); r != nil {
 				leases = append(leases, Lease{Address: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway})
 			}
 		}
