@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 
 	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
@@ -263,33 +264,50 @@ func CheckForward(s ForwardSpec) error {
 }
 
 // HostSide names the host interfaces a network's forwarded traffic comes
-// in by: a bridge (Name, exact), or the host ends of veth pairs (every
-// name starting with Name, Prefix true).
+// in by: a bridge or its VLAN link (Name, exact), or the host ends of veth
+// pairs (every name starting with Name, Prefix true).
 type HostSide struct {
 	Name   string
 	Prefix bool
 }
 
-// matches reports whether an iptables interface match ("cni0", "vp+": a
-// trailing "+" matches every name it starts) may match one of h's names.
+// ifaceMatch reports whether an iptables interface match ("cni0", or
+// "vp+": a trailing "+" matches every name it starts) matches name.
+func ifaceMatch(pattern, name string) bool {
+	if stem, wild := strings.CutSuffix(pattern, "+"); wild {
+		return strings.HasPrefix(name, stem)
+	}
+	return pattern == name
+}
+
+// matches reports whether pattern may match one of h's names.
 func (h HostSide) matches(pattern string) bool {
 	if h.Name == "" {
 		return false
 	}
-	if p, wild := strings.CutSuffix(pattern, "+"); wild {
-		return strings.HasPrefix(h.Name, p) || (h.Prefix && strings.HasPrefix(p, h.Name))
+	if stem, wild := strings.CutSuffix(pattern, "+"); wild && h.Prefix {
+		return strings.HasPrefix(h.Name, stem) || strings.HasPrefix(stem, h.Name)
 	}
 	if h.Prefix {
 		return strings.HasPrefix(pattern, h.Name)
 	}
-	return pattern == h.Name
+	return ifaceMatch(pattern, h.Name)
+}
+
+// coversAll reports whether pattern matches every one of h's names.
+func (h HostSide) coversAll(pattern string) bool {
+	if h.Prefix {
+		stem, wild := strings.CutSuffix(pattern, "+")
+		return wild && strings.HasPrefix(h.Name, stem)
+	}
+	return h.Name != "" && ifaceMatch(pattern, h.Name)
 }
 
 // ForwardBlocked is STATUS's question for a network whose accept rules are
 // off: does the filter FORWARD policy drop its traffic? It describes the
 // policy and the subnet it blocks, or returns "" when none: the policy
-// accepts, or some filter rule may accept the network's new outbound
-// traffic (see mayAccept), by its subnet or by its host interfaces.
+// accepts, or a rule of FORWARD, or of a chain FORWARD jumps to, may
+// accept the network's new outbound traffic (see mayAccept).
 func ForwardBlocked(subnets []netip.Prefix, side HostSide) (string, error) {
 	for _, f := range families {
 		if iptview.Binary(f.proto) == "" {
@@ -312,16 +330,10 @@ func ForwardBlocked(subnets []netip.Prefix, side HostSide) (string, error) {
 		if err != nil || !slices.Contains(lines, "-P FORWARD DROP") {
 			continue // no filter table, or its policy accepts
 		}
-		all := lines
-		if chains, err := t.ListChains("filter"); err == nil {
-			for _, c := range chains {
-				if rules, err := t.List("filter", c); err == nil {
-					all = append(all, rules...)
-				}
-			}
-		}
+		all := reachable(t, lines)
+		uplinks := defaultRouteLinks(map[bool]int{true: netlink.FAMILY_V4, false: netlink.FAMILY_V6}[f.proto == iptables.ProtocolIPv4])
 		for _, p := range mine {
-			if !slices.ContainsFunc(all, func(l string) bool { return mayAccept(l, p, side) }) {
+			if !slices.ContainsFunc(all, func(l string) bool { return mayAccept(l, p, side, uplinks) }) {
 				return fmt.Sprintf("the %s filter FORWARD policy is DROP (Docker sets it) and no rule accepts %s", f.cmd, p), nil
 			}
 		}
@@ -329,15 +341,66 @@ func ForwardBlocked(subnets []netip.Prefix, side HostSide) (string, error) {
 	return "", nil
 }
 
+// reachable is FORWARD's rules (lines) and those of every chain they jump
+// or go to, and so on: the rules a forwarded packet can meet.
+func reachable(t *iptables.IPTables, lines []string) []string {
+	all, seen := slices.Clone(lines), map[string]bool{"FORWARD": true}
+	for i := 0; i < len(all); i++ {
+		f := strings.Fields(all[i])
+		for k := 0; k+1 < len(f); k++ {
+			if c := f[k+1]; (f[k] == "-j" || f[k] == "-g") && !seen[c] {
+				seen[c] = true
+				if rules, err := t.List("filter", c); err == nil { // a target such as ACCEPT is no chain
+					all = append(all, rules...)
+				}
+			}
+		}
+	}
+	return all
+}
+
+// defaultRouteLinks names the links the host's default routes of family
+// go out by: where the network's traffic to the outside leaves. None when
+// there is no default route, or the routes cannot be read.
+func defaultRouteLinks(family int) []string {
+	routes, err := netlink.RouteList(nil, family)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	add := func(index int) {
+		if l, err := netlink.LinkByIndex(index); err == nil {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue // not a default route
+			}
+		}
+		if r.LinkIndex > 0 {
+			add(r.LinkIndex)
+		}
+		for _, hop := range r.MultiPath {
+			add(hop.LinkIndex)
+		}
+	}
+	return out
+}
+
 // mayAccept reports whether a listed rule (iptables -S) may accept new
-// traffic from subnet p coming in by side: its target is ACCEPT; its
-// source (-s) and input interface (-i), negated or not, do not exclude
-// them; it is not for traffic to the pods (-o naming side); its conntrack
-// state, if any, takes NEW. Every other match counts as passing: STATUS
-// reports a block only when no rule could lift it, since a node marked
-// NotReady by mistake costs more than a pod the operator's own rules
-// leave unreachable.
-func mayAccept(line string, p netip.Prefix, side HostSide) bool {
+// traffic from subnet p that comes in by side and leaves by one of
+// uplinks (unknown when empty): its target is ACCEPT; its source (-s) and
+// input interface (-i) do not leave out the network, negated or not; its
+// output interface (-o) is not one of side's (traffic to the pods) and,
+// when uplinks are known, may be one of them; it names no destination
+// (-d) or firewall mark (--mark), which the network's traffic at large
+// does not have; its conntrack state, if any, takes NEW. Every other
+// match counts as passing: STATUS reports a block only when no rule
+// could lift it, since a node marked NotReady by mistake costs more than
+// a pod the operator's own rules leave unreachable.
+func mayAccept(line string, p netip.Prefix, side HostSide, uplinks []string) bool {
 	f := strings.Fields(line)
 	if j := slices.Index(f, "-j"); j < 0 || j+1 >= len(f) || f[j+1] != "ACCEPT" {
 		return false
@@ -353,13 +416,19 @@ func mayAccept(line string, p netip.Prefix, side HostSide) bool {
 				continue
 			}
 			hit = q.Bits() <= p.Bits() && q.Contains(p.Addr())
-			if neg { // ! -s q excludes p only when q holds all of p
+			if neg { // ! -s q leaves p out only when q holds all of p
 				hit = !hit
 			}
 		case "-i":
-			hit = side.matches(v) != neg
+			if neg {
+				hit = !side.coversAll(v)
+			} else {
+				hit = side.matches(v)
+			}
 		case "-o":
-			hit = neg || !side.matches(v)
+			hit = neg || (!side.matches(v) && (len(uplinks) == 0 || slices.ContainsFunc(uplinks, func(u string) bool { return ifaceMatch(v, u) })))
+		case "-d", "--mark":
+			hit = neg
 		case "--ctstate", "--state":
 			hit = slices.Contains(strings.Split(v, ","), "NEW") != neg
 		default:

@@ -197,7 +197,7 @@ func (r runner[T, D]) status(args *skel.CmdArgs) error {
 		}
 	}
 	if a.Traits.Forwarding && !a.Conf.AcceptsForward() && a.IPAM != nil && a.IPAM.Local != nil {
-		side := filter.HostSide{Name: a.Traits.Bridge}
+		side := filter.HostSide{Name: a.Traits.GatewayLink}
 		if side.Name == "" {
 			side = filter.HostSide{Name: r.info.VethPrefix, Prefix: true}
 		}

@@ -71,6 +71,10 @@ type Traits struct {
 	// host side of every attachment, which port mappings mark for traffic
 	// from the host's loopback.
 	Bridge string
+	// GatewayLink is the host link the network's traffic is routed from
+	// when it is not each attachment's host end: the bridge, or its VLAN
+	// link (STATUS reads FORWARD rules for it).
+	GatewayLink string
 }
 
 // Driver is a veth plugin's own part of the verbs. The plugin's config

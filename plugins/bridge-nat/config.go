@@ -137,7 +137,12 @@ func (c *Config) CheckIPAM(m *plugin.IPAM) error {
 	return nil
 }
 
-// Traits: the host routes the network's traffic only as its gateway.
+// Traits: the host routes the network's traffic only as its gateway, from
+// the bridge, or from its VLAN link for a VLAN port.
 func (c *Config) Traits() plugin.Traits {
-	return plugin.Traits{Forwarding: c.IsGateway || c.IPMasq, ContainerDown: c.DisableContainerInterface, Bridge: c.Bridge}
+	gw := c.Bridge
+	if c.Vlan > 0 {
+		gw = netconf.VlanLinkName(c.Bridge, c.Vlan)
+	}
+	return plugin.Traits{Forwarding: c.IsGateway || c.IPMasq, ContainerDown: c.DisableContainerInterface, Bridge: c.Bridge, GatewayLink: gw}
 }

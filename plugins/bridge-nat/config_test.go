@@ -29,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Bridge != "cni0" || !c.IsGateway || !*c.PreserveDefaultVlan || c.RemoveEmptyBridge {
 		t.Fatalf("defaults: %+v", c)
 	}
-	if got := c.Traits(); got != (plugin.Traits{Forwarding: true, Bridge: "cni0"}) {
+	if got := c.Traits(); got != (plugin.Traits{Forwarding: true, Bridge: "cni0", GatewayLink: "cni0"}) {
 		t.Fatalf("traits of a gateway bridge: %+v", got)
 	}
 	if c, _ := load(t, ""); c.Traits().Forwarding {
@@ -49,6 +49,11 @@ func TestConfigPort(t *testing.T) {
 	}
 	if c.MTU != 9000 || !c.IPMasq {
 		t.Fatalf("shared keys: %+v", c.VethConf)
+	}
+	// A VLAN port's gateway is the VLAN link: its traffic is routed from
+	// there (STATUS reads the FORWARD rules for it).
+	if got := c.Traits().GatewayLink; got != "cni0.10" {
+		t.Fatalf("gateway link of a VLAN port: %q, want cni0.10", got)
 	}
 }
 
