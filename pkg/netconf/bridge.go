@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,23 @@ type BridgeSpec struct {
 	VlanFiltering bool
 	// DisableDAD keeps its IPv6 link-local usable at once (see HostIPv6).
 	DisableDAD bool
+	// MachineID is the node's (MachineID), from which with the name a new
+	// bridge's MAC derives.
+	MachineID string
+}
+
+// MachineID is the node's machine ID, /etc/machine-id (or D-Bus's copy):
+// 32 hex digits, "" when neither holds one (a file still "uninitialized",
+// say).
+func MachineID() string {
+	for _, f := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
+		b, err := os.ReadFile(f)
+		id := strings.TrimSpace(string(b))
+		if _, hexErr := hex.DecodeString(id); err == nil && len(id) == 32 && hexErr == nil {
+			return id
+		}
+	}
+	return ""
 }
 
 // BridgeMAC is the MAC of a bridge netns-cni creates: locally
@@ -43,16 +61,15 @@ func BridgeMAC(machineID, name string) net.HardwareAddr {
 // EnsureBridge returns the bridge, creating it when missing, and whether
 // this call created it. It does not set the bridge up (see SetUp): a
 // failed ADD must not leave a bridge that was down up. A link of that name that is no bridge is an error.
-// A new bridge gets a fixed MAC derived from the node's machine ID and
-// its name (BridgeMAC): left to itself a Linux bridge takes the lowest MAC
+// A new bridge gets a fixed MAC derived from spec's machine ID and its
+// name (BridgeMAC): left to itself a Linux bridge takes the lowest MAC
 // of its ports, which changes as containers come and go and leaves every
 // neighbour cache stale.
 func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 	created := false
 	l, err := h.LinkByName(spec.Name)
 	if err != nil && nsutil.IsNotFound(err) {
-		id, _ := os.ReadFile("/etc/machine-id") // none: the name alone
-		mac := BridgeMAC(strings.TrimSpace(string(id)), spec.Name)
+		mac := BridgeMAC(spec.MachineID, spec.Name)
 		vf := spec.VlanFiltering
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: spec.Name, MTU: spec.MTU, HardwareAddr: mac, Alias: BridgeAlias, TxQLen: -1}}
 		if vf {

@@ -283,8 +283,8 @@ func AddRoutes(h Handle, link netlink.Link, routes []*types.Route, gws []net.IP,
 }
 
 // KernelRoute is r as a kernel route on link: its destination, gateway,
-// priority, table (0: main), scope (nil: the kernel's choice from the
-// gateway), mtu and advmss.
+// priority, table (0: main), scope (nil: universe, as netlink sends it),
+// mtu and advmss.
 func KernelRoute(link netlink.Link, r *types.Route) *netlink.Route {
 	dst := r.Dst
 	kr := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: r.GW, Priority: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS}

@@ -100,11 +100,14 @@ func TestBridgeHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	br, created, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-t"})
+	br, created, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-t", MachineID: "0123456789abcdef0123456789abcdef"})
 	if err != nil || !created || br.Alias != netconf.BridgeAlias {
 		t.Fatalf("netconf.EnsureBridge: %v %v %v", br, created, err)
 	}
 	mac := br.HardwareAddr.String()
+	if want := netconf.BridgeMAC("0123456789abcdef0123456789abcdef", "br-t").String(); mac != want {
+		t.Fatalf("new bridge's MAC %s, want %s, from the machine ID and its name", mac, want)
+	}
 	if _, created, _ := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: "br-t"}); created {
 		t.Fatal("second netconf.EnsureBridge created again")
 	}
@@ -296,6 +299,13 @@ func TestCheckMessages(t *testing.T) {
 		if err == nil || err.Error() != tc.want || strings.Contains(err.Error(), "<nil>") {
 			t.Errorf("CheckRoute(%v, %v) = %v, want %q", tc.dst, tc.gw, err, tc.want)
 		}
+	}
+}
+
+// TestMachineID: this node's machine ID is 32 hex digits, or none.
+func TestMachineID(t *testing.T) {
+	if id := netconf.MachineID(); id != "" && len(id) != 32 {
+		t.Fatalf("MachineID() = %q", id)
 	}
 }
 
