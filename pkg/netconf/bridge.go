@@ -29,8 +29,8 @@ type BridgeSpec struct {
 	VlanFiltering bool
 	// DisableDAD keeps its IPv6 link-local usable at once (see HostIPv6).
 	DisableDAD bool
-	// MachineID is the node's (MachineID), from which with the name a new
-	// bridge's MAC derives.
+	// MachineID, from which with the name a new bridge's MAC derives: the
+	// node's (MachineID, read only when a bridge is made) when empty.
 	MachineID string
 }
 
@@ -69,7 +69,11 @@ func EnsureBridge(h Handle, spec BridgeSpec) (*netlink.Bridge, bool, error) {
 	created := false
 	l, err := h.LinkByName(spec.Name)
 	if err != nil && nsutil.IsNotFound(err) {
-		mac := BridgeMAC(spec.MachineID, spec.Name)
+		id := spec.MachineID
+		if id == "" {
+			id = MachineID()
+		}
+		mac := BridgeMAC(id, spec.Name)
 		vf := spec.VlanFiltering
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: spec.Name, MTU: spec.MTU, HardwareAddr: mac, Alias: BridgeAlias, TxQLen: -1}}
 		if vf {

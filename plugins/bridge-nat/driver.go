@@ -63,7 +63,7 @@ func (c *Config) Prepare(add *plugin.Add) (func(), error) {
 func (c *Config) ensureBridge(add *plugin.Add) (func() error, error) {
 	h := add.Target.Host
 	br, created, err := netconf.EnsureBridge(h, netconf.BridgeSpec{Name: c.Bridge, MTU: c.MTU, Promisc: c.PromiscMode,
-		VlanFiltering: c.Vlan > 0 || len(c.VlanTrunk) > 0, DisableDAD: !c.EnableDAD, MachineID: netconf.MachineID()})
+		VlanFiltering: c.Vlan > 0 || len(c.VlanTrunk) > 0, DisableDAD: !c.EnableDAD})
 	if err != nil {
 		if created { // made, but not marked as ours: removed here, by name
 			_ = netconf.DelLink(h, c.Bridge)
