@@ -49,6 +49,9 @@ type Network struct {
 	IPMasqBackend string       `json:"ipMasqBackend,omitempty"`
 	// UnknownKeys are the keys of netns-cni plugins' configs they ignore.
 	UnknownKeys []string `json:"unknownKeys,omitempty"`
+	// HostPorts: a netns-cni plugin takes the portMappings capability
+	// (not a chained portmap).
+	HostPorts bool `json:"-"`
 	Pools       []Pool   `json:"pools,omitempty"`
 	list        *libcni.NetworkConfigList
 }
@@ -80,6 +83,9 @@ type Attachment struct {
 	// Ports are the host ports netns-cni forwards to it: "8080/tcp ->
 	// 10.66.0.5:80", "192.0.2.1:53/udp -> [fd66::5]:53".
 	Ports []string `json:"ports,omitempty"`
+	// askedPorts is how many port mappings the runtime passed its ADD
+	// (libcni's cache).
+	askedPorts int
 }
 
 // Live reports whether anything says the attachment's container still
@@ -173,6 +179,9 @@ func Read(confDir, cacheDir string) (*Node, error) {
 	for _, c := range cached {
 		a := get(c.Network, c.ContainerID, c.IfName)
 		a.Cached, a.Netns = true, c.NetNS
+		if pm, ok := c.CapabilityArgs["portMappings"].([]any); ok {
+			a.askedPorts = len(pm)
+		}
 		if ns, err := nsutil.Open(c.NetNS); err == nil {
 			a.NetnsExists = true
 			_ = ns.Close()
@@ -277,6 +286,9 @@ func network(list *libcni.NetworkConfigList, file string) *Network {
 				net.IPMasq = b
 			}
 			net.IPMasqBackend, _ = m["ipMasqBackend"].(string)
+		}
+		if slices.Contains(Ours, p.Network.Type) && p.Network.Capabilities["portMappings"] {
+			net.HostPorts = true
 		}
 		switch p.Network.Type {
 		case "veth-ptp":
@@ -467,6 +479,7 @@ const (
 	UnreadableStore    = "unreadable-store"
 	UnreadableRules    = "unreadable-rules"
 	DuplicateNetwork   = "duplicate-network"
+	RulesMissing       = "rules-missing"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
@@ -531,6 +544,7 @@ func (n *Node) Audit() []Problem {
 		}
 		out = append(out, p)
 	}
+	out = append(out, n.missingRules()...)
 	for _, c := range n.StrayChains {
 		out = append(out, Problem{Kind: NATWithoutAttached, Detail: "iptables chain " + c + " of a network in no conflist (its name is a hash netns-cni cannot reverse)",
 			Fix: "put the network's conflist back and run repair, or remove the chain and the jumps to it by hand (iptables-save | grep " + c + ")"})
@@ -549,6 +563,47 @@ func (n *Node) Audit() []Problem {
 		}
 		for _, k := range net.UnknownKeys {
 			out = append(out, Problem{Kind: UnknownKey, Network: net.Name, Detail: net.File + ": " + k, Fix: "correct or remove the key"})
+		}
+	}
+	return out
+}
+
+// missingRules finds live attachments of netns-cni whose rules are gone
+// (a firewall reload that flushed the ruleset, say): the network's
+// masquerade rules with ipMasq, and the host ports the runtime asked for.
+// Not repaired: the network's next ADD puts its masquerade rules back, but
+// an attachment's forwards only come back with its pod.
+func (n *Node) missingRules() []Problem {
+	if slices.ContainsFunc(n.unreadable, func(p Problem) bool { return p.Kind == UnreadableRules }) {
+		return nil
+	}
+	var out []Problem
+	for _, net := range n.Networks {
+		key := netconf.Key(net.Name)
+		var live []string
+		for _, a := range n.Attachments {
+			if a.Network != net.Name || a.HostLink == "" {
+				continue
+			}
+			live = append(live, a.ContainerID)
+			if net.HostPorts && a.askedPorts > 0 && len(a.Ports) == 0 {
+				out = append(out, Problem{Kind: RulesMissing, Network: net.Name, ContainerID: a.ContainerID, IfName: a.IfName,
+					Detail: fmt.Sprintf("the runtime asked for %d host port mapping(s), and no forward of them exists", a.askedPorts),
+					Fix:    "restart the pod (its forwards are made with it); CHECK through the runtime says the same"})
+			}
+		}
+		if !net.Ours() || !net.IPMasq || len(live) == 0 {
+			continue
+		}
+		has := slices.Contains(n.NATTables, key)
+		where := "nftables table inet " + nat.TableName(key)
+		if net.IPMasqBackend == "iptables" {
+			has, where = slices.Contains(n.IPTChains[key], nat.ChainName(key)), "iptables chain "+nat.ChainName(key)
+		}
+		if !has {
+			out = append(out, Problem{Kind: RulesMissing, Network: net.Name,
+				Detail: fmt.Sprintf("ipMasq, %d live attachment(s), but no %s: their traffic leaves the node unmasqueraded", len(live), where),
+				Fix:    "the network's next ADD puts the masquerade rules back (start a pod on it)"})
 		}
 	}
 	return out

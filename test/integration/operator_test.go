@@ -296,3 +296,35 @@ func TestAuditDuplicateNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAuditRulesMissing: a firewall reload flushes the host's ruleset
+// under a live pod with ipMasq and a host port: audit names both the
+// network's missing masquerade rules and the pod's missing forward.
+func TestAuditRulesMissing(t *testing.T) {
+	w := newWorld(t)
+	list := w.list("1.1.0", "flushed", w.ptpConf("veth-ptp", families[0], capPorts+`,"ipMasq":true`))
+	rt := withPorts(w.rt("c-flushed", w.sb.PodT(t, "p"), "eth0"), tcpPort(8080, 80))
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	audit := func() execResult {
+		return w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", "--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "audit", "--json")
+	}
+	if r := audit(); r.exit != 0 {
+		t.Fatalf("audit of a whole pod: exit %d\n%s", r.exit, r.stdout)
+	}
+	if err := w.inHost(func() error { return exec.Command("nft", "flush", "ruleset").Run() }); err != nil {
+		t.Fatal(err)
+	}
+	r := audit()
+	if r.exit != 1 || strings.Count(r.stdout, `"rules-missing"`) != 2 || !strings.Contains(r.stdout, "unmasqueraded") ||
+		!strings.Contains(r.stdout, "1 host port mapping(s), and no forward") {
+		t.Fatalf("audit after the ruleset was flushed: exit %d, want 1 with the masquerade rules and the forward missing:\n%s%s", r.exit, r.stdout, r.stderr)
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	if r := audit(); r.exit != 0 {
+		t.Fatalf("audit after the DEL: exit %d\n%s", r.exit, r.stdout)
+	}
+}
