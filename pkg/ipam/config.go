@@ -263,6 +263,12 @@ func (c *Config) checkFamilies() []error {
 	return nil
 }
 
+// ArgsError is a problem with CNI_ARGS: a value the runtime passed in the
+// environment, not the network config (CNI code 4, not 7).
+type ArgsError struct{ Msg string }
+
+func (e ArgsError) Error() string { return e.Msg }
+
 func parseRequested(cniArgs string, raw rawConfig) ([]netip.Addr, []error) {
 	type src struct{ key, val string }
 	var vals []src
@@ -291,7 +297,12 @@ func parseRequested(cniArgs string, raw rawConfig) ([]netip.Addr, []error) {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not an IP address", v.key, v.val))
+			msg := fmt.Sprintf("%s: %q is not an IP address", v.key, v.val)
+			if v.key == "CNI_ARGS IP" {
+				errs = append(errs, ArgsError{msg})
+			} else {
+				errs = append(errs, errors.New(msg))
+			}
 			continue
 		}
 		out = append(out, a.Unmap())

@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/netns-cni/netns-cni/pkg/ipam"
 )
 
 // NetConf holds the keys every netns-cni plugin understands. Each plugin's
@@ -85,7 +87,7 @@ func Load[T any, P interface {
 			for i, e := range errs {
 				msgs[i] = e.Error()
 			}
-			return nil, ConfigError("invalid network config %q: %s", base.Name, strings.Join(msgs, "; "))
+			return nil, invalid(errs, "invalid network config %q: %s", base.Name, strings.Join(msgs, "; "))
 		}
 	}
 	if err := base.parsePrevResult(); err != nil {
@@ -176,4 +178,16 @@ func describeJSONError(err error) string {
 		return fmt.Sprintf("%q: want %s, got %s", strings.Join(keys, "."), te.Type, te.Value)
 	}
 	return err.Error()
+}
+
+// invalid is the error for validation errs: code 7, or code 4 when one of
+// them is about CNI_ARGS (ipam.ArgsError), which the runtime set, not the
+// config.
+func invalid(errs []error, format string, a ...any) *types.Error {
+	for _, e := range errs {
+		if errors.As(e, new(ipam.ArgsError)) {
+			return EnvError(format, a...)
+		}
+	}
+	return ConfigError(format, a...)
 }

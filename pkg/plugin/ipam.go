@@ -45,7 +45,7 @@ func LoadIPAM(args *skel.CmdArgs) (*IPAM, error) {
 		for i, e := range errs {
 			msgs[i] = e.Error()
 		}
-		return nil, ConfigError("invalid ipam config: %s", strings.Join(msgs, "; "))
+		return nil, invalid(errs, "invalid ipam config: %s", strings.Join(msgs, "; "))
 	}
 	return newIPAM(conf, args), nil
 }

@@ -116,6 +116,11 @@ func TestLoadIPAMErrors(t *testing.T) {
 	if _, err := LoadIPAM(args); code(err) != types.ErrInvalidNetworkConfig {
 		t.Fatalf("request outside: %v", err)
 	}
+	// Not an address at all: the runtime's CNI_ARGS, code 4.
+	args.Args = "IP=banana"
+	if _, err := LoadIPAM(args); code(err) != types.ErrInvalidEnvironmentVariables || !strings.Contains(err.Error(), `CNI_ARGS IP: "banana"`) {
+		t.Fatalf("IP=banana: %v, want code 4", err)
+	}
 }
 
 // TestDelegatedIPAM hands a non-host-local type to that plugin binary, here

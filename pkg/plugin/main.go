@@ -262,9 +262,16 @@ func readEnv(getenv func(string) string, required []string) (*skel.CmdArgs, *typ
 			return args, EnvError("CNI_IFNAME %q: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)", args.IfName, e.Msg)
 		}
 		// An ADD with it always failed, so a DEL finds nothing of it to
-		// remove, and DEL must not fail for that.
+		// remove, and DEL must not fail for that (nor for CNI_ARGS below).
 		if strings.Contains(args.IfName, "%") && getenv("CNI_COMMAND") != "DEL" {
 			return args, EnvError("CNI_IFNAME %q: '%%' makes the kernel pick the name (eth%%d becomes eth0), so the interface could not be found again; give the name itself", args.IfName)
+		}
+	}
+	if getenv("CNI_COMMAND") != "DEL" {
+		for _, pair := range strings.Split(args.Args, ";") {
+			if pair != "" && !strings.Contains(pair, "=") {
+				return args, EnvError("CNI_ARGS %q: %q is not KEY=VALUE (pairs are separated by ';')", args.Args, pair)
+			}
 		}
 	}
 	return args, nil

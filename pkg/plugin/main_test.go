@@ -93,6 +93,7 @@ func TestRunErrors(t *testing.T) {
 		{"long ifname", withCmd("ADD", "CNI_IFNAME", "abcdefghijklmnop"), good, 4, "CNI_IFNAME", "1.0.0"},
 		{"ifname with slash", withCmd("ADD", "CNI_IFNAME", "a/b"), good, 4, "CNI_IFNAME", "1.0.0"},
 		{"ifname template", withCmd("ADD", "CNI_IFNAME", "eth%d"), good, 4, `CNI_IFNAME "eth%d": '%' makes the kernel pick the name`, "1.0.0"},
+		{"CNI_ARGS without =", withCmd("ADD", "CNI_ARGS", "IgnoreUnknown=1;garbage"), good, 4, `CNI_ARGS "IgnoreUnknown=1;garbage": "garbage" is not KEY=VALUE`, "1.0.0"},
 		{"gc without path", env("CNI_COMMAND", "GC"), `{"cniVersion":"1.1.0","name":"n"}`, 4, "CNI_PATH", "1.1.0"},
 		{"bad container id", withCmd("ADD", "CNI_CONTAINERID", "-bad"), good, 4, "CNI_CONTAINERID", "1.0.0"},
 		{"malformed json", withCmd("ADD"), `{"cniVersion":`, 6, "decode network config", "1.1.0"},
@@ -151,7 +152,7 @@ func TestRunWithoutCNIPath(t *testing.T) {
 	}
 	var ran []string
 	var out bytes.Buffer
-	if code := Run(recorder(&ran), withCmd("DEL", "CNI_IFNAME", "eth%d"), strings.NewReader(`{"cniVersion":"1.0.0","name":"n"}`), &out, &out); code != 0 || len(ran) != 1 {
+	if code := Run(recorder(&ran), withCmd("DEL", "CNI_IFNAME", "eth%d", "CNI_ARGS", "garbage"), strings.NewReader(`{"cniVersion":"1.0.0","name":"n"}`), &out, &out); code != 0 || len(ran) != 1 {
 		t.Fatalf("DEL of an ifname with '%%' (whose ADD was refused): %s", out.String())
 	}
 }

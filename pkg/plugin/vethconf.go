@@ -1,12 +1,14 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 
 	"github.com/netns-cni/netns-cni/pkg/hostport"
+	"github.com/netns-cni/netns-cni/pkg/ipam"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 )
 
@@ -115,7 +117,11 @@ func (m RuntimeArgs) parseMAC(cniArgs string) (net.HardwareAddr, error) {
 	}
 	mac, err := net.ParseMAC(s)
 	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
-		return nil, fmt.Errorf("%s: %q is not a unicast Ethernet MAC address", key, s)
+		msg := fmt.Sprintf("%s: %q is not a unicast Ethernet MAC address", key, s)
+		if key == "CNI_ARGS MAC" {
+			return nil, ipam.ArgsError{Msg: msg}
+		}
+		return nil, errors.New(msg)
 	}
 	return mac, nil
 }

@@ -54,7 +54,6 @@ func TestConfigErrors(t *testing.T) {
 		{`,"ipMasqBackend":"pf"`, "", []string{`"ipMasqBackend": must be "nftables" or "iptables"`}},
 		{`,"nonMasqueradeCIDRs":["10.0.0.0/33","x"]`, "", []string{`"nonMasqueradeCIDRs[0]"`, `"nonMasqueradeCIDRs[1]"`}},
 		{`,"args":{"cni":{"mac":"01:00:00:00:00:01"}}`, "", []string{`"args.cni.mac": "01:00:00:00:00:01" is not a unicast`}},
-		{"", "MAC=zz", []string{`CNI_ARGS MAC: "zz"`}},
 		// Every problem at once, each naming its key.
 		{`,"mtu":70000,"ipMasqBackend":"x"`, "", []string{`"mtu"`, `"ipMasqBackend"`}},
 	} {
@@ -87,5 +86,17 @@ func TestConfigErrors(t *testing.T) {
 func TestInfo(t *testing.T) {
 	if err := plugin.ValidateInfo(info); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigBadCNIArgs: a bad value in CNI_ARGS is the runtime's
+// environment, not the config: code 4 naming it.
+func TestConfigBadCNIArgs(t *testing.T) {
+	_, err := load(t, "", "MAC=zz")
+	if err == nil {
+		t.Fatal("MAC=zz accepted")
+	}
+	if e := plugin.CNIError(err); e.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(e.Msg, `CNI_ARGS MAC: "zz"`) {
+		t.Fatalf("MAC=zz: %v, want code 4 naming CNI_ARGS MAC", err)
 	}
 }
