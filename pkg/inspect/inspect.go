@@ -51,9 +51,9 @@ type Network struct {
 	UnknownKeys []string `json:"unknownKeys,omitempty"`
 	// HostPorts: a netns-cni plugin takes the portMappings capability
 	// (not a chained portmap).
-	HostPorts bool `json:"-"`
-	Pools       []Pool   `json:"pools,omitempty"`
-	list        *libcni.NetworkConfigList
+	HostPorts bool   `json:"-"`
+	Pools     []Pool `json:"pools,omitempty"`
+	list      *libcni.NetworkConfigList
 }
 
 // Ours reports whether netns-cni's plugin is the network's main plugin.
