@@ -21,11 +21,13 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
+	"github.com/netns-cni/netns-cni/pkg/iptview"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
@@ -598,6 +600,9 @@ func (n *Node) missingRules() []Problem {
 		has := slices.Contains(n.NATTables, key)
 		where := "nftables table inet " + nat.TableName(key)
 		if net.IPMasqBackend == "iptables" {
+			if !iptview.NFTBased(iptables.ProtocolIPv4) {
+				continue // iptables-legacy's chains are not seen (IPTChains)
+			}
 			has, where = slices.Contains(n.IPTChains[key], nat.ChainName(key)), "iptables chain "+nat.ChainName(key)
 		}
 		if !has {
