@@ -50,8 +50,12 @@ func sockAddr(name string) *unix.SockaddrUnix {
 func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 	addr := sockAddr(name)
 	deadline := time.Now().Add(timeout)
+	var refused time.Time // since when connecting has been refused
 	for {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		// Non-blocking: a connect to a holder whose queue is full (a
+		// squatter that listens and never accepts) fails instead of
+		// blocking without a deadline.
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
@@ -73,20 +77,37 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
 		}
-		if err := unix.Connect(fd, addr); err == nil {
+		err = unix.Connect(fd, addr)
+		switch {
+		case err == nil:
+			refused = time.Time{}
 			if err := holderIsPlugin(fd, name, addr.Name); err != nil {
 				unix.Close(fd)
 				return nil, err
 			}
 			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
 			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
-		} else {
+		case refused.IsZero():
+			refused = time.Now()
+			fallthrough
+		case time.Since(refused) < refusedLimit:
 			// Between the holder's bind and listen, or just gone: look again.
 			time.Sleep(50 * time.Microsecond)
+		default:
+			// A plugin listens right after it binds, with room for
+			// thousands: a socket that refuses connections this long is
+			// some other process's.
+			unix.Close(fd)
+			return nil, fmt.Errorf("%w: %s is held by a socket that takes no connection (%v), which is not a netns-cni plugin; "+
+				"find the process that bound %s (ss -xlp) and stop it", ErrBusy, name, err, strings.TrimPrefix(addr.Name, "@"))
 		}
 		unix.Close(fd)
 	}
 }
+
+// refusedLimit is how long a lock's socket may refuse connections before
+// Acquire takes its holder for a squatter.
+const refusedLimit = 200 * time.Millisecond
 
 // holderIsPlugin checks who listens on the lock's socket (connected as
 // fd): a plugin runs as root (or as the same user, in a user namespace).

@@ -3,6 +3,7 @@ package lock
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,12 +87,13 @@ func TestWaiterWakesOnRelease(t *testing.T) {
 
 // TestSquatterNamed: a process of another user that binds a lock's socket
 // (any process in the namespace can) makes Acquire fail at once, naming
-// it, instead of after the timeout.
+// it, instead of after the timeout — also when it listens with no room
+// (each failed Acquire leaves a connection in its queue; a blocking
+// connect would then hang for good) and when it only binds.
 func TestSquatterNamed(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to run a process as another user (CI runs as root)")
 	}
-	sb := nstest.NewT(t)
 	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir)} { // the squatter runs the test binary from here
 		if err := os.Chmod(d, 0o755); err != nil {
@@ -106,35 +108,46 @@ func TestSquatterNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cmd *exec.Cmd
-	err = sb.Host.Do(func() error {
-		cmd = exec.Command(self)
-		cmd.Env = append(os.Environ(), "NETNS_CNI_LOCK_SQUAT=nat/squatted")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "bound") {
-			return errors.Join(err, errors.New("squatter: "+line))
-		}
-		start := time.Now()
-		_, err = Network("squatted")
-		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "uid 65534") || time.Since(start) > 5*time.Second {
-			t.Errorf("Acquire with a squatter: %v after %v, want ErrBusy at once naming uid 65534", err, time.Since(start))
-		}
-		return nil
-	})
-	if cmd != nil && cmd.Process != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct{ mode, want string }{
+		{"listen", "uid 65534"}, {"listen0", ""}, {"bind", "takes no connection"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			sb := nstest.NewT(t)
+			var cmd *exec.Cmd
+			err := sb.Host.Do(func() error {
+				cmd = exec.Command(self)
+				cmd.Env = append(os.Environ(), "NETNS_CNI_LOCK_SQUAT=nat/squatted", "NETNS_CNI_LOCK_SQUAT_MODE="+tc.mode)
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					return err
+				}
+				if err := cmd.Start(); err != nil {
+					return err
+				}
+				line, err := bufio.NewReader(out).ReadString('\n')
+				if err != nil || !strings.HasPrefix(line, "bound") {
+					return errors.Join(err, errors.New("squatter: "+line))
+				}
+				for i := range 4 { // a runtime's retries fill a small queue
+					start := time.Now()
+					_, err = Network("squatted")
+					msg := fmt.Sprint(err)
+					named := strings.Contains(msg, "uid 65534") || strings.Contains(msg, "takes no connection")
+					if !errors.Is(err, ErrBusy) || !named || (i == 0 && !strings.Contains(msg, tc.want)) || time.Since(start) > 5*time.Second {
+						t.Errorf("Acquire %d with a squatter (%s): %v after %v, want ErrBusy at once naming it", i, tc.mode, err, time.Since(start))
+					}
+				}
+				return nil
+			})
+			if cmd != nil && cmd.Process != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -150,8 +163,16 @@ func TestMain(m *testing.M) {
 	if err == nil {
 		err = unix.Bind(fd, sockAddr(name))
 	}
-	if err == nil {
-		err = unix.Listen(fd, 1)
+	switch os.Getenv("NETNS_CNI_LOCK_SQUAT_MODE") {
+	case "bind":
+	case "listen0":
+		if err == nil {
+			err = unix.Listen(fd, 0)
+		}
+	default:
+		if err == nil {
+			err = unix.Listen(fd, 1)
+		}
 	}
 	if err != nil {
 		os.Stdout.WriteString(err.Error() + "\n")
