@@ -331,9 +331,9 @@ func ForwardBlocked(subnets []netip.Prefix, side HostSide) (string, error) {
 			continue // no filter table, or its policy accepts
 		}
 		all := reachable(t, lines)
-		uplinks := defaultRouteLinks(map[bool]int{true: netlink.FAMILY_V4, false: netlink.FAMILY_V6}[f.proto == iptables.ProtocolIPv4])
+		others := otherBridges(side, map[bool]int{true: netlink.FAMILY_V4, false: netlink.FAMILY_V6}[f.proto == iptables.ProtocolIPv4])
 		for _, p := range mine {
-			if !slices.ContainsFunc(all, func(l string) bool { return mayAccept(l, p, side, uplinks) }) {
+			if !slices.ContainsFunc(all, func(l string) bool { return mayAccept(l, p, side, others) }) {
 				return fmt.Sprintf("the %s filter FORWARD policy is DROP (Docker sets it) and no rule accepts %s", f.cmd, p), nil
 			}
 		}
@@ -359,48 +359,60 @@ func reachable(t *iptables.IPTables, lines []string) []string {
 	return all
 }
 
-// defaultRouteLinks names the links the host's default routes of family
-// go out by: where the network's traffic to the outside leaves. None when
-// there is no default route, or the routes cannot be read.
-func defaultRouteLinks(family int) []string {
-	routes, err := netlink.RouteList(nil, family)
+// otherBridges names the host's bridges that are neither side nor where
+// a default route of family leaves: another program's (Docker's docker0),
+// whose output rules (-o docker0) accept traffic to its containers, not
+// the network's traffic out. (Only bridges: with policy routing the
+// network's traffic may leave by a link the main default route does not
+// use.)
+func otherBridges(side HostSide, family int) map[string]bool {
+	links, err := netlink.LinkList()
 	if err != nil {
 		return nil
 	}
-	var out []string
-	add := func(index int) {
-		if l, err := netlink.LinkByIndex(index); err == nil {
-			out = append(out, l.Attrs().Name)
+	out := map[string]bool{}
+	for _, l := range links {
+		if name := l.Attrs().Name; l.Type() == "bridge" && !side.matches(name) {
+			out[name] = true
 		}
 	}
-	for _, r := range routes {
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-				continue // not a default route
+	if routes, err := netlink.RouteList(nil, family); err == nil {
+		for _, r := range routes {
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+					continue // not a default route
+				}
 			}
-		}
-		if r.LinkIndex > 0 {
-			add(r.LinkIndex)
-		}
-		for _, hop := range r.MultiPath {
-			add(hop.LinkIndex)
+			for _, index := range append([]int{r.LinkIndex}, hopLinks(r)...) {
+				if l, err := netlink.LinkByIndex(index); err == nil {
+					delete(out, l.Attrs().Name)
+				}
+			}
 		}
 	}
 	return out
 }
 
+func hopLinks(r netlink.Route) []int {
+	var out []int
+	for _, hop := range r.MultiPath {
+		out = append(out, hop.LinkIndex)
+	}
+	return out
+}
+
 // mayAccept reports whether a listed rule (iptables -S) may accept new
-// traffic from subnet p that comes in by side and leaves by one of
-// uplinks (unknown when empty): its target is ACCEPT; its source (-s) and
-// input interface (-i) do not leave out the network, negated or not; its
-// output interface (-o) is not one of side's (traffic to the pods) and,
-// when uplinks are known, may be one of them; it names no destination
-// (-d) or firewall mark (--mark), which the network's traffic at large
-// does not have; its conntrack state, if any, takes NEW. Every other
-// match counts as passing: STATUS reports a block only when no rule
-// could lift it, since a node marked NotReady by mistake costs more than
-// a pod the operator's own rules leave unreachable.
-func mayAccept(line string, p netip.Prefix, side HostSide, uplinks []string) bool {
+// traffic from subnet p that comes in by side: its target is ACCEPT; its
+// source (-s) overlaps p, or a negated one does not hold it all; its input
+// interface (-i) may be side's, or a negated one does not cover all of
+// side's; its output interface (-o) is not one of side's (traffic to the
+// pods) nor one of others (another program's bridges); its conntrack
+// state, if any, takes NEW. Every other match — a destination, a mark, a
+// port — counts as passing, as do rules that only together cover p:
+// STATUS reports a block only when no rule could lift it, since a node
+// marked NotReady by mistake costs more than a pod the operator's own
+// rules leave unreachable.
+func mayAccept(line string, p netip.Prefix, side HostSide, others map[string]bool) bool {
 	f := strings.Fields(line)
 	if j := slices.Index(f, "-j"); j < 0 || j+1 >= len(f) || f[j+1] != "ACCEPT" {
 		return false
@@ -415,9 +427,10 @@ func mayAccept(line string, p netip.Prefix, side HostSide, uplinks []string) boo
 			if err != nil {
 				continue
 			}
-			hit = q.Bits() <= p.Bits() && q.Contains(p.Addr())
 			if neg { // ! -s q leaves p out only when q holds all of p
-				hit = !hit
+				hit = !(q.Bits() <= p.Bits() && q.Contains(p.Addr()))
+			} else {
+				hit = q.Overlaps(p)
 			}
 		case "-i":
 			if neg {
@@ -426,9 +439,7 @@ func mayAccept(line string, p netip.Prefix, side HostSide, uplinks []string) boo
 				hit = side.matches(v)
 			}
 		case "-o":
-			hit = neg || (!side.matches(v) && (len(uplinks) == 0 || slices.ContainsFunc(uplinks, func(u string) bool { return ifaceMatch(v, u) })))
-		case "-d", "--mark":
-			hit = neg
+			hit = neg || (!side.matches(v) && !others[v])
 		case "--ctstate", "--state":
 			hit = slices.Contains(strings.Split(v, ","), "NEW") != neg
 		default:

@@ -144,59 +144,58 @@ func TestForward(t *testing.T) {
 
 // TestMayAccept: STATUS counts a rule as lifting a DROP policy for a
 // network unless its source, input interface, output interface (traffic
-// to the pods, or out by a link that is not the uplink), destination,
-// mark or conntrack state rules out the network's new outbound traffic.
+// to the pods, or into another program's bridge) or conntrack state rules
+// out the network's new outbound traffic.
 func TestMayAccept(t *testing.T) {
 	p := netip.MustParsePrefix("10.7.0.0/24")
 	bridge, veths, vlan := HostSide{Name: "cni0"}, HostSide{Name: "vp", Prefix: true}, HostSide{Name: "cni0.100"}
-	up := []string{"eth0"}
+	docker := map[string]bool{"docker0": true}
 	for _, tc := range []struct {
-		rule    string
-		side    HostSide
-		uplinks []string
-		want    bool
+		rule string
+		side HostSide
+		want bool
 	}{
-		{"-A FORWARD -s 10.7.0.0/16 -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -s 10.7.0.0/25 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD ! -s 10.0.0.0/8 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD ! -s 192.168.0.0/16 -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -s 10.7.0.0/24 -j DROP", bridge, up, false},
-		{"-A FORWARD -s 10.7.0.0/24 -j DOCKER-USER", bridge, up, false},
-		{"-A FORWARD -i cni0 -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -i cni+ -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -i cni1 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -i docker0 ! -o docker0 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD ! -i docker0 -j ACCEPT", bridge, up, true},
-		{"-A FORWARD ! -i cni0 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD ! -i cn+ -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -o cni0 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -i cni0 -o eth0 -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -i cni0 -o eth+ -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -i cni0 -o wlan0 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -i cni0 -o wlan0 -j ACCEPT", bridge, nil, true}, // no default route known
-		{"-A FORWARD -i cni0.100 -j ACCEPT", vlan, up, true},
-		{"-A FORWARD -i cni0 -j ACCEPT", vlan, up, false},
-		{"-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -s 10.7.0.0/24 -d 192.168.0.0/16 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -s 10.7.0.0/24 ! -d 10.0.0.0/8 -j ACCEPT", bridge, up, true},
-		{"-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", bridge, up, false},
-		{"-A FORWARD -m conntrack ! --ctstate INVALID -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -m state --state NEW,ESTABLISHED -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -p tcp -m tcp --dport 22 -j ACCEPT", bridge, up, true},
-		{"-A FORWARD -i vp+ -j ACCEPT", veths, up, true},
-		{"-A FORWARD -i v+ -j ACCEPT", veths, up, true},
-		{"-A FORWARD -i vpa+ -j ACCEPT", veths, up, true},
-		{"-A FORWARD -i vb+ -j ACCEPT", veths, up, false},
-		{"-A FORWARD -i cni0 -j ACCEPT", veths, up, false},
-		{"-A FORWARD -o vp+ -j ACCEPT", veths, up, false},
-		{"-A FORWARD ! -i vp0123456789abc -j ACCEPT", veths, up, true}, // every other pod
-		{"-A FORWARD ! -i vpa+ -j ACCEPT", veths, up, true},
-		{"-A FORWARD ! -i vp+ -j ACCEPT", veths, up, false},
-		{"-A FORWARD ! -i v+ -j ACCEPT", veths, up, false},
+		{"-A FORWARD -s 10.7.0.0/16 -j ACCEPT", bridge, true},
+		{"-A FORWARD -s 10.7.0.0/25 -j ACCEPT", bridge, true}, // with another rule for the rest, say
+		{"-A FORWARD -s 10.8.0.0/24 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -s 10.0.0.0/8 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -s 192.168.0.0/16 -j ACCEPT", bridge, true},
+		{"-A FORWARD -s 10.7.0.0/24 -j DROP", bridge, false},
+		{"-A FORWARD -s 10.7.0.0/24 -j DOCKER-USER", bridge, false},
+		{"-A FORWARD -i cni0 -j ACCEPT", bridge, true},
+		{"-A FORWARD -i cni+ -j ACCEPT", bridge, true},
+		{"-A FORWARD -i cni1 -j ACCEPT", bridge, false},
+		{"-A FORWARD -i docker0 ! -o docker0 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -i docker0 -j ACCEPT", bridge, true},
+		{"-A FORWARD ! -i cni0 -j ACCEPT", bridge, false},
+		{"-A FORWARD ! -i cn+ -j ACCEPT", bridge, false},
+		{"-A FORWARD -o cni0 -j ACCEPT", bridge, false},
+		{"-A FORWARD -i cni0 -o eth0 -j ACCEPT", bridge, true},
+		{"-A FORWARD -i cni0 -o up0 -j ACCEPT", bridge, true}, // policy routing may send it there
+		{"-A FORWARD -i cni0 -o docker0 -j ACCEPT", bridge, false},
+		{"-A FORWARD -i cni0.100 -j ACCEPT", vlan, true},
+		{"-A FORWARD -i cni0 -j ACCEPT", vlan, false},
+		{"-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT", bridge, false},
+		{"-A FORWARD -s 10.7.0.0/24 -d 203.0.113.0/24 -j ACCEPT", bridge, true},
+		{"-A FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT", bridge, true}, // kube-proxy's, or one the operator's MARK set
+		{"-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", bridge, false},
+		{"-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", bridge, false},
+		{"-A FORWARD -m conntrack ! --ctstate INVALID -j ACCEPT", bridge, true},
+		{"-A FORWARD -m state --state NEW,ESTABLISHED -j ACCEPT", bridge, true},
+		{"-A FORWARD -p tcp -m tcp --dport 22 -j ACCEPT", bridge, true},
+		{"-A FORWARD -i vp+ -j ACCEPT", veths, true},
+		{"-A FORWARD -i v+ -j ACCEPT", veths, true},
+		{"-A FORWARD -i vpa+ -j ACCEPT", veths, true},
+		{"-A FORWARD -i vb+ -j ACCEPT", veths, false},
+		{"-A FORWARD -i cni0 -j ACCEPT", veths, false},
+		{"-A FORWARD -o vp+ -j ACCEPT", veths, false},
+		{"-A FORWARD ! -i vp0123456789abc -j ACCEPT", veths, true}, // every other pod
+		{"-A FORWARD ! -i vpa+ -j ACCEPT", veths, true},
+		{"-A FORWARD ! -i vp+ -j ACCEPT", veths, false},
+		{"-A FORWARD ! -i v+ -j ACCEPT", veths, false},
 	} {
-		if got := mayAccept(tc.rule, p, tc.side, tc.uplinks); got != tc.want {
-			t.Errorf("%s (%+v, uplinks %v): %v, want %v", tc.rule, tc.side, tc.uplinks, got, tc.want)
+		if got := mayAccept(tc.rule, p, tc.side, docker); got != tc.want {
+			t.Errorf("%s (%+v): %v, want %v", tc.rule, tc.side, got, tc.want)
 		}
 	}
 }
