@@ -229,7 +229,15 @@ func (n *Node) readConfigs() error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", n.ConfDir, err)
 	}
-	sort.Strings(files)
+	// In the order libcni looks a network up by name (cnitool, podman,
+	// Multus): every .conflist by file name, then the .conf and .json.
+	sort.Slice(files, func(i, j int) bool {
+		ci, cj := strings.HasSuffix(files[i], ".conflist"), strings.HasSuffix(files[j], ".conflist")
+		if ci != cj {
+			return ci
+		}
+		return files[i] < files[j]
+	})
 	for _, f := range files {
 		list, err := ConfFile(f)
 		if err != nil {
@@ -243,7 +251,7 @@ func (n *Node) readConfigs() error {
 			// libcni (and so every runtime) loads a name from the first
 			// file that has it: this one is never used.
 			n.unreadable = append(n.unreadable, Problem{Kind: DuplicateNetwork, Network: list.Name, File: f,
-				Detail: fmt.Sprintf("%s defines network %q again; runtimes load it from %s, the first file by name, and never this one", f, list.Name, first.File),
+				Detail: fmt.Sprintf("%s defines network %q again; a runtime that looks the network up by name (libcni: every .conflist by file name first, then .conf and .json) loads it from %s, never from this one", f, list.Name, first.File),
 				Fix:    "remove the file, or give its network another name"})
 			continue
 		}

@@ -292,6 +292,19 @@ func TestAuditDuplicateNetwork(t *testing.T) {
 	if err := os.Remove(again); err != nil {
 		t.Fatal(err)
 	}
+	// A .conf sorting first is still the one libcni passes over: a
+	// .conflist of the name wins.
+	old := filepath.Join(w.confDir, "00-"+list.Name+".conf")
+	conf := strings.Replace(string(list.Plugins[0].Bytes), "{", fmt.Sprintf(`{"cniVersion":%q,"name":%q,`, list.CNIVersion, list.Name), 1)
+	if err := os.WriteFile(old, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := op("audit", "--json"); r.exit != 1 || !strings.Contains(r.stdout, old) || strings.Contains(r.stdout, `"link-without-reservation"`) {
+		t.Fatalf("audit with an older .conf of the network: exit %d, want 1 naming %s, nothing else:\n%s", r.exit, old, r.stdout)
+	}
+	if err := os.Remove(old); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.del(list, rt); err != nil {
 		t.Fatal(err)
 	}
