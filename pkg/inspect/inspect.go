@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -21,13 +22,11 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
-	"github.com/netns-cni/netns-cni/pkg/iptview"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
@@ -56,6 +55,9 @@ type Network struct {
 	HostPorts bool   `json:"-"`
 	Pools     []Pool `json:"pools,omitempty"`
 	list      *libcni.NetworkConfigList
+	// noMasq is nonMasqueradeCIDRs of netns-cni's plugin, parsed as the
+	// plugin parses it: the masquerade rules' shape depends on it.
+	noMasq []netip.Prefix
 }
 
 // Ours reports whether netns-cni's plugin is the network's main plugin.
@@ -86,8 +88,10 @@ type Attachment struct {
 	// 10.66.0.5:80", "192.0.2.1:53/udp -> [fd66::5]:53".
 	Ports []string `json:"ports,omitempty"`
 	// askedPorts is how many port mappings the runtime passed its ADD
-	// (libcni's cache).
+	// (libcni's cache); portmap whether that ADD's conflist chained a
+	// portmap plugin, which then made the forwards.
 	askedPorts int
+	portmap    bool
 }
 
 // Live reports whether anything says the attachment's container still
@@ -183,6 +187,9 @@ func Read(confDir, cacheDir string) (*Node, error) {
 		a.Cached, a.Netns = true, c.NetNS
 		if pm, ok := c.CapabilityArgs["portMappings"].([]any); ok {
 			a.askedPorts = len(pm)
+		}
+		if list, err := libcni.ConfListFromBytes(c.Config); err == nil {
+			a.portmap = slices.ContainsFunc(list.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == "portmap" })
 		}
 		if ns, err := nsutil.Open(c.NetNS); err == nil {
 			a.NetnsExists = true
@@ -299,6 +306,12 @@ func network(list *libcni.NetworkConfigList, file string) *Network {
 		}
 		if slices.Contains(Ours, p.Network.Type) && p.Network.Capabilities["portMappings"] {
 			net.HostPorts = true
+		}
+		if slices.Contains(Ours, p.Network.Type) && p.Network.Type != "loopback" {
+			var vc plugin.VethConf
+			if json.Unmarshal(stdin, &vc) == nil && len(vc.Validate()) == 0 {
+				net.noMasq = vc.NoMasq()
+			}
 		}
 		switch p.Network.Type {
 		case "veth-ptp":
@@ -596,26 +609,33 @@ func (n *Node) missingRules() []Problem {
 				continue
 			}
 			live = append(live, a.ContainerID)
-			if net.HostPorts && a.askedPorts > 0 && len(a.Ports) == 0 {
+			if net.HostPorts && a.askedPorts > 0 && !a.portmap && len(a.Ports) == 0 {
 				out = append(out, Problem{Kind: RulesMissing, Network: net.Name, ContainerID: a.ContainerID, IfName: a.IfName,
 					Detail: fmt.Sprintf("the runtime asked for %d host port mapping(s), and no forward of them exists", a.askedPorts),
 					Fix:    "restart the pod (its forwards are made with it); CHECK through the runtime says the same"})
 			}
 		}
-		if !net.Ours() || !net.IPMasq || len(live) == 0 {
+		if !net.Ours() || !net.IPMasq || len(live) == 0 || net.Store == nil {
 			continue
 		}
-		has := slices.Contains(n.NATTables, key)
-		where := "nftables table inet " + nat.TableName(key)
-		if net.IPMasqBackend == "iptables" {
-			if !iptview.NFTBased(iptables.ProtocolIPv4) {
-				continue // iptables-legacy's chains are not seen (IPTChains)
+		// Each backend's own check (the subnets' rules, both families):
+		// the rules may be in either, ipMasqBackend having been switched
+		// under live pods.
+		spec := nat.Spec{Network: key, Subnets: net.Store.Subnets(), NoMasq: net.noMasq}
+		var lacks []string
+		for _, kind := range []string{nat.NFTables, nat.IPTables} {
+			if b, err := nat.New(kind); err == nil {
+				if err := b.Check(spec); err != nil {
+					lacks = append(lacks, err.Error())
+				} else {
+					lacks = nil
+					break
+				}
 			}
-			has, where = slices.Contains(n.IPTChains[key], nat.ChainName(key)), "iptables chain "+nat.ChainName(key)
 		}
-		if !has {
+		if len(lacks) > 0 {
 			out = append(out, Problem{Kind: RulesMissing, Network: net.Name,
-				Detail: fmt.Sprintf("ipMasq, %d live attachment(s), but no %s: their traffic leaves the node unmasqueraded", len(live), where),
+				Detail: fmt.Sprintf("ipMasq, %d live attachment(s), but %s: their traffic leaves the node unmasqueraded", len(live), strings.Join(lacks, "; ")),
 				Fix:    "the network's next ADD puts the masquerade rules back (start a pod on it)"})
 		}
 	}

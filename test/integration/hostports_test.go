@@ -410,6 +410,11 @@ func TestBackendSwitchedUnderLivePods(t *testing.T) {
 			if r.exit != 0 || !strings.Contains(r.stdout, "8080/tcp") || !strings.Contains(r.stdout, "8092/udp") {
 				t.Fatalf("netns-cni list misses the forwards made with %s: exit %d\n%s%s", tc.was, r.exit, r.stdout, r.stderr)
 			}
+			// Nor does audit take the masquerade rules in the other backend for missing.
+			r = w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", "--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "audit", "--json")
+			if strings.Contains(r.stdout, "rules-missing") {
+				t.Fatalf("audit after the backend switch to %s:\n%s", tc.now, r.stdout)
+			}
 			// a: DEL through the edited config, without its mappings.
 			if err := w.del(now, w.rt("a", nil, "eth0")); err != nil {
 				t.Fatal(err)

@@ -328,6 +328,14 @@ func TestAuditRulesMissing(t *testing.T) {
 	if r := audit(); r.exit != 0 {
 		t.Fatalf("audit of a whole pod: exit %d\n%s", r.exit, r.stdout)
 	}
+	// The table stays, emptied of rules (a reload that flushed them).
+	if err := w.inHost(func() error { return exec.Command("nft", "flush", "table", "inet", nat.TableName(list.Name)).Run() }); err != nil {
+		t.Fatal(err)
+	}
+	if r := audit(); r.exit != 1 || strings.Count(r.stdout, `"rules-missing"`) != 1 || !strings.Contains(r.stdout, "lacks the masquerade rule for 10.10.0.0/24") {
+		t.Fatalf("audit after the network's table was flushed: exit %d, want 1 naming the masquerade rule:\n%s%s", r.exit, r.stdout, r.stderr)
+	}
+	// All of it gone.
 	if err := w.inHost(func() error { return exec.Command("nft", "flush", "ruleset").Run() }); err != nil {
 		t.Fatal(err)
 	}
