@@ -223,6 +223,9 @@ func parseRange(key string, rr rawRange) (Range, []error, []string) {
 	if len(errs) == 0 && r.Start.Compare(r.End) > 0 {
 		errs = append(errs, fmt.Errorf("%q: rangeStart %s is after rangeEnd %s", key, r.Start, r.End))
 	}
+	if len(errs) == 0 && r.Start == r.End && r.Start == r.Gateway {
+		errs = append(errs, fmt.Errorf("%q: the range %s holds only the gateway, which is never handed out; widen it", key, r))
+	}
 	return r, errs, notes
 }
 
