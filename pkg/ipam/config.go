@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -136,6 +137,7 @@ func Parse(stdin []byte, cniArgs string) (*Config, []error) {
 	}
 	c.DataDir = filepath.Clean(c.DataDir)
 	c.Routes = raw.IPAM.Routes
+	errs = append(errs, checkRoutes(c.Routes)...)
 	c.ResolvConf = raw.IPAM.ResolvConf
 
 	// Range sets: runtimeConfig.ipRanges first, then the legacy single
@@ -360,3 +362,30 @@ func KeySchemas() (ipamObject, rangeObject any) {
 // index, the network's rule stamps): never a reservation, and the
 // reference host-local leaves it alone.
 func (c *Config) MetaDir() string { return filepath.Join(c.Dir(), metaName) }
+
+// checkRoutes checks what the kernel would refuse, or take for another
+// value, in each route's attributes (spec 1.1.0, section 5), naming the
+// key.
+func checkRoutes(routes []*types.Route) []error {
+	var errs []error
+	check := func(i int, key string, v, max int64) {
+		if v < 0 || v > max {
+			errs = append(errs, fmt.Errorf(`"ipam.routes[%d].%s": must be 0-%d, got %d`, i, key, max, v))
+		}
+	}
+	for i, r := range routes {
+		if r == nil {
+			continue
+		}
+		check(i, "priority", int64(r.Priority), math.MaxUint32)
+		check(i, "mtu", int64(r.MTU), math.MaxUint32)
+		check(i, "advmss", int64(r.AdvMSS), math.MaxUint32)
+		if r.Table != nil {
+			check(i, "table", int64(*r.Table), math.MaxUint32)
+		}
+		if r.Scope != nil {
+			check(i, "scope", int64(*r.Scope), 255)
+		}
+	}
+	return errs
+}

@@ -180,13 +180,16 @@ func describeJSONError(err error) string {
 	return err.Error()
 }
 
-// invalid is the error for validation errs: code 7, or code 4 when one of
+// invalid is the error for validation errs: code 7; code 4 when one of
 // them is about CNI_ARGS (ipam.ArgsError), which the runtime set, not the
-// config.
+// config; code 6 when a value has the wrong JSON type.
 func invalid(errs []error, format string, a ...any) *types.Error {
 	for _, e := range errs {
 		if errors.As(e, new(ipam.ArgsError)) {
 			return EnvError(format, a...)
+		}
+		if errors.As(e, new(*json.UnmarshalTypeError)) || errors.As(e, new(*json.SyntaxError)) {
+			return DecodeError(format, a...)
 		}
 	}
 	return ConfigError(format, a...)

@@ -116,6 +116,15 @@ func TestLoadIPAMErrors(t *testing.T) {
 	if _, err := LoadIPAM(args); code(err) != types.ErrInvalidNetworkConfig {
 		t.Fatalf("request outside: %v", err)
 	}
+	// Route attributes the kernel would refuse or misread: code 7 naming
+	// the key; a wrong JSON type: code 6.
+	if _, err := LoadIPAM(ipamArgs(t, `{"type":"host-local","subnet":"10.7.0.0/24","dataDir":"/x","routes":[{"dst":"0.0.0.0/0","table":-1,"scope":300}]}`, "c")); code(err) != types.ErrInvalidNetworkConfig ||
+		!strings.Contains(err.Error(), `"ipam.routes[0].table": must be 0-4294967295, got -1`) || !strings.Contains(err.Error(), `"ipam.routes[0].scope": must be 0-255`) {
+		t.Fatalf("bad route attributes: %v", err)
+	}
+	if _, err := LoadIPAM(ipamArgs(t, `{"type":"host-local","subnet":"10.7.0.0/24","dataDir":"/x","routes":[{"dst":"0.0.0.0/0","scope":"link"}]}`, "c")); code(err) != types.ErrDecodingFailure {
+		t.Fatalf(`"scope": "link": %v, want code 6`, err)
+	}
 	// Not an address at all: the runtime's CNI_ARGS, code 4.
 	args.Args = "IP=banana"
 	if _, err := LoadIPAM(args); code(err) != types.ErrInvalidEnvironmentVariables || !strings.Contains(err.Error(), `CNI_ARGS IP: "banana"`) {

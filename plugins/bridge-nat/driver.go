@@ -177,7 +177,7 @@ func (c *Config) setupContainer(add *plugin.Add) (func() error, error) {
 // default route of IPAM's in another table leaves isDefaultGateway's).
 func hasRoute(routes []*types.Route, dst net.IPNet) bool {
 	return slices.ContainsFunc(routes, func(r *types.Route) bool {
-		return r.Dst.String() == dst.String() && (r.Table == nil || *r.Table == unix.RT_TABLE_MAIN)
+		return r.Dst.String() == dst.String() && (r.Table == nil || *r.Table == 0 || *r.Table == unix.RT_TABLE_MAIN)
 	})
 }
 
