@@ -116,7 +116,7 @@ func (m RuntimeArgs) parseMAC(cniArgs string) (net.HardwareAddr, error) {
 		return nil, nil
 	}
 	mac, err := net.ParseMAC(s)
-	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 || mac.String() == "00:00:00:00:00:00" {
 		msg := fmt.Sprintf("%s: %q is not a unicast Ethernet MAC address", key, s)
 		if key == "CNI_ARGS MAC" {
 			return nil, ipam.ArgsError{Msg: msg}

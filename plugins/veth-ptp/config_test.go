@@ -54,6 +54,7 @@ func TestConfigErrors(t *testing.T) {
 		{`,"ipMasqBackend":"pf"`, "", []string{`"ipMasqBackend": must be "nftables" or "iptables"`}},
 		{`,"nonMasqueradeCIDRs":["10.0.0.0/33","x"]`, "", []string{`"nonMasqueradeCIDRs[0]"`, `"nonMasqueradeCIDRs[1]"`}},
 		{`,"args":{"cni":{"mac":"01:00:00:00:00:01"}}`, "", []string{`"args.cni.mac": "01:00:00:00:00:01" is not a unicast`}},
+		{`,"runtimeConfig":{"mac":"00:00:00:00:00:00"}`, "", []string{`"runtimeConfig.mac": "00:00:00:00:00:00" is not a unicast`}},
 		// Every problem at once, each naming its key.
 		{`,"mtu":70000,"ipMasqBackend":"x"`, "", []string{`"mtu"`, `"ipMasqBackend"`}},
 	} {
