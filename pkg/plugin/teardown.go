@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -55,6 +56,9 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		return err
 	}
 	defer host.Close()
+	if a.IPAM != nil && a.IPAM.Local == nil && os.Getenv("CNI_PATH") == "" {
+		return a.IPAM.findDelegate() // before anything is removed: the addresses could not be
+	}
 	lap := newLap()
 	port, found, linkErr := deleteHostLink(host, a)
 	if !found && linkErr == nil {

@@ -639,3 +639,31 @@ func TestVethPTPRoutesAsReference(t *testing.T) {
 		})
 	}
 }
+
+// TestDelegatedIPAMWithoutCNIPath: CNI_PATH is optional, but a delegated
+// IPAM plugin is found through it: a DEL without it is code 4 naming it,
+// before anything is removed, and the DEL with it removes everything.
+func TestDelegatedIPAMWithoutCNIPath(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	pod := w.sb.PodT(t, "pod")
+	stdin := `{"cniVersion":"1.0.0","name":"static-` + w.sb.ID + `","type":"veth-ptp","ipMasq":true,
+		"ipam":{"type":"static","addresses":[{"address":"10.13.0.5/24","gateway":"10.13.0.1"}]}}`
+	if r := w.exec("veth-ptp", w.pluginEnv("ADD", "c1", pod.Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("ADD: %s %s", r.stdout, r.stderr)
+	}
+	env := slices.DeleteFunc(w.pluginEnv("DEL", "c1", pod.Path(), "eth0"), func(kv string) bool { return strings.HasPrefix(kv, "CNI_PATH=") })
+	r := w.exec("veth-ptp", env, stdin)
+	if e := r.cniError(t); e.Code != 4 || !strings.Contains(e.Msg, "CNI_PATH") {
+		t.Fatalf("DEL without CNI_PATH: code %d %q, want 4 naming CNI_PATH", e.Code, e.Msg)
+	}
+	if got := linkNames(t, pod); len(got) != 2 {
+		t.Fatalf("DEL without CNI_PATH removed the pod's interface: %v", got)
+	}
+	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "c1", pod.Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("DEL: %s", r.stdout)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("after the DEL:\n%s", stateDiff(before, after))
+	}
+}
