@@ -25,6 +25,9 @@ type Checked struct {
 	Prev, Own *current.Result
 	// HostLink and ContLink are the pair's ends, found and up.
 	HostLink, ContLink netlink.Link
+	// Reference: the reference ptp or bridge made the attachment (before
+	// the node switched to netns-cni); filter rules of its own are its own.
+	Reference bool
 }
 
 // check is CHECK, written once: prevResult names the container interface;
@@ -53,7 +56,7 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	c := &Checked{Attachment: a, Target: t, Prev: prev, Own: OwnAddresses(prev, idx)}
 	if c.HostLink, err = netconf.CheckLink(t.Host, a.HostVeth, "host"); err != nil {
 		if ref := referenceHostLink(t.Host, prev); ref != nil {
-			return c.checkReference(ref)
+			return c.checkReference(d, ref)
 		}
 		if unknown(a, err) {
 			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no attachment of container %s with interface %s on network %q "+
@@ -106,10 +109,12 @@ func referenceHostLink(host netconf.Handle, prev *current.Result) netlink.Link {
 
 // checkReference is CHECK of an attachment the reference made (see
 // adoptReference for its DEL): its veth pair — the host end up and the
-// container interface's peer —, the container's addresses and routes,
-// forwarding and the reservation. Its masquerade state and the bridge
-// port are the reference's own and are left to it.
-func (c *Checked) checkReference(hostLink netlink.Link) error {
+// container interface's peer —, the container's addresses and routes, the
+// driver's part (the same layout: point-to-point routes and gateways, or
+// the bridge port and gateways), forwarding and the reservation. Its
+// masquerade state and MAC check are the reference's own and are left to
+// it.
+func (c *Checked) checkReference(d Driver, hostLink netlink.Link) error {
 	if hostLink.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("host: %s (made by the reference plugin) is down", hostLink.Attrs().Name)
 	}
@@ -120,8 +125,11 @@ func (c *Checked) checkReference(hostLink netlink.Link) error {
 	if c.ContLink.Attrs().ParentIndex != hostLink.Attrs().Index {
 		return fmt.Errorf("host: %s is not the peer of the container's %s", hostLink.Attrs().Name, c.Args.IfName)
 	}
-	c.HostLink = hostLink
+	c.HostLink, c.Reference = hostLink, true
 	if err := c.checkContainer(); err != nil {
+		return err
+	}
+	if err := d.Check(c); err != nil {
 		return err
 	}
 	return checkHostState(c, false)

@@ -202,7 +202,7 @@ func (c *Config) Check(k *plugin.Checked) error {
 			}
 		}
 	}
-	if c.MacSpoofChk {
+	if c.MacSpoofChk && !k.Reference {
 		return filter.CheckSpoofCheck(netconf.Key(c.Name), k.HostVeth)
 	}
 	return nil

@@ -214,6 +214,37 @@ func (m *migration) breakReferenceHostLink(id string) {
 	if err := m.inHost(func() error { return exec.Command("ip", "link", "set", name, "up").Run() }); err != nil {
 		m.t.Fatal(err)
 	}
+	check := func() error {
+		return m.inHost(func() error {
+			return m.ours.cni.CheckNetworkList(context.Background(), m.ours.list, m.rt(id, m.pods[id], "eth0"))
+		})
+	}
+	if m.bridge == "" {
+		// The reference ptp's host routes to the pod gone (the host end's
+		// IPv6 gateway address went with the link down too): CHECK must
+		// miss them.
+		for _, a := range m.live[id] {
+			_ = m.inHost(func() error { return exec.Command("ip", "route", "del", a, "dev", name).Run() })
+		}
+		if err := check(); err == nil || !(strings.Contains(err.Error(), "host: no route to") || strings.Contains(err.Error(), "lacks address")) {
+			m.t.Fatalf("CHECK of %s without the reference's host route: %v, want an error naming it", id, err)
+		}
+		return
+	}
+	if err := check(); err != nil {
+		m.t.Fatalf("CHECK of %s with its host end up again: %v", id, err)
+	}
+	// Off the bridge: CHECK must say so.
+	set := func(args ...string) {
+		if err := m.inHost(func() error { return exec.Command("ip", append([]string{"link", "set", name}, args...)...).Run() }); err != nil {
+			m.t.Fatal(err)
+		}
+	}
+	set("nomaster")
+	if err := check(); err == nil || !strings.Contains(err.Error(), "is not a port of "+m.bridge) {
+		m.t.Fatalf("CHECK of %s with its host end off the bridge: %v, want an error saying so", id, err)
+	}
+	set("master", m.bridge)
 }
 
 // finish checks that nothing is left: the host as it was, and no libcni
