@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
+	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
 
 // Checked is an attachment CHECK found in place so far, for the driver's
@@ -62,6 +64,9 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no attachment of container %s with interface %s on network %q "+
 				"(no host link, no addresses reserved); ADD it first", args.ContainerID, args.IfName, a.Conf.Name), "")
 		}
+		if name := missingForeignHostEnd(t.Host, prev, a); name != "" {
+			return fmt.Errorf("host: %s, the host end prevResult names (made by the reference plugin), not found", name)
+		}
 		return err
 	}
 	if c.ContLink, err = checkContainerLink(c); err != nil {
@@ -105,6 +110,22 @@ func referenceHostLink(host netconf.Handle, prev *current.Result) netlink.Link {
 		}
 	}
 	return nil
+}
+
+// missingForeignHostEnd is a host interface prevResult names that is none
+// of netns-cni's names for the attachment (the reference made it) and is
+// not on the host, or "": CHECK names it rather than the netns-cni link
+// that never was.
+func missingForeignHostEnd(host netconf.Handle, prev *current.Result, a *Attachment) string {
+	for _, iface := range prev.Interfaces {
+		if iface.Sandbox != "" || slices.Contains(a.hostVethNames(), iface.Name) {
+			continue
+		}
+		if _, err := host.LinkByName(iface.Name); nsutil.IsNotFound(err) {
+			return iface.Name
+		}
+	}
+	return ""
 }
 
 // checkReference is CHECK of an attachment the reference made (see

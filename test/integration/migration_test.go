@@ -61,6 +61,7 @@ func TestMigrationWithTheReference(t *testing.T) {
 						m.check(m.ours, fmt.Sprintf("r%d", i))
 					}
 					m.breakReferenceHostLink("r4")
+					m.dropReferenceHostLink("r3")
 					for i := range 3 {
 						m.del(m.ours, fmt.Sprintf("r%d", i))
 						m.del(m.ref, fmt.Sprintf("o%d", i))
@@ -245,6 +246,40 @@ func (m *migration) breakReferenceHostLink(id string) {
 		m.t.Fatalf("CHECK of %s with its host end off the bridge: %v, want an error saying so", id, err)
 	}
 	set("master", m.bridge)
+}
+
+// dropReferenceHostLink deletes the host end of the reference's pod id
+// (and with it the pod's eth0): CHECK must name the link prevResult
+// names, not a netns-cni one that never was.
+func (m *migration) dropReferenceHostLink(id string) {
+	m.t.Helper()
+	var peer int
+	if err := m.pods[id].Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err == nil {
+			peer = l.Attrs().ParentIndex
+		}
+		return err
+	}); err != nil {
+		m.t.Fatal(err)
+	}
+	var name string
+	if err := m.inHost(func() error {
+		l, err := netlink.LinkByIndex(peer)
+		if err == nil {
+			name = l.Attrs().Name
+			err = netlink.LinkDel(l)
+		}
+		return err
+	}); err != nil {
+		m.t.Fatal(err)
+	}
+	err := m.inHost(func() error {
+		return m.ours.cni.CheckNetworkList(context.Background(), m.ours.list, m.rt(id, m.pods[id], "eth0"))
+	})
+	if err == nil || !strings.Contains(err.Error(), name+", the host end prevResult names") {
+		m.t.Fatalf("CHECK of %s with its host end %s gone: %v, want an error naming it", id, name, err)
+	}
 }
 
 // finish checks that nothing is left: the host as it was, and no libcni
