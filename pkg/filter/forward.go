@@ -428,7 +428,7 @@ func mayAccept(line string, p netip.Prefix, side HostSide, others map[string]boo
 				continue
 			}
 			if neg { // ! -s q leaves p out only when q holds all of p
-				hit = !(q.Bits() <= p.Bits() && q.Contains(p.Addr()))
+				hit = q.Bits() > p.Bits() || !q.Contains(p.Addr())
 			} else {
 				hit = q.Overlaps(p)
 			}

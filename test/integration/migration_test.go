@@ -185,25 +185,8 @@ func (m *migration) check(s *side, id string) {
 // netns-cni's CHECK must say so, naming it; set up again afterwards.
 func (m *migration) breakReferenceHostLink(id string) {
 	m.t.Helper()
-	var peer int
-	if err := m.pods[id].Do(func() error {
-		l, err := netlink.LinkByName("eth0")
-		if err == nil {
-			peer = l.Attrs().ParentIndex
-		}
-		return err
-	}); err != nil {
-		m.t.Fatal(err)
-	}
-	var name string
-	if err := m.inHost(func() error {
-		l, err := netlink.LinkByIndex(peer)
-		if err != nil {
-			return fmt.Errorf("the host end of %s: %w", id, err)
-		}
-		name = l.Attrs().Name
-		return netlink.LinkSetDown(l)
-	}); err != nil {
+	name := m.hostEnd(id)
+	if err := m.inHost(func() error { return exec.Command("ip", "link", "set", name, "down").Run() }); err != nil {
 		m.t.Fatal(err)
 	}
 	err := m.inHost(func() error {
@@ -227,7 +210,7 @@ func (m *migration) breakReferenceHostLink(id string) {
 		for _, a := range m.live[id] {
 			_ = m.inHost(func() error { return exec.Command("ip", "route", "del", a, "dev", name).Run() })
 		}
-		if err := check(); err == nil || !(strings.Contains(err.Error(), "host: no route to") || strings.Contains(err.Error(), "lacks address")) {
+		if err := check(); err == nil || !strings.Contains(err.Error(), "host: no route to") && !strings.Contains(err.Error(), "lacks address") {
 			m.t.Fatalf("CHECK of %s without the reference's host route: %v, want an error naming it", id, err)
 		}
 		return
@@ -253,6 +236,21 @@ func (m *migration) breakReferenceHostLink(id string) {
 // names, not a netns-cni one that never was.
 func (m *migration) dropReferenceHostLink(id string) {
 	m.t.Helper()
+	name := m.hostEnd(id)
+	if err := m.inHost(func() error { return exec.Command("ip", "link", "del", name).Run() }); err != nil {
+		m.t.Fatal(err)
+	}
+	err := m.inHost(func() error {
+		return m.ours.cni.CheckNetworkList(context.Background(), m.ours.list, m.rt(id, m.pods[id], "eth0"))
+	})
+	if err == nil || !strings.Contains(err.Error(), name+", the host end prevResult names") {
+		m.t.Fatalf("CHECK of %s with its host end %s gone: %v, want an error naming it", id, name, err)
+	}
+}
+
+// hostEnd is the host link that is the peer of pod id's eth0.
+func (m *migration) hostEnd(id string) string {
+	m.t.Helper()
 	var peer int
 	if err := m.pods[id].Do(func() error {
 		l, err := netlink.LinkByName("eth0")
@@ -268,18 +266,12 @@ func (m *migration) dropReferenceHostLink(id string) {
 		l, err := netlink.LinkByIndex(peer)
 		if err == nil {
 			name = l.Attrs().Name
-			err = netlink.LinkDel(l)
 		}
 		return err
 	}); err != nil {
-		m.t.Fatal(err)
+		m.t.Fatalf("the host end of %s: %v", id, err)
 	}
-	err := m.inHost(func() error {
-		return m.ours.cni.CheckNetworkList(context.Background(), m.ours.list, m.rt(id, m.pods[id], "eth0"))
-	})
-	if err == nil || !strings.Contains(err.Error(), name+", the host end prevResult names") {
-		m.t.Fatalf("CHECK of %s with its host end %s gone: %v, want an error naming it", id, name, err)
-	}
+	return name
 }
 
 // finish checks that nothing is left: the host as it was, and no libcni
