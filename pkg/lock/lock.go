@@ -87,12 +87,18 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 			}
 			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
 			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
+		case errors.Is(err, unix.EAGAIN):
+			// The holder's queue is full (many waiters, a small
+			// net.core.somaxconn, or a squatter that never accepts): no
+			// verdict, wait and look again until the deadline.
+			refused = time.Time{}
+			time.Sleep(time.Millisecond)
 		case refused.IsZero():
 			refused = time.Now()
 			fallthrough
 		case time.Since(refused) < refusedLimit:
 			// Between the holder's bind and listen, or just gone: look again.
-			time.Sleep(50 * time.Microsecond)
+			time.Sleep(100 * time.Microsecond)
 		default:
 			// A plugin listens right after it binds, with room for
 			// thousands: a socket that refuses connections this long is
@@ -107,7 +113,7 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 
 // refusedLimit is how long a lock's socket may refuse connections before
 // Acquire takes its holder for a squatter.
-const refusedLimit = 200 * time.Millisecond
+const refusedLimit = time.Second
 
 // holderIsPlugin checks who listens on the lock's socket (connected as
 // fd): a plugin runs as root (or as the same user, in a user namespace).
