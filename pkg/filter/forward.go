@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
@@ -376,7 +377,9 @@ func otherBridges(side HostSide, family int) map[string]bool {
 			out[name] = true
 		}
 	}
-	if routes, err := netlink.RouteList(nil, family); err == nil {
+	// Every table's: with policy routing the default route the network's
+	// traffic takes may be in a table of its own.
+	if routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE); err == nil {
 		for _, r := range routes {
 			if r.Dst != nil {
 				if ones, _ := r.Dst.Mask.Size(); ones != 0 {

@@ -258,8 +258,9 @@ func (n *Node) readConfigs() error {
 			// libcni (and so every runtime) loads a name from the first
 			// file that has it: this one is never used.
 			n.unreadable = append(n.unreadable, Problem{Kind: DuplicateNetwork, Network: list.Name, File: f,
-				Detail: fmt.Sprintf("%s defines network %q again; a runtime that looks the network up by name (libcni: every .conflist by file name first, then .conf and .json) loads it from %s, never from this one", f, list.Name, first.File),
-				Fix:    "remove the file, or give its network another name"})
+				Detail: fmt.Sprintf("%s and %s both define network %q: runtimes that look a network up by name (libcni: cnitool, podman, Multus) load it from %s; containerd's and CRI-O's CRI take the first file of the directory by name, whichever network it holds",
+					first.File, f, list.Name, first.File),
+				Fix: "keep one file per network name (the one your runtime loads)"})
 			continue
 		}
 		n.Networks = append(n.Networks, network(list, f))
@@ -621,7 +622,10 @@ func (n *Node) missingRules() []Problem {
 		// Each backend's own check (the subnets' rules, both families):
 		// the rules may be in either, ipMasqBackend having been switched
 		// under live pods.
-		spec := nat.Spec{Network: key, Subnets: net.Store.Subnets(), NoMasq: net.noMasq}
+		spec := nat.Spec{Network: key, Subnets: liveSubnets(net, n.Attachments), NoMasq: net.noMasq}
+		if len(spec.Subnets) == 0 {
+			continue
+		}
 		var lacks []string
 		for _, kind := range []string{nat.NFTables, nat.IPTables} {
 			if b, err := nat.New(kind); err == nil {
@@ -637,6 +641,30 @@ func (n *Node) missingRules() []Problem {
 			out = append(out, Problem{Kind: RulesMissing, Network: net.Name,
 				Detail: fmt.Sprintf("ipMasq, %d live attachment(s), but %s: their traffic leaves the node unmasqueraded", len(live), strings.Join(lacks, "; ")),
 				Fix:    "the network's next ADD puts the masquerade rules back (start a pod on it)"})
+		}
+	}
+	return out
+}
+
+// liveSubnets are the subnets the live attachments of net have addresses
+// in: those ADD put masquerade rules for (a range set's other subnets, or
+// runtimeConfig.ipRanges' defaults, may have none).
+func liveSubnets(net *Network, atts []*Attachment) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range atts {
+		if a.Network != net.Name || a.HostLink == "" {
+			continue
+		}
+		for _, s := range a.Addresses {
+			addr, err := netip.ParseAddr(s)
+			if err != nil {
+				continue
+			}
+			for _, p := range net.Store.Subnets() {
+				if p.Contains(addr) && !slices.Contains(out, p) {
+					out = append(out, p)
+				}
+			}
 		}
 	}
 	return out

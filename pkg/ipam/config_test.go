@@ -107,7 +107,7 @@ func TestParseRejects(t *testing.T) {
 		{"two requested in one set", `"subnet":"10.1.0.0/24"}}`, "IP=10.1.0.5,10.1.0.6", "already has a requested address"},
 		{"range on the broadcast address", `"ranges":[[{"subnet":"10.50.0.0/24","rangeStart":"10.50.0.255","rangeEnd":"10.50.0.255"}]]}}`, "", `"ipam.ranges[0][0].rangeStart": 10.50.0.255 is the broadcast address of 10.50.0.0/24`},
 		{"range on the network address", `"ranges":[[{"subnet":"10.50.1.0/24","rangeStart":"10.50.1.0","rangeEnd":"10.50.1.0"}]]}}`, "", `"ipam.ranges[0][0].rangeEnd": 10.50.1.0 is the network address of 10.50.1.0/24`},
-		{"only the gateway left", `"ranges":[[{"subnet":"10.50.0.0/29","rangeStart":"10.50.0.0","rangeEnd":"10.50.0.1"}]]}}`, "", `"ipam.ranges[0][0]": the range 10.50.0.1-10.50.0.1 holds only the gateway`},
+		{"only the gateway left", `"ranges":[[{"subnet":"10.50.0.0/29","rangeStart":"10.50.0.0","rangeEnd":"10.50.0.1"}]]}}`, "", `"ipam.ranges[0]": every range of the set holds only its gateway (10.50.0.1-10.50.0.1)`},
 		{"gateway on the broadcast address", `"subnet":"10.50.0.0/24","gateway":"10.50.0.255"}}`, "", `"ipam.gateway": 10.50.0.255 is the broadcast address of 10.50.0.0/24; a gateway must be a host address`},
 		{"old version two v4 sets", `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]}}`, "", "allows one address per family"},
 	} {

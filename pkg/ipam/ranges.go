@@ -3,6 +3,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -153,6 +154,9 @@ func parseRangeSet(key string, raw []rawRange) (RangeSet, []error, []string) {
 	if len(errs) > 0 {
 		return nil, errs, nil
 	}
+	if !slices.ContainsFunc(set, func(r Range) bool { return r.Start != r.End || r.Start != r.Gateway }) {
+		return nil, []error{fmt.Errorf("%q: every range of the set holds only its gateway (%s), which is never handed out; widen one", key, set[0])}, nil
+	}
 	for i := range set {
 		if set[i].Start.Is4() != set[0].Start.Is4() {
 			return nil, []error{fmt.Errorf("%q: mixes IPv4 and IPv6 ranges; give each family its own range set", key)}, nil
@@ -222,9 +226,6 @@ func parseRange(key string, rr rawRange) (Range, []error, []string) {
 	r.End = addr("rangeEnd", rr.RangeEnd, last)
 	if len(errs) == 0 && r.Start.Compare(r.End) > 0 {
 		errs = append(errs, fmt.Errorf("%q: rangeStart %s is after rangeEnd %s", key, r.Start, r.End))
-	}
-	if len(errs) == 0 && r.Start == r.End && r.Start == r.Gateway {
-		errs = append(errs, fmt.Errorf("%q: the range %s holds only the gateway, which is never handed out; widen it", key, r))
 	}
 	return r, errs, notes
 }

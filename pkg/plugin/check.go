@@ -118,7 +118,7 @@ func referenceHostLink(host netconf.Handle, prev *current.Result) netlink.Link {
 // that never was.
 func missingForeignHostEnd(host netconf.Handle, prev *current.Result, a *Attachment) string {
 	for _, iface := range prev.Interfaces {
-		if iface.Sandbox != "" || slices.Contains(a.hostVethNames(), iface.Name) {
+		if iface.Sandbox != "" || iface.Name == a.Traits.Bridge || slices.Contains(a.hostVethNames(), iface.Name) {
 			continue
 		}
 		if _, err := host.LinkByName(iface.Name); nsutil.IsNotFound(err) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -184,13 +185,13 @@ func describeJSONError(err error) string {
 // them is about CNI_ARGS (ipam.ArgsError), which the runtime set, not the
 // config; code 6 when a value has the wrong JSON type.
 func invalid(errs []error, format string, a ...any) *types.Error {
-	for _, e := range errs {
-		if errors.As(e, new(ipam.ArgsError)) {
-			return EnvError(format, a...)
-		}
-		if errors.As(e, new(*json.UnmarshalTypeError)) || errors.As(e, new(*json.SyntaxError)) {
-			return DecodeError(format, a...)
-		}
+	if slices.ContainsFunc(errs, func(e error) bool { return errors.As(e, new(ipam.ArgsError)) }) {
+		return EnvError(format, a...)
+	}
+	if slices.ContainsFunc(errs, func(e error) bool {
+		return errors.As(e, new(*json.UnmarshalTypeError)) || errors.As(e, new(*json.SyntaxError))
+	}) {
+		return DecodeError(format, a...)
 	}
 	return ConfigError(format, a...)
 }

@@ -317,7 +317,10 @@ func TestAuditDuplicateNetwork(t *testing.T) {
 // network's missing masquerade rules and the pod's missing forward.
 func TestAuditRulesMissing(t *testing.T) {
 	w := newWorld(t)
-	list := w.list("1.1.0", "flushed", w.ptpConf("veth-ptp", families[0], capPorts+`,"ipMasq":true`))
+	// A range set of two subnets: the pod's addresses are in the first,
+	// so the second has no masquerade rule, and needs none.
+	list := w.list("1.1.0", "flushed", fmt.Sprintf(`{"type":"veth-ptp",%s,"ipMasq":true,"ipam":{"type":"host-local","dataDir":%q,
+		"ranges":[[{"subnet":"10.10.0.0/24"},{"subnet":"10.14.0.0/24"}]]}}`, capPorts, filepath.Join(w.sb.Dir, "ipam")))
 	rt := withPorts(w.rt("c-flushed", w.sb.PodT(t, "p"), "eth0"), tcpPort(8080, 80))
 	if _, err := w.add(list, rt); err != nil {
 		t.Fatal(err)
