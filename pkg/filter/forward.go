@@ -371,9 +371,11 @@ func otherBridges(side HostSide, family int) map[string]bool {
 	if err != nil {
 		return nil
 	}
-	out := map[string]bool{}
+	out, names := map[string]bool{}, map[int]string{}
 	for _, l := range links {
-		if name := l.Attrs().Name; l.Type() == "bridge" && !side.matches(name) {
+		name := l.Attrs().Name
+		names[l.Attrs().Index] = name
+		if l.Type() == "bridge" && !side.matches(name) {
 			out[name] = true
 		}
 	}
@@ -386,20 +388,11 @@ func otherBridges(side HostSide, family int) map[string]bool {
 					continue // not a default route
 				}
 			}
-			for _, index := range append([]int{r.LinkIndex}, hopLinks(r)...) {
-				if l, err := netlink.LinkByIndex(index); err == nil {
-					delete(out, l.Attrs().Name)
-				}
+			delete(out, names[r.LinkIndex])
+			for _, hop := range r.MultiPath {
+				delete(out, names[hop.LinkIndex])
 			}
 		}
-	}
-	return out
-}
-
-func hopLinks(r netlink.Route) []int {
-	var out []int
-	for _, hop := range r.MultiPath {
-		out = append(out, hop.LinkIndex)
 	}
 	return out
 }

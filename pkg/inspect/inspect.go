@@ -305,10 +305,8 @@ func network(list *libcni.NetworkConfigList, file string) *Network {
 			}
 			net.IPMasqBackend, _ = m["ipMasqBackend"].(string)
 		}
-		if slices.Contains(Ours, p.Network.Type) && p.Network.Capabilities["portMappings"] {
-			net.HostPorts = true
-		}
 		if slices.Contains(Ours, p.Network.Type) && p.Network.Type != "loopback" {
+			net.HostPorts = net.HostPorts || p.Network.Capabilities["portMappings"]
 			var vc plugin.VethConf
 			if json.Unmarshal(stdin, &vc) == nil && len(vc.Validate()) == 0 {
 				net.noMasq = vc.NoMasq()
@@ -604,12 +602,12 @@ func (n *Node) missingRules() []Problem {
 	var out []Problem
 	for _, net := range n.Networks {
 		key := netconf.Key(net.Name)
-		var live []string
+		var live []*Attachment
 		for _, a := range n.Attachments {
 			if a.Network != net.Name || a.HostLink == "" {
 				continue
 			}
-			live = append(live, a.ContainerID)
+			live = append(live, a)
 			if net.HostPorts && a.askedPorts > 0 && !a.portmap && len(a.Ports) == 0 {
 				out = append(out, Problem{Kind: RulesMissing, Network: net.Name, ContainerID: a.ContainerID, IfName: a.IfName,
 					Detail: fmt.Sprintf("the runtime asked for %d host port mapping(s), and no forward of them exists", a.askedPorts),
@@ -622,7 +620,7 @@ func (n *Node) missingRules() []Problem {
 		// Each backend's own check (the subnets' rules, both families):
 		// the rules may be in either, ipMasqBackend having been switched
 		// under live pods.
-		spec := nat.Spec{Network: key, Subnets: liveSubnets(net, n.Attachments), NoMasq: net.noMasq}
+		spec := nat.Spec{Network: key, Subnets: liveSubnets(net.Store.Subnets(), live), NoMasq: net.noMasq}
 		if len(spec.Subnets) == 0 {
 			continue
 		}
@@ -646,21 +644,18 @@ func (n *Node) missingRules() []Problem {
 	return out
 }
 
-// liveSubnets are the subnets the live attachments of net have addresses
-// in: those ADD put masquerade rules for (a range set's other subnets, or
+// liveSubnets are the subnets the live attachments have addresses in:
+// those ADD put masquerade rules for (a range set's other subnets, or
 // runtimeConfig.ipRanges' defaults, may have none).
-func liveSubnets(net *Network, atts []*Attachment) []netip.Prefix {
+func liveSubnets(subnets []netip.Prefix, live []*Attachment) []netip.Prefix {
 	var out []netip.Prefix
-	for _, a := range atts {
-		if a.Network != net.Name || a.HostLink == "" {
-			continue
-		}
+	for _, a := range live {
 		for _, s := range a.Addresses {
 			addr, err := netip.ParseAddr(s)
 			if err != nil {
 				continue
 			}
-			for _, p := range net.Store.Subnets() {
+			for _, p := range subnets {
 				if p.Contains(addr) && !slices.Contains(out, p) {
 					out = append(out, p)
 				}

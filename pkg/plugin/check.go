@@ -78,7 +78,7 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	if err := d.Check(c); err != nil {
 		return err
 	}
-	return checkHostState(c, true)
+	return checkHostState(c)
 }
 
 // checkContainer checks the container's addresses and prevResult's routes.
@@ -153,7 +153,7 @@ func (c *Checked) checkReference(d Driver, hostLink netlink.Link) error {
 	if err := d.Check(c); err != nil {
 		return err
 	}
-	return checkHostState(c, false)
+	return checkHostState(c)
 }
 
 func checkContainerLink(c *Checked) (netlink.Link, error) {
@@ -170,7 +170,7 @@ func checkContainerLink(c *Checked) (netlink.Link, error) {
 // checkHostState checks what is not on the links: forwarding, the
 // network's masquerade, FORWARD and port-mapping rules (for an attachment
 // of ours: the reference has rules of its own), the reservation.
-func checkHostState(c *Checked, ours bool) error {
+func checkHostState(c *Checked) error {
 	if c.Traits.Forwarding {
 		v4, v6 := Families(c.Own)
 		if v4 && !netconf.ForwardingOn(false) {
@@ -180,7 +180,7 @@ func checkHostState(c *Checked, ours bool) error {
 			return errors.New("host: IPv6 forwarding is off")
 		}
 	}
-	if !ours {
+	if c.Reference {
 		return c.checkReservation()
 	}
 	n := c.Network()

@@ -88,14 +88,23 @@ func loadIPAMLenient(args *skel.CmdArgs) *IPAM {
 // as code 999), or when CNI_PATH is not set (code 4: optional for ADD,
 // CHECK and DEL, but a delegated IPAM plugin is found through it).
 func (m *IPAM) findDelegate() error {
-	path := os.Getenv("CNI_PATH")
-	if path == "" {
-		return EnvError(`CNI_PATH: not set, but "ipam.type" %q is an IPAM plugin, found through it`, m.Type)
+	if err := m.pathMissing(); err != nil {
+		return err
 	}
+	path := os.Getenv("CNI_PATH")
 	if _, err := invoke.FindInPath(m.Type, filepath.SplitList(path)); err != nil {
 		return ConfigError(`"ipam.type": no IPAM plugin %q in CNI_PATH (%s); install it there or name another`, m.Type, path)
 	}
 	return nil
+}
+
+// pathMissing is code 4 when the IPAM plugin is delegated and CNI_PATH,
+// through which it is found, is not set; nil otherwise.
+func (m *IPAM) pathMissing() error {
+	if m.Local != nil || os.Getenv("CNI_PATH") != "" {
+		return nil
+	}
+	return EnvError(`CNI_PATH: not set, but "ipam.type" %q is an IPAM plugin, found through it`, m.Type)
 }
 
 // Add reserves the attachment's addresses and returns them as a result

@@ -235,6 +235,7 @@ func call(p Plugin, cmd string, args *skel.CmdArgs, cniVersion string, stdout io
 // readEnv collects the CNI_* variables and checks those cmd requires. It
 // names every missing variable at once.
 func readEnv(getenv func(string) string, required []string) (*skel.CmdArgs, *types.Error) {
+	del := getenv("CNI_COMMAND") == "DEL"
 	args := &skel.CmdArgs{
 		ContainerID:   getenv("CNI_CONTAINERID"),
 		Netns:         getenv("CNI_NETNS"),
@@ -263,11 +264,11 @@ func readEnv(getenv func(string) string, required []string) (*skel.CmdArgs, *typ
 		}
 		// An ADD with it always failed, so a DEL finds nothing of it to
 		// remove, and DEL must not fail for that (nor for CNI_ARGS below).
-		if strings.Contains(args.IfName, "%") && getenv("CNI_COMMAND") != "DEL" {
+		if strings.Contains(args.IfName, "%") && !del {
 			return args, EnvError("CNI_IFNAME %q: '%%' makes the kernel pick the name (eth%%d becomes eth0), so the interface could not be found again; give the name itself", args.IfName)
 		}
 	}
-	if getenv("CNI_COMMAND") != "DEL" {
+	if !del {
 		for _, pair := range strings.Split(args.Args, ";") {
 			if pair != "" && !strings.Contains(pair, "=") {
 				return args, EnvError("CNI_ARGS %q: %q is not KEY=VALUE (pairs are separated by ';')", args.Args, pair)

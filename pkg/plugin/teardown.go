@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -56,8 +55,10 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		return err
 	}
 	defer host.Close()
-	if a.IPAM != nil && a.IPAM.Local == nil && os.Getenv("CNI_PATH") == "" {
-		return a.IPAM.findDelegate() // before anything is removed: the addresses could not be
+	if a.IPAM != nil {
+		if err := a.IPAM.pathMissing(); err != nil {
+			return err // before anything is removed: the addresses could not be
+		}
 	}
 	lap := newLap()
 	port, found, linkErr := deleteHostLink(host, a)
