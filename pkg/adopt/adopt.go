@@ -238,56 +238,69 @@ var portmapChains = []string{"hostports", "hostip_hostports", "masquerading"}
 // RemovePortmap removes the reference portmap's forwards of the
 // attachments: their iptables chains and the jumps to them, both
 // families, and their nftables rules. The shared chains and tables stay,
-// as the reference keeps them. What is not there is no error; a family
-// without iptables, or whose netlink view shows no such chain, costs no
-// exec.
-func RemovePortmap(atts []Attachment) error {
+// as the reference keeps them. What is not there is no error.
+//
+// One netlink dump of the host's chains says whether there is anything to
+// remove, so an attachment portmap never mapped costs no exec. Where that
+// dump cannot tell — iptables-legacy keeps its chains where netlink does
+// not show them — the family's chains are looked for with iptables only
+// when execIfUnsure: a caller with a reason to expect a forward (the
+// runtime passed mappings) rather than every DEL.
+func RemovePortmap(atts []Attachment, execIfUnsure bool) error {
 	if len(atts) == 0 {
 		return nil
 	}
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	defer func() { _ = conn.CloseLasting() }()
+	chains, listErr := conn.ListChains()
+	has := func(fam nftables.TableFamily, match func(table, chain string) bool) bool {
+		return listErr == nil && slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
+			return c.Table.Family == fam && match(c.Table.Name, c.Name)
+		})
+	}
+	isChain := func(table, chain string) bool {
+		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.PortmapChain() })
+	}
 	var errs []error
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
-		errs = append(errs, removePortmapNFT(fam, atts))
+		for _, chain := range portmapChains {
+			if has(fam, func(table, c string) bool { return table == portmapTable && c == chain }) {
+				errs = append(errs, removePortmapNFT(conn, &nftables.Chain{Name: chain, Table: &nftables.Table{Family: fam, Name: portmapTable}}, atts))
+			}
+		}
 	}
 	for _, p := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		certainlyNone := listErr == nil && iptview.AbsentAmong(chains, p, isChain)
+		if certainlyNone || !execIfUnsure && !has(iptview.Family(p), isChain) {
+			continue
+		}
 		errs = append(errs, removePortmapChains(p, atts))
 	}
 	return errors.Join(errs...)
 }
 
-func removePortmapNFT(fam nftables.TableFamily, atts []Attachment) error {
-	conn, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+func removePortmapNFT(conn *nftables.Conn, chain *nftables.Chain, atts []Attachment) error {
+	rules, err := conn.GetRules(chain.Table, chain)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
 	}
-	t := &nftables.Table{Family: fam, Name: portmapTable}
-	n := 0
-	for _, chain := range portmapChains {
-		rules, err := conn.GetRules(t, &nftables.Chain{Name: chain, Table: t})
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("list %s %s: %w", portmapTable, chain, err)
-		}
-		d, err := delRules(conn, rules, func(c string) bool {
-			return slices.ContainsFunc(atts, func(a Attachment) bool { return c == a.ContainerID })
-		})
-		n += d
-		if err != nil {
-			return err
-		}
+	if err != nil {
+		return fmt.Errorf("list %s %s: %w", portmapTable, chain.Name, err)
+	}
+	n, err := delRules(conn, rules, func(c string) bool {
+		return slices.ContainsFunc(atts, func(a Attachment) bool { return c == a.ContainerID })
+	})
+	if err != nil {
+		return err
 	}
 	return flushIf(conn, n, "remove reference portmap rules")
 }
 
 func removePortmapChains(p iptables.Protocol, atts []Attachment) error {
 	cmd := iptview.Cmd(p)
-	if iptview.Absent(p, func(table, chain string) bool {
-		return table == "nat" && slices.ContainsFunc(atts, func(a Attachment) bool { return chain == a.PortmapChain() })
-	}) {
-		return nil
-	}
 	t, err := iptview.Open(p)
 	if err != nil {
 		return err

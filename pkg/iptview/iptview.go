@@ -139,6 +139,21 @@ func Absent(p iptables.Protocol, match func(table, chain string) bool) bool {
 // name). False when it cannot tell: x_tables tables are loaded here
 // (iptables-legacy), or nftables cannot be read.
 func Lacks(fam nftables.TableFamily, match func(table, chain string) bool) bool {
+	conn, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	chains, err := conn.ListChainsOfTableFamily(fam)
+	if err != nil {
+		return false
+	}
+	return lacksAmong(chains, fam, match)
+}
+
+// lacksAmong is Lacks answered from chains the caller has read already
+// (of family fam, or of all families): one netlink dump answers several
+// questions.
+func lacksAmong(chains []*nftables.Chain, fam nftables.TableFamily, match func(table, chain string) bool) bool {
 	p := iptables.ProtocolIPv4
 	if fam == nftables.TableFamilyIPv6 {
 		p = iptables.ProtocolIPv6
@@ -149,15 +164,14 @@ func Lacks(fam nftables.TableFamily, match func(table, chain string) bool) bool 
 	if Legacy(fam) && !NFTBased(p) {
 		return false
 	}
-	conn, err := nftables.New()
-	if err != nil {
-		return false
-	}
-	chains, err := conn.ListChainsOfTableFamily(fam)
-	if err != nil {
-		return false
-	}
-	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool { return match(c.Table.Name, c.Name) })
+	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
+		return c.Table.Family == fam && match(c.Table.Name, c.Name)
+	})
+}
+
+// AbsentAmong is Absent answered from chains the caller has read already.
+func AbsentAmong(chains []*nftables.Chain, p iptables.Protocol, match func(table, chain string) bool) bool {
+	return Binary(p) == "" || lacksAmong(chains, Family(p), match)
 }
 
 // Gone reports whether an iptables error says that what it was asked about

@@ -99,10 +99,13 @@ func mapPorts(add *Add) (func() error, error) {
 // unmapPorts is DEL's part: the attachment's forwards, whether or not the
 // runtime passed the mappings again. (The flows through them go with the
 // addresses' conntrack entries, DEL's next step: the container answered
-// them.) When the runtime passes mappings of which none is the
-// attachment's, a reference portmap chained before the conflist moved to
-// the built-in mappings made them: its forwards go (pkg/adopt). port is
-// the host link DEL found for the attachment (deleteHostLink).
+// them.) When the attachment has none of netns-cni's, a reference portmap
+// chained before the conflist moved to the built-in mappings may have
+// made them: its forwards go too (pkg/adopt), also when the runtime
+// passes no mappings (a manual DEL, repair) — looked for over netlink,
+// and with iptables only when the runtime passed mappings and netlink
+// cannot tell. port is the host link DEL found for the attachment
+// (deleteHostLink).
 func (a *Attachment) unmapPorts(addrs []netip.Addr, port string) error {
 	s := a.portSpec(a.plannedPorts(addrs))
 	if port != a.HostVeth {
@@ -112,9 +115,9 @@ func (a *Attachment) unmapPorts(addrs []netip.Addr, port string) error {
 		s.HostIf, s.Shared = port, false
 	}
 	removed, err := a.Network().UnmapPorts(s, addrs, false)
-	if len(removed) == 0 && len(a.Conf.RuntimeConfig.PortMappings) > 0 {
+	if len(removed) == 0 {
 		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}
-		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}))
+		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}, len(a.Conf.RuntimeConfig.PortMappings) > 0))
 	}
 	return err
 }

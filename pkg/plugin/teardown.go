@@ -336,7 +336,7 @@ func collectReference(a *Attachment, released map[ipam.Owner][]netip.Addr) error
 	for _, v := range a.Conf.ValidAttachments {
 		valid = append(valid, adopt.Attachment{Network: a.Conf.Name, ContainerID: v.ContainerID, IfName: v.IfName})
 	}
-	return errors.Join(adopt.RemovePortmap(gone), adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
+	return errors.Join(adopt.RemovePortmap(gone, true), adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
 }
 
 // loadOnHost is loadLenient plus a netlink handle in the host, for DEL and

@@ -335,6 +335,34 @@ func TestMigrationFromReferencePortmap(t *testing.T) {
 			if n := w.portmapLeft(t, "mig-a"); n != 0 {
 				t.Errorf("%d rules of the reference portmap left for the deleted pod", n)
 			}
+			// Without the mappings — a DEL by hand, or netns-cni repair —
+			// the forwards go too: of a pod the reference made, and of one
+			// veth-ptp made with the reference portmap chained after it.
+			// (They used to stay, the port forwarded to a gone address.)
+			mixed := conf(w.ptpConf("veth-ptp", families[0], `"ipMasq":true`), `{"type":"portmap",`+capPorts+ref.backend+`}`)
+			mixedCNI := libcni.NewCNIConfigWithCacheDir([]string{binDir, ref.dir}, w.cacheDir, nil)
+			for i, made := range []struct {
+				cni  *libcni.CNIConfig
+				list *libcni.NetworkConfigList
+			}{{refCNI, old}, {mixedCNI, mixed}} {
+				id := fmt.Sprintf("mig-bare-%d", i)
+				rt := w.rt(id, w.sb.PodT(t, id), "eth0")
+				if err := w.inHost(func() error {
+					_, err := made.cni.AddNetworkList(context.Background(), made.list, withPorts(rt, tcpPort(8080, 80)))
+					return err
+				}); err != nil {
+					t.Fatalf("ADD %s: %v", id, err)
+				}
+				if n := w.portmapLeft(t, id); n == 0 {
+					t.Fatalf("%s: the reference portmap made no rule the test can see", id)
+				}
+				if err := w.del(ours, w.rt(id, nil, "eth0")); err != nil {
+					t.Fatalf("DEL %s without mappings: %v", id, err)
+				}
+				if n := w.portmapLeft(t, id); n != 0 {
+					t.Errorf("%d rules of the reference portmap left for %s, deleted without its mappings", n, id)
+				}
+			}
 			b := w.sb.PodT(t, "b")
 			serveSource(t, b)
 			rtB := withPorts(w.rt("mig-b", b, "eth0"), tcpPort(8080, 80))
