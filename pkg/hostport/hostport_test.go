@@ -223,6 +223,22 @@ func TestForwards(t *testing.T) {
 			}
 			l.onHost(t, func() error { return l.b.Check(s) })
 
+			// A firewall reload flushed what leads to the forwards (the host's
+			// nat PREROUTING; with nftables, the table's prerouting chain):
+			// Check says so — with the forwards themselves in place — and the
+			// next Add puts it back.
+			flush := map[string][]string{IPTables: {"iptables", "-t", "nat", "-F", "PREROUTING"}, NFTables: {"nft", "flush", "chain", "inet", tableOf("net").Name, chainPre}}[kind]
+			l.onHost(t, func() error { return exec.Command(flush[0], flush[1:]...).Run() })
+			expectNoAnswer(t, l.out, "192.0.2.1:8080", "nothing leads to the forward")
+			l.onHost(t, func() error {
+				if err := l.b.Check(s); err == nil {
+					t.Errorf("Check passed after %v", flush)
+				}
+				return l.b.Add(s)
+			})
+			expectAnswer(t, l.out, "tcp", "192.0.2.1:8080", "192.0.2.2")
+			l.onHost(t, func() error { return l.b.Check(s) })
+
 			// Removed: the ports are closed again.
 			var removed []Entry
 			l.onHost(t, func() (err error) {

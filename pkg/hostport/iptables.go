@@ -344,9 +344,21 @@ func (b iptBackend) Collect(network string, keep func(owner string) bool) ([]Ent
 
 func (b iptBackend) Check(s Spec) error {
 	for _, f := range iptFamilies {
-		_, chains, err := chainsOf(f, s.Network)
+		t, chains, err := chainsOf(f, s.Network)
 		if err != nil {
 			return err
+		}
+		// The jumps into the chains, where the family has them: a firewall
+		// reload that flushed PREROUTING leaves the forwards in place and
+		// unreached.
+		if t != nil && len(chains[chainName("HP", s.Network)]) > 0 {
+			for _, j := range jumps(f, s.Network) {
+				if ok, err := t.Exists(j.table, j.chain, j.rule...); err != nil {
+					return fmt.Errorf("%s: %w", f.cmd, err)
+				} else if !ok {
+					return fmt.Errorf("%s %s chain %s lacks the jump to %s", f.cmd, j.table, j.chain, j.rule[len(j.rule)-1])
+				}
+			}
 		}
 		for _, e := range s.Entries {
 			if !f.of(e.Pod) {

@@ -58,6 +58,9 @@ type Network struct {
 	// noMasq is nonMasqueradeCIDRs of netns-cni's plugin, parsed as the
 	// plugin parses it: the masquerade rules' shape depends on it.
 	noMasq []netip.Prefix
+	// portBackends are the port mapping backends that hold forwards of
+	// the network.
+	portBackends []string
 }
 
 // Ours reports whether netns-cni's plugin is the network's main plugin.
@@ -369,8 +372,9 @@ func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
 		// have been switched under live pods.
 		for _, kind := range []string{hostport.NFTables, hostport.IPTables} {
 			b, _ := hostport.New(kind)
-			if owners, err := b.List(netconf.Key(net.Name)); err == nil {
+			if owners, err := b.List(netconf.Key(net.Name)); err == nil && len(owners) > 0 {
 				n.givePorts(byKey, net.Name, owners)
+				net.portBackends = append(net.portBackends, kind)
 			}
 		}
 	}
@@ -592,9 +596,11 @@ func (n *Node) Audit() []Problem {
 
 // missingRules finds live attachments of netns-cni whose rules are gone
 // (a firewall reload that flushed the ruleset, say): the network's
-// masquerade rules with ipMasq, and the host ports the runtime asked for.
-// Not repaired: the network's next ADD puts its masquerade rules back, but
-// an attachment's forwards only come back with its pod.
+// masquerade rules with ipMasq, the host ports the runtime asked for, and
+// the rules that lead to the forwards that are there. Not repaired: the
+// network's next ADD puts its masquerade rules back (and, with host ports,
+// what leads to the forwards), but an attachment's forwards only come back
+// with its pod.
 func (n *Node) missingRules() []Problem {
 	if slices.ContainsFunc(n.unreadable, func(p Problem) bool { return p.Kind == UnreadableRules }) {
 		return nil
@@ -602,6 +608,14 @@ func (n *Node) missingRules() []Problem {
 	var out []Problem
 	for _, net := range n.Networks {
 		key := netconf.Key(net.Name)
+		for _, kind := range net.portBackends {
+			b, _ := hostport.New(kind)
+			if err := b.Check(hostport.Spec{Network: key}); err != nil {
+				out = append(out, Problem{Kind: RulesMissing, Network: net.Name,
+					Detail: fmt.Sprintf("host ports are forwarded (%s), but %v: no traffic reaches the forwards", kind, err),
+					Fix:    "the network's next ADD with a port mapping puts the rules back (start a pod with a host port on it)"})
+			}
+		}
 		var live []*Attachment
 		for _, a := range n.Attachments {
 			if a.Network != net.Name || a.HostLink == "" {

@@ -314,7 +314,9 @@ func TestAuditDuplicateNetwork(t *testing.T) {
 
 // TestAuditRulesMissing: a firewall reload flushes the host's ruleset
 // under a live pod with ipMasq and a host port: audit names both the
-// network's missing masquerade rules and the pod's missing forward.
+// network's missing masquerade rules and the pod's missing forward — and,
+// when only the rules went and the forwards' maps stayed, that nothing
+// leads to the forwards (that used to pass unseen).
 func TestAuditRulesMissing(t *testing.T) {
 	w := newWorld(t)
 	// A range set of two subnets: the pod's addresses are in the first,
@@ -335,8 +337,9 @@ func TestAuditRulesMissing(t *testing.T) {
 	if err := w.inHost(func() error { return exec.Command("nft", "flush", "table", "inet", nat.TableName(list.Name)).Run() }); err != nil {
 		t.Fatal(err)
 	}
-	if r := audit(); r.exit != 1 || strings.Count(r.stdout, `"rules-missing"`) != 1 || !strings.Contains(r.stdout, "lacks the masquerade rule for 10.10.0.0/24") {
-		t.Fatalf("audit after the network's table was flushed: exit %d, want 1 naming the masquerade rule:\n%s%s", r.exit, r.stdout, r.stderr)
+	if r := audit(); r.exit != 1 || strings.Count(r.stdout, `"rules-missing"`) != 2 || !strings.Contains(r.stdout, "lacks the masquerade rule for 10.10.0.0/24") ||
+		!strings.Contains(r.stdout, "lacks the rules of the port mappings: no traffic reaches the forwards") {
+		t.Fatalf("audit after the network's table was flushed: exit %d, want 1 naming the masquerade rule and the port mappings' rules:\n%s%s", r.exit, r.stdout, r.stderr)
 	}
 	// All of it gone.
 	if err := w.inHost(func() error { return exec.Command("nft", "flush", "ruleset").Run() }); err != nil {
