@@ -78,6 +78,22 @@ func TestForward(t *testing.T) {
 		{"-X", "OPERATOR-A"}, {"-X", "OPERATOR-B"}, {"-D", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"}} {
 		ipt(args...)
 	}
+	// RHEL's iptables-services ruleset: policy ACCEPT, and a REJECT at the
+	// end of FORWARD. It blocks the network just the same — unless a rule
+	// before it may accept the traffic.
+	ipt("-P", "FORWARD", "ACCEPT")
+	ipt("-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+	run(func() (err error) { blocked, err = ForwardBlocked(s.Subnets[:1], veths); return err })
+	if !strings.Contains(blocked, `rule "-A FORWARD -j REJECT --reject-with icmp-host-prohibited" drops 10.7.0.0/24`) {
+		t.Fatalf("blocked = %q, want the REJECT rule named", blocked)
+	}
+	ipt("-I", "FORWARD", "-i", "vp+", "-j", "ACCEPT")
+	run(func() (err error) { blocked, err = ForwardBlocked(s.Subnets[:1], veths); return err })
+	if blocked != "" {
+		t.Fatalf("an accept before the REJECT not counted: %q", blocked)
+	}
+	ipt("-F", "FORWARD")
+	ipt("-P", "FORWARD", "DROP")
 	run(func() error { return EnsureForward(s) })
 	st := state()
 	for _, want := range []string{`-A FORWARD -m comment --comment "netns-cni:net" -j ` + ForwardChain("net"),
@@ -194,8 +210,83 @@ func TestMayAccept(t *testing.T) {
 		{"-A FORWARD ! -i vp+ -j ACCEPT", veths, false},
 		{"-A FORWARD ! -i v+ -j ACCEPT", veths, false},
 	} {
-		if got := mayAccept(tc.rule, p, tc.side, docker); got != tc.want {
+		rule := strings.Fields(tc.rule)[2:]
+		target, _ := targetOf(rule)
+		if got := target == "ACCEPT" && matchLevel(rule, p, tc.side, docker) != never; got != tc.want {
 			t.Errorf("%s (%+v): %v, want %v", tc.rule, tc.side, got, tc.want)
+		}
+	}
+}
+
+// TestMatchLevel: the matches that surely hold for the network's new
+// outbound traffic — a rule with only those drops it for certain.
+func TestMatchLevel(t *testing.T) {
+	p := netip.MustParsePrefix("10.7.0.0/24")
+	bridge, veths := HostSide{Name: "cni0"}, HostSide{Name: "vp", Prefix: true}
+	for _, tc := range []struct {
+		rule string
+		side HostSide
+		want level
+	}{
+		{"-j REJECT --reject-with icmp-host-prohibited", bridge, always},
+		{"-m comment --comment x -j DROP", bridge, always},
+		{"-s 10.0.0.0/8 -j DROP", bridge, always},
+		{"-s 10.7.0.0/25 -j DROP", bridge, maybe},
+		{"-s 10.8.0.0/24 -j DROP", bridge, never},
+		{"! -s 10.8.0.0/24 -j DROP", bridge, always},
+		{"! -s 10.0.0.0/8 -j DROP", bridge, never},
+		{"-i cni0 -j DROP", bridge, always},
+		{"-i cni+ -j DROP", bridge, always},
+		{"-i vp+ -j DROP", veths, always},
+		{"-i vp0123 -j DROP", veths, maybe},
+		{"! -i docker0 -j DROP", bridge, always},
+		{"-i docker0 -j DROP", bridge, never},
+		{"-o eth0 -j DROP", bridge, maybe},
+		{"! -o cni0 -j DROP", bridge, always},
+		{"-o docker0 -j DROP", bridge, never},
+		{"-m conntrack --ctstate NEW -j DROP", bridge, always},
+		{"-m conntrack --ctstate INVALID -j DROP", bridge, never},
+		{"-m conntrack ! --ctstate INVALID -j DROP", bridge, always},
+		{"-p tcp -m tcp --dport 25 -j DROP", bridge, maybe},
+		{"-d 203.0.113.0/24 -j DROP", bridge, maybe},
+		{"-i cni0 -d 203.0.113.0/24 -j DROP", veths, never},
+	} {
+		if got := matchLevel(strings.Fields(tc.rule), p, tc.side, map[string]bool{"docker0": true}); got != tc.want {
+			t.Errorf("%s (%+v): %v, want %v", tc.rule, tc.side, got, tc.want)
+		}
+	}
+}
+
+// TestWalk: a new packet of the network follows FORWARD in order, into
+// the chains it jumps or goes to: what drops it for certain before any
+// rule may accept it blocks the network, whatever the policy.
+func TestWalk(t *testing.T) {
+	p := netip.MustParsePrefix("10.7.0.0/24")
+	side := HostSide{Name: "cni0"}
+	for _, tc := range []struct {
+		name, listing string
+		want          fate
+	}{
+		{"empty", "-P FORWARD ACCEPT", back},
+		{"RHEL's final reject", "-P FORWARD ACCEPT\n-A FORWARD -j REJECT --reject-with icmp-host-prohibited", dropped},
+		{"an accept before it", "-P FORWARD ACCEPT\n-A FORWARD -i cni0 -j ACCEPT\n-A FORWARD -j REJECT", accepted},
+		{"an accept after it", "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n-A FORWARD -i cni0 -j ACCEPT", dropped},
+		{"a drop that may not match", "-P FORWARD ACCEPT\n-A FORWARD -p tcp --dport 25 -j DROP", dropped | back},
+		{"a drop of others", "-P FORWARD ACCEPT\n-A FORWARD -i docker0 -j DROP", back},
+		{"Docker's", "-P FORWARD DROP\n-N DOCKER-USER\n-N DOCKER-ISOLATION-STAGE-1\n-N DOCKER-ISOLATION-STAGE-2\n" +
+			"-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n" +
+			"-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n-A DOCKER-USER -j RETURN\n" +
+			"-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2\n-A DOCKER-ISOLATION-STAGE-1 -j RETURN\n" +
+			"-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP\n-A DOCKER-ISOLATION-STAGE-2 -j RETURN", back},
+		{"an operator's chain: its RETURN skips its drop", "-P FORWARD ACCEPT\n-N OP\n-A FORWARD -j OP\n-A OP -s 10.7.0.0/24 -j RETURN\n-A OP -j DROP", back},
+		{"an operator's chain: its drop", "-P FORWARD ACCEPT\n-N OP\n-A FORWARD -j OP\n-A OP -s 10.9.0.0/24 -j RETURN\n-A OP -j DROP", dropped},
+		{"a goto ends the caller", "-P FORWARD DROP\n-N OP\n-A FORWARD -g OP\n-A FORWARD -j ACCEPT", back},
+		{"a jump comes back", "-P FORWARD DROP\n-N OP\n-A FORWARD -j OP\n-A FORWARD -j ACCEPT", accepted},
+		{"a comment with spaces", `-P FORWARD ACCEPT` + "\n" + `-A FORWARD -m comment --comment "no -s 10.7.0.0/24 here" -j DROP`, dropped},
+	} {
+		w := &walker{table: readTable(tc.listing), p: p, side: side}
+		if got := w.walk("FORWARD"); got != tc.want {
+			t.Errorf("%s: %b, want %b", tc.name, got, tc.want)
 		}
 	}
 }
