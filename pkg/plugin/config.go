@@ -76,7 +76,7 @@ func Load[T any, P interface {
 	}
 	base := conf.Base()
 	base.cniArgs = args.Args
-	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
+	if err := setupLog(base.LogFile, base.LogLevel); err != nil {
 		return nil, err
 	}
 	if d, ok := any(conf).(Defaulter); ok {
@@ -122,7 +122,7 @@ func LoadLenient[T any, P interface {
 	}
 	base := conf.Base()
 	base.cniArgs = args.Args
-	if err := setupLog(base.LogFile, base.LogLevel, "network", base.Name); err != nil {
+	if err := setupLog(base.LogFile, base.LogLevel); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if d, ok := any(conf).(Defaulter); ok {
@@ -185,8 +185,20 @@ func describeJSONError(err error) string {
 // them is about CNI_ARGS (ipam.ArgsError), which the runtime set, not the
 // config; code 6 when a value has the wrong JSON type.
 func invalid(errs []error, format string, a ...any) *types.Error {
-	if slices.ContainsFunc(errs, func(e error) bool { return errors.As(e, new(ipam.ArgsError)) }) {
-		return EnvError(format, a...)
+	var args, rest []string
+	for _, e := range errs {
+		if errors.As(e, new(ipam.ArgsError)) {
+			args = append(args, e.Error())
+		} else {
+			rest = append(rest, e.Error())
+		}
+	}
+	if len(args) > 0 {
+		msg := "invalid CNI_ARGS (the runtime sets it): " + strings.Join(args, "; ")
+		if len(rest) > 0 {
+			msg += "; the network config has problems too: " + strings.Join(rest, "; ")
+		}
+		return EnvError("%s", msg)
 	}
 	if slices.ContainsFunc(errs, func(e error) bool {
 		return errors.As(e, new(*json.UnmarshalTypeError)) || errors.As(e, new(*json.SyntaxError))

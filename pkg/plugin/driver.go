@@ -233,6 +233,9 @@ func (r runner[T, D]) load(args *skel.CmdArgs) (D, *Attachment, error) {
 	if err := conf.CheckIPAM(m); err != nil {
 		return nil, nil, err
 	}
+	if err := conf.Veth().checkMTU(m); err != nil {
+		return nil, nil, err
+	}
 	return conf, r.attachment(args, conf, m), nil
 }
 

@@ -44,10 +44,10 @@ func withLogAttrs(attrs ...any) {
 
 // setupLog points the default slog logger at file (or stderr when empty) at
 // level ("debug", "info", "warn", "error"; default "warn"). Records keep
-// the attributes set so far plus attrs, so one file can serve many
+// the attributes set so far (withLogAttrs), so one file can serve many
 // plugins and containers. A bad level or a file that cannot be opened is a
 // code-7 error, after the logger is set up with warn or stderr instead.
-func setupLog(file, level string, attrs ...any) error {
+func setupLog(file, level string) error {
 	var errs []error
 	lvl := slog.LevelWarn
 	switch strings.ToLower(level) {
@@ -77,7 +77,6 @@ func setupLog(file, level string, attrs ...any) error {
 			w = f // closed by the process exit; plugins are short-lived.
 		}
 	}
-	logAttrs = append(logAttrs, attrs...)
 	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
 	slog.SetDefault(slog.New(h).With(logAttrs...))
 	if len(errs) > 0 {

@@ -107,15 +107,39 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 			p.Name, nversion.Version, p.About, strings.Join(SupportedVersions, ", "))
 		return 0
 	}
+	attrs := []any{"plugin", p.Name, "cmd", cmd}
+	var data []byte
+	// A failure before the verb runs is logged like one after: to the
+	// config's logFile when the config got far enough to name one.
+	failEarly := func(e *types.Error) int {
+		var keys struct{ LogFile, LogLevel any }
+		_ = json.Unmarshal(data, &keys)
+		file, _ := keys.LogFile.(string)
+		level, _ := keys.LogLevel.(string)
+		withLogAttrs(attrs...)
+		_ = setupLog(file, level)
+		slog.Warn(cmd+" failed", "code", e.Code, "error", e.Msg)
+		return fail(e)
+	}
 	verb, ok := verbs[cmd]
 	if !ok {
-		return fail(EnvError("CNI_COMMAND: unknown command %q, want ADD, DEL, CHECK, GC, STATUS or VERSION", cmd))
+		return failEarly(EnvError("CNI_COMMAND: unknown command %q, want ADD, DEL, CHECK, GC, STATUS or VERSION", cmd))
 	}
 	args, envErr := readEnv(getenv, verb.required)
+	attrs = append(attrs, "container", args.ContainerID)
+	if args.IfName != "" {
+		attrs = append(attrs, "ifname", args.IfName)
+	}
+	if args.Netns != "" {
+		attrs = append(attrs, "netns", args.Netns)
+	}
+	if tp := getenv("TRACEPARENT"); tp != "" { // newer libcni passes the runtime's W3C trace context
+		attrs = append(attrs, "traceparent", tp)
+	}
 
 	data, err := io.ReadAll(stdin)
 	if err != nil {
-		return fail(types.NewError(types.ErrIOFailure, fmt.Sprintf("read network config from stdin: %v", err), ""))
+		return failEarly(types.NewError(types.ErrIOFailure, fmt.Sprintf("read network config from stdin: %v", err), ""))
 	}
 	args.StdinData = data
 
@@ -126,11 +150,17 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 	if cmd == "VERSION" && len(strings.TrimSpace(string(data))) == 0 {
 		head.CNIVersion = version.Current()
 	} else if err := json.Unmarshal(data, &head); err != nil {
-		return fail(DecodeError("decode network config from stdin: %v", err))
+		if cmd == "VERSION" {
+			return fail(DecodeError("decode network config from stdin: %v", err))
+		}
+		return failEarly(DecodeError("decode network config from stdin: %s", describeJSONError(err)))
 	} else if head.CNIVersion == "" {
 		head.CNIVersion = "0.1.0" // the spec's default for a config without one
 	}
 	cniVersion = head.CNIVersion
+	if head.Name != "" {
+		attrs = append(attrs, "network", head.Name)
+	}
 
 	if cmd == "VERSION" {
 		return printJSON(stdout, struct {
@@ -139,31 +169,21 @@ func Run(p Plugin, getenv func(string) string, stdin io.Reader, stdout, stderr i
 		}{cniVersion, SupportedVersions})
 	}
 	if envErr != nil {
-		return fail(envErr)
+		return failEarly(envErr)
 	}
 	if e := checkName(head.Name); e != nil {
-		return fail(e)
+		return failEarly(e)
 	}
 	if !slices.Contains(SupportedVersions, cniVersion) {
-		return fail(VersionError(`"cniVersion": %q is not supported; this plugin supports %s`,
+		return failEarly(VersionError(`"cniVersion": %q is not supported; this plugin supports %s`,
 			cniVersion, strings.Join(SupportedVersions, ", ")))
 	}
 	if verb.minVersion != "" {
 		if ok, _ := version.GreaterThanOrEqualTo(cniVersion, verb.minVersion); !ok {
-			return fail(VersionError("%s needs cniVersion %s or later, the config has %s", cmd, verb.minVersion, cniVersion))
+			return failEarly(VersionError("%s needs cniVersion %s or later, the config has %s", cmd, verb.minVersion, cniVersion))
 		}
 	}
 
-	attrs := []any{"plugin", p.Name, "cmd", cmd, "container", args.ContainerID}
-	if args.IfName != "" {
-		attrs = append(attrs, "ifname", args.IfName)
-	}
-	if args.Netns != "" {
-		attrs = append(attrs, "netns", args.Netns)
-	}
-	if tp := getenv("TRACEPARENT"); tp != "" { // newer libcni passes the runtime's W3C trace context
-		attrs = append(attrs, "traceparent", tp)
-	}
 	withLogAttrs(attrs...)
 	summary = nil
 	start := time.Now()

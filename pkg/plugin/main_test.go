@@ -429,6 +429,50 @@ func TestInvalidConfigLogged(t *testing.T) {
 	}
 }
 
+// TestEarlyFailuresLogged: failures found before the verb runs — the
+// environment, the JSON, the version — get their warn line too: to the
+// config's logFile when it names one, else stderr (they used to get none).
+func TestEarlyFailuresLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name, cmd, stdin string
+		env              []string
+		toFile           bool
+		want             []string
+	}{
+		{"CNI_ARGS without =", "ADD", `{"cniVersion":"1.1.0","name":"net9","logFile":"%s"}`, []string{"CNI_ARGS", "foo"}, true,
+			[]string{`msg="ADD failed"`, "code=4", "network=net9", "container=c1", "CNI_ARGS"}},
+		{"an unsupported version", "DEL", `{"cniVersion":"9.9.9","name":"net9","logFile":"%s"}`, nil, true,
+			[]string{`msg="DEL failed"`, "code=1", "network=net9", "9.9.9"}},
+		{"STATUS before 1.1.0", "STATUS", `{"cniVersion":"1.0.0","name":"net9","logFile":"%s"}`, nil, true,
+			[]string{`msg="STATUS failed"`, "code=1", "network=net9"}},
+		{"JSON that does not decode", "ADD", `{"cniVersion":"1.1.0","name":`, nil, false,
+			[]string{"level=WARN", `msg="ADD failed"`, "code=6", "container=c1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "plugin.log")
+			stdin := strings.Replace(tc.stdin, "%s", file, 1)
+			var ran []string
+			var out, errb bytes.Buffer
+			if code := Run(recorder(&ran), withCmd(tc.cmd, tc.env...), strings.NewReader(stdin), &out, &errb); code == 0 || len(ran) > 0 {
+				t.Fatalf("exit %d, ran %v", code, ran)
+			}
+			log := errb.String()
+			if tc.toFile {
+				b, err := os.ReadFile(file)
+				if err != nil {
+					t.Fatalf("no log file: %v (stderr %q)", err, log)
+				}
+				log = string(b)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(log, want) {
+					t.Errorf("log %q lacks %s", log, want)
+				}
+			}
+		})
+	}
+}
+
 func TestLogRotation(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "plugin.log")
 	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), LogFileMax+1), 0o600); err != nil {

@@ -36,7 +36,7 @@ func OpenNetnsForDel(path string) (*nsutil.NS, error) {
 	case errors.Is(err, nsutil.ErrNotExist), errors.Is(err, nsutil.ErrNotNS):
 		return nil, nil
 	case errors.Is(err, nsutil.ErrOwnNS):
-		slog.Warn("CNI_NETNS is the plugin's own namespace, not the container's: left alone", "netns", path)
+		slog.Warn("CNI_NETNS is the plugin's own namespace, not the container's: left alone")
 		return nil, nil
 	default:
 		return nil, netnsError(err)

@@ -52,6 +52,22 @@ func (c *VethConf) AcceptsForward() bool { return c.ForwardAccept == nil || *c.F
 // NoMasq are the parsed NonMasqueradeCIDRs.
 func (c *VethConf) NoMasq() []netip.Prefix { return c.noMasq }
 
+// checkMTU refuses an "mtu" below IPv6's minimum link MTU (1280, RFC 8200
+// section 5) for a network with IPv6 subnets in host-local: the kernel
+// would refuse the interface's IPv6 address only once the veth exists.
+// (A delegated IPAM's addresses are known only after it ran.)
+func (c *VethConf) checkMTU(m *IPAM) error {
+	if c.MTU == 0 || c.MTU >= 1280 || m == nil || m.Local == nil {
+		return nil
+	}
+	for _, p := range m.Local.Subnets() {
+		if p.Addr().Is6() {
+			return ConfigError(`"mtu": must be at least 1280 with an IPv6 subnet (%s) in "ipam" (IPv6's minimum link MTU, RFC 8200 section 5), got %d`, p, c.MTU)
+		}
+	}
+	return nil
+}
+
 // Validate checks the shared keys, each error naming its key, and keeps
 // the parsed values. A plugin config with keys of its own calls it from
 // its own Validate.
