@@ -43,7 +43,7 @@ func LoadIPAM(args *skel.CmdArgs) (*IPAM, error) {
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
-			msgs[i] = e.Error()
+			msgs[i] = describeJSONError(e)
 		}
 		return nil, invalid(errs, "invalid ipam config: %s", strings.Join(msgs, "; "))
 	}

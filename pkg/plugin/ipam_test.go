@@ -122,8 +122,9 @@ func TestLoadIPAMErrors(t *testing.T) {
 		!strings.Contains(err.Error(), `"ipam.routes[0].table": must be 0-4294967295, got -1`) || !strings.Contains(err.Error(), `"ipam.routes[0].scope": must be 0-255`) {
 		t.Fatalf("bad route attributes: %v", err)
 	}
-	if _, err := LoadIPAM(ipamArgs(t, `{"type":"host-local","subnet":"10.7.0.0/24","dataDir":"/x","routes":[{"dst":"0.0.0.0/0","scope":"link"}]}`, "c")); code(err) != types.ErrDecodingFailure {
-		t.Fatalf(`"scope": "link": %v, want code 6`, err)
+	if _, err := LoadIPAM(ipamArgs(t, `{"type":"host-local","subnet":"10.7.0.0/24","dataDir":"/x","routes":[{"dst":"0.0.0.0/0","scope":"link"}]}`, "c")); code(err) != types.ErrDecodingFailure ||
+		!strings.Contains(err.Error(), `"ipam.routes.scope": want int, got string`) {
+		t.Fatalf(`"scope": "link": %v, want code 6 naming the key`, err)
 	}
 	// Not an address at all: the runtime's CNI_ARGS, code 4.
 	args.Args = "IP=banana"
