@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -58,14 +59,15 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	var o options
 	fs := flag.NewFlagSet("netns-cni", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	fs.Usage = func() { // asked for (-h, help): on stdout
 		fs.SetOutput(stdout)
 		fmt.Fprint(stdout, usage)
 		fs.PrintDefaults()
+		fs.SetOutput(stderr)
 	}
 	fs.StringVar(&o.confDir, "conf-dir", "/etc/cni/net.d", "the runtime's CNI config directory")
 	fs.StringVar(&o.cacheDir, "cache-dir", "/var/lib/cni", "libcni's cache directory")
-	fs.StringVar(&o.cniPath, "cni-path", "/opt/cni/bin:/usr/lib/cni", "where repair finds the plugins (colon-separated)")
+	fs.StringVar(&o.cniPath, "cni-path", defaultCNIPath(), "where repair finds the plugins (colon-separated): netns-cni's own directory, then the usual ones")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.BoolVar(&o.yes, "yes", false, "repair: act (without it, repair only shows what it would do)")
 	// Flags may come before or after the positional arguments.
@@ -73,19 +75,27 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	if len(pos) != 1 {
-		fmt.Fprint(stderr, usage)
+	commands := map[string]func(*inspect.Node, io.Writer, io.Writer) int{
+		"list": o.list, "audit": o.audit, "repair": o.repair, "pools": o.pools,
+	}
+	const want = "want list, audit, repair, pools or help (netns-cni help)"
+	if len(pos) == 0 {
+		fmt.Fprintln(stderr, "netns-cni: no command;", want)
 		return 2
 	}
-	cmd := map[string]func(*inspect.Node, io.Writer, io.Writer) int{
-		"list": o.list, "audit": o.audit, "repair": o.repair, "pools": o.pools,
-	}[pos[0]]
-	if pos[0] == "help" {
-		fs.Usage()
+	cmd := commands[pos[0]]
+	switch {
+	case pos[0] == "help" && (len(pos) == 1 || len(pos) == 2 && commands[pos[1]] != nil):
+		fs.Usage() // one text for every command
 		return 0
-	}
-	if cmd == nil {
-		fmt.Fprintf(stderr, "netns-cni: unknown command %q; want list, audit, repair, pools or help\n", pos[0])
+	case pos[0] == "help" && len(pos) == 2:
+		fmt.Fprintf(stderr, "netns-cni: help: unknown command %q; %s\n", pos[1], want)
+		return 2
+	case cmd == nil && pos[0] != "help":
+		fmt.Fprintf(stderr, "netns-cni: unknown command %q; %s\n", pos[0], want)
+		return 2
+	case len(pos) > 1:
+		fmt.Fprintf(stderr, "netns-cni: %s takes no arguments, got %q\n", pos[0], pos[1:])
 		return 2
 	}
 	node, err := inspect.Read(o.confDir, o.cacheDir)
@@ -94,6 +104,17 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return cmd(node, stdout, stderr)
+}
+
+// defaultCNIPath is where repair looks for plugins unless told: the
+// directory netns-cni itself is in (installed beside the plugins, or run
+// from a build's bin/), then the usual plugin directories.
+func defaultCNIPath() string {
+	dirs := []string{"/opt/cni/bin", "/usr/lib/cni"}
+	if exe, err := os.Executable(); err == nil && !slices.Contains(dirs, filepath.Dir(exe)) {
+		dirs = append([]string{filepath.Dir(exe)}, dirs...)
+	}
+	return strings.Join(dirs, string(filepath.ListSeparator))
 }
 
 // printJSON prints v; an empty list is [], never null.

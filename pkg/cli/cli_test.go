@@ -18,16 +18,25 @@ func TestParse(t *testing.T) {
 	if done || code != 0 || !*v || *n != "x" || !slices.Equal(pos, []string{"add", "net", "/ns"}) {
 		t.Fatalf("%v %d %v %v %q", pos, code, done, *v, *n)
 	}
+	// -h prints the usage where the tool's Usage puts it (stdout); a bad
+	// flag says why and where the usage is, on the flag set's output
+	// (stderr), and never prints the usage to stdout.
 	for _, tc := range []struct {
-		args []string
-		code int
-		out  string
-	}{{[]string{"-h"}, 0, ""}, {[]string{"--bogus"}, 2, ""}, {[]string{"x", "--version"}, 0, "tool dev\n"}} {
+		args      []string
+		code      int
+		out, diag string
+	}{
+		{[]string{"-h"}, 0, "USAGE", ""},
+		{[]string{"--bogus"}, 2, "", "flag provided but not defined: -bogus\nrun 't help' for the usage\n"},
+		{[]string{"x", "--version"}, 0, "tool dev\n", ""},
+	} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
+		var diag bytes.Buffer
+		fs.SetOutput(&diag)
 		out.Reset()
-		if _, code, done := Parse(fs, tc.args, &out, "tool"); !done || code != tc.code || out.String() != tc.out {
-			t.Errorf("%v: code %d done %v out %q", tc.args, code, done, out.String())
+		fs.Usage = func() { out.WriteString("USAGE") }
+		if _, code, done := Parse(fs, tc.args, &out, "tool"); !done || code != tc.code || out.String() != tc.out || diag.String() != tc.diag {
+			t.Errorf("%v: code %d done %v out %q diag %q", tc.args, code, done, out.String(), diag.String())
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -117,7 +118,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(pos) == 0 {
-		printUsage(stderr)
+		fmt.Fprintln(stderr, "cnitool: no command; want add, check, del, gc, status or version (cnitool help)")
 		return 2
 	}
 	cmd := pos[0]
@@ -131,7 +132,11 @@ func run(argv []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "cnitool: help: unknown command %q; want add, check, del, gc, status or version\n", pos[1])
 			return 2
 		}
-		fmt.Fprintln(stdout, "Usage: cnitool [flags] "+c.help)
+		synopsis, what, _ := strings.Cut(c.help, ": ")
+		fmt.Fprintf(stdout, "Usage: cnitool [flags] %s\n\n%s\n\nFlags (each defaults to the environment variable named):\n", synopsis, what)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
 		return 0
 	}
 	// The command and its arguments are checked before any config is read.
@@ -184,6 +189,9 @@ func (o *options) loadNetwork(network string) (*libcni.NetworkConfigList, error)
 	if err == nil {
 		return list, nil
 	}
+	if _, serr := os.Stat(o.netconfPath); serr != nil {
+		return nil, fmt.Errorf("network configs (--netconfpath, NETCONFPATH): %w", serr)
+	}
 	files, ferr := libcni.ConfFiles(o.netconfPath, []string{".conf", ".conflist", ".json"})
 	if ferr != nil {
 		return nil, fmt.Errorf("load network config from %s: %w", o.netconfPath, ferr)
@@ -196,7 +204,7 @@ func (o *options) loadNetwork(network string) (*libcni.NetworkConfigList, error)
 			broken = append(broken, fmt.Sprintf("%s: %v", f, perr))
 		case l.Name == network:
 			return l, nil
-		default:
+		case !slices.Contains(names, l.Name): // two files may name one network
 			names = append(names, l.Name)
 		}
 	}

@@ -67,8 +67,19 @@ func TestRuntimeConf(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "Usage: cnitool") {
+	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "no command; want add") || out.Len() > 0 {
 		t.Fatalf("no args: code %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	// A directory that does not exist is named as such, not as one
+	// without the network.
+	if code := run([]string{"--netconfpath", "/nonexistent-netns-cni", "status", "net"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "stat /nonexistent-netns-cni: no such file") {
+		t.Fatalf("missing --netconfpath: code %d, %q", code, errb.String())
+	}
+	// A bad flag: why, and where the usage is; nothing on stdout.
+	errb.Reset()
+	if code := run([]string{"--bogus"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "run 'cnitool help'") || out.Len() > 0 {
+		t.Fatalf("bad flag: code %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 	errb.Reset()
 	if code := run([]string{"add", "net", "--valid", "bad"}, &out, &errb); code != 2 {
@@ -93,7 +104,8 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{[]string{"help"}, 0, "Usage: cnitool", ""},
 		{[]string{"--help"}, 0, "Commands:", ""},
-		{[]string{"help", "add"}, 0, "add NETWORK NETNS", ""},
+		{[]string{"help", "add"}, 0, "Usage: cnitool [flags] add NETWORK NETNS\n\nattach the namespace", ""},
+		{[]string{"help", "add"}, 0, "-container-id string", ""},
 		{[]string{"help", "frob"}, 2, "", `unknown command "frob"`},
 		{[]string{"--version"}, 0, "cnitool (netns-cni) dev", ""},
 		{[]string{"frob", "net"}, 2, "", `unknown command "frob"`},
@@ -125,7 +137,7 @@ func TestBrokenConflistNamed(t *testing.T) {
 }
 
 // TestNetworkNotFound: a network the directory lacks is named with those
-// it has (a single plugin's .conf among them), whatever files beside them
+// it has (a single plugin's .conf among them, each name once), whatever files beside them
 // do not parse; a network in a file after a broken one is loaded.
 func TestNetworkNotFound(t *testing.T) {
 	dir := t.TempDir()
@@ -134,6 +146,7 @@ func TestNetworkNotFound(t *testing.T) {
 		"20-broken.conflist": `{"cniVersion":"1.0.0","name":`,
 		"30-after.conflist":  `{"cniVersion":"1.1.0","name":"after","plugins":[{"type":"nosuch"}]}`,
 		"40-single.conf":     `{"cniVersion":"1.0.0","name":"single","type":"loopback"}`,
+		"50-single-old.conf": `{"cniVersion":"1.0.0","name":"single","type":"loopback"}`, // named once in the list
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
 			t.Fatal(err)
