@@ -107,12 +107,25 @@ func EnsureForward(s ForwardSpec) error {
 		if iptview.Binary(f.proto) == "" {
 			continue // no iptables: no iptables FORWARD policy to get past
 		}
+		chain := ForwardChain(s.Network)
+		// The network's first attachment (no chain yet, netlink says):
+		// chain, rules and jump in one exec.
+		if absent(f, s.Network) {
+			lines := []string{"*filter", ":" + chain + " - [0:0]"}
+			for _, r := range body {
+				lines = append(lines, iptview.Line(append([]string{"-A", chain}, r...)...))
+			}
+			lines = append(lines, iptview.Line(append([]string{"-I", "FORWARD", "1"}, f.jump(s.Network)...)...), "COMMIT")
+			if err := iptview.Restore(f.proto, lines); err == nil {
+				continue
+			}
+			// Rule by rule below, which names what is wrong.
+		}
 		t, err := f.open()
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		chain := ForwardChain(s.Network)
 		// Rules are added, never rewritten: after an operator changed the
 		// network's subnet, pods of the old one still run and their
 		// traffic must still pass. The rules of every subnet the network
@@ -208,6 +221,13 @@ func RemoveForward(network string) error {
 			continue // without the binary there can be no such rules
 		}
 		if absent(f, network) {
+			continue
+		}
+		// The jump and the chain in one exec; when the jump is not there
+		// (an operator removed it), one by one below.
+		chain := ForwardChain(network)
+		if iptview.Restore(f.proto, []string{"*filter", iptview.Line(append([]string{"-D", "FORWARD"}, f.jump(network)...)...),
+			"-F " + chain, "-X " + chain, "COMMIT"}) == nil {
 			continue
 		}
 		t, err := f.open()

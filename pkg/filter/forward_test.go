@@ -152,6 +152,23 @@ func TestForward(t *testing.T) {
 	if strings.Contains(state(), ForwardChain("net")) {
 		t.Fatalf("left:\n%s", state())
 	}
+	// Made in one exec for the network's first attachment; removed whole
+	// also when an operator took the jumps out.
+	run(func() error { return EnsureForward(s) })
+	if st := state(); strings.Count(st, "-j "+ForwardChain("net")) != 2 || strings.Count(st, "-s 10.7.0.0/24 -j ACCEPT") != 1 || strings.Count(st, "-s fd07::/64 -j ACCEPT") != 1 {
+		t.Fatalf("first attachment's rules:\n%s", st)
+	}
+	run(func() error {
+		for _, c := range []string{"iptables", "ip6tables"} {
+			if out, err := exec.Command(c, append([]string{"-D", "FORWARD"}, families[0].jump("net")...)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v %s", c, err, out)
+			}
+		}
+		return RemoveForward("net")
+	})
+	if strings.Contains(state(), ForwardChain("net")) {
+		t.Fatalf("left after the jumps were taken out by hand:\n%s", state())
+	}
 	run(func() error { return RemoveForward("net") })
 	if err := sb.Host.Do(func() error { return CheckForward(s) }); err == nil {
 		t.Fatal("CHECK passed without the rules")

@@ -200,3 +200,35 @@ func DeleteIfExists(t *iptables.IPTables, table, chain string, rule ...string) e
 	}
 	return nil
 }
+
+// Restore applies lines — iptables-restore's format, table header and
+// COMMIT included — in one exec of protocol p's restore binary (Binary's
+// "-restore" sibling) with --noflush: chains and rules the lines do not
+// name stay. One process start instead of one per rule (each costs 5-25
+// ms, with the whole ruleset read), and all or nothing: on an error the
+// table is as it was.
+func Restore(p iptables.Protocol, lines []string) error {
+	bin := Binary(p)
+	if bin == "" {
+		return fmt.Errorf("%s: not found on PATH or in %s", Cmd(p), strings.Join(systemDirs, ", "))
+	}
+	cmd := exec.Command(bin+"-restore", "--noflush", "-w", "10")
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s-restore: %w: %s", Cmd(p), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Line is a rule's arguments as a line of iptables-restore's format: an
+// argument with a blank or a quote is quoted.
+func Line(args ...string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'\\") {
+			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}

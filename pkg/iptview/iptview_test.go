@@ -2,6 +2,7 @@ package iptview
 
 import (
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -54,5 +55,36 @@ func TestLacks(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestRestore: lines are applied in one exec, arguments with blanks and
+// quotes intact; a failing line leaves the table as it was.
+func TestRestore(t *testing.T) {
+	nstest.NeedCommand(t, "iptables-restore", "make deps")
+	if got := Line("-A", "C", "-m", "comment", "--comment", `a "b" c\`, ""); got != `-A C -m comment --comment "a \"b\" c\\" ""` {
+		t.Fatalf("Line: %s", got)
+	}
+	sb := nstest.NewT(t)
+	err := sb.Host.Do(func() error {
+		p := iptables.ProtocolIPv4
+		if err := Restore(p, []string{"*filter", ":T-CHAIN - [0:0]", Line("-A", "T-CHAIN", "-m", "comment", "--comment", "two words", "-j", "ACCEPT"), "COMMIT"}); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := exec.Command("iptables", "-S", "T-CHAIN").CombinedOutput()
+		if want := `-A T-CHAIN -m comment --comment "two words" -j ACCEPT`; !strings.Contains(string(out), want) {
+			t.Fatalf("after Restore:\n%s\nwant %s", out, want)
+		}
+		err := Restore(p, []string{"*filter", "-F T-CHAIN", "-D FORWARD -j NO-SUCH-CHAIN", "COMMIT"})
+		if err == nil || !strings.Contains(err.Error(), "iptables-restore") {
+			t.Fatalf("a failing line: %v", err)
+		}
+		if out, _ := exec.Command("iptables", "-S", "T-CHAIN").CombinedOutput(); !strings.Contains(string(out), "two words") {
+			t.Fatalf("a failed restore changed the table:\n%s", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
