@@ -95,55 +95,63 @@ func Tools() string {
 // host without the iptables binary of a family there is no iptables
 // FORWARD policy to get past, and nothing is done for it.
 func EnsureForward(s ForwardSpec) error {
+	return eachFamily(func(f family) error { return ensureForward(f, s) })
+}
+
+// eachFamily runs fn for both families, in turn: on the calling thread,
+// whose network namespace is the one meant (a goroutine may run on a
+// thread in another).
+func eachFamily(fn func(f family) error) error {
 	var errs []error
 	for _, f := range families {
-		body := f.body(s)
-		if len(body) == 0 {
-			continue
-		}
-		if inPlace(f, s) {
-			continue
-		}
-		if iptview.Binary(f.proto) == "" {
-			continue // no iptables: no iptables FORWARD policy to get past
-		}
-		chain := ForwardChain(s.Network)
-		// The network's first attachment (no chain yet, netlink says):
-		// chain, rules and jump in one exec.
-		if absent(f, s.Network) {
-			lines := []string{"*filter", ":" + chain + " - [0:0]"}
-			for _, r := range body {
-				lines = append(lines, iptview.Line(append([]string{"-A", chain}, r...)...))
-			}
-			lines = append(lines, iptview.Line(append([]string{"-I", "FORWARD", "1"}, f.jump(s.Network)...)...), "COMMIT")
-			if err := iptview.Restore(f.proto, lines); err == nil {
-				continue
-			}
-			// Rule by rule below, which names what is wrong.
-		}
-		t, err := f.open()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		// Rules are added, never rewritten: after an operator changed the
-		// network's subnet, pods of the old one still run and their
-		// traffic must still pass. The rules of every subnet the network
-		// had go with its last attachment (RemoveForward).
-		if ok, err := t.ChainExists("filter", chain); err == nil && !ok {
-			if err := t.NewChain("filter", chain); err != nil {
-				errs = append(errs, fmt.Errorf("%s: create chain %s: %w", f.cmd, chain, err))
-				continue
-			}
-		}
+		errs = append(errs, fn(f))
+	}
+	return errors.Join(errs...)
+}
+
+func ensureForward(f family, s ForwardSpec) error {
+	body := f.body(s)
+	if len(body) == 0 || inPlace(f, s) {
+		return nil
+	}
+	if iptview.Binary(f.proto) == "" {
+		return nil // no iptables: no iptables FORWARD policy to get past
+	}
+	chain := ForwardChain(s.Network)
+	// The network's first attachment (no chain yet, netlink says):
+	// chain, rules and jump in one exec.
+	if absent(f, s.Network) {
+		lines := []string{"*filter", ":" + chain + " - [0:0]"}
 		for _, r := range body {
-			if err := t.AppendUnique("filter", chain, r...); err != nil {
-				errs = append(errs, fmt.Errorf("%s: add rule to %s: %w", f.cmd, chain, err))
-			}
+			lines = append(lines, iptview.Line(append([]string{"-A", chain}, r...)...))
 		}
-		if err := t.InsertUnique("filter", "FORWARD", 1, f.jump(s.Network)...); err != nil {
-			errs = append(errs, fmt.Errorf("%s: add jump to %s: %w", f.cmd, chain, err))
+		lines = append(lines, iptview.Line(append([]string{"-I", "FORWARD", "1"}, f.jump(s.Network)...)...), "COMMIT")
+		if err := iptview.Restore(f.proto, lines); err == nil {
+			return nil
 		}
+		// Rule by rule below, which names what is wrong.
+	}
+	t, err := f.open()
+	if err != nil {
+		return err
+	}
+	// Rules are added, never rewritten: after an operator changed the
+	// network's subnet, pods of the old one still run and their
+	// traffic must still pass. The rules of every subnet the network
+	// had go with its last attachment (RemoveForward).
+	if ok, err := t.ChainExists("filter", chain); err == nil && !ok {
+		if err := t.NewChain("filter", chain); err != nil {
+			return fmt.Errorf("%s: create chain %s: %w", f.cmd, chain, err)
+		}
+	}
+	var errs []error
+	for _, r := range body {
+		if err := t.AppendUnique("filter", chain, r...); err != nil {
+			errs = append(errs, fmt.Errorf("%s: add rule to %s: %w", f.cmd, chain, err))
+		}
+	}
+	if err := t.InsertUnique("filter", "FORWARD", 1, f.jump(s.Network)...); err != nil {
+		errs = append(errs, fmt.Errorf("%s: add jump to %s: %w", f.cmd, chain, err))
 	}
 	return errors.Join(errs...)
 }
@@ -215,32 +223,30 @@ func matchesPrefix(rules []*nftables.Rule, p netip.Prefix, src bool) bool {
 // RemoveForward deletes the network's jump and chain, both families. What
 // is not there is no error.
 func RemoveForward(network string) error {
+	return eachFamily(func(f family) error { return removeForward(f, network) })
+}
+
+func removeForward(f family, network string) error {
+	if iptview.Binary(f.proto) == "" || absent(f, network) {
+		return nil // without the binary there can be no such rules
+	}
+	// The jump and the chain in one exec; when the jump is not there (an
+	// operator removed it), one by one below.
+	chain := ForwardChain(network)
+	if iptview.Restore(f.proto, []string{"*filter", iptview.Line(append([]string{"-D", "FORWARD"}, f.jump(network)...)...),
+		"-F " + chain, "-X " + chain, "COMMIT"}) == nil {
+		return nil
+	}
+	t, err := f.open()
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, f := range families {
-		if iptview.Binary(f.proto) == "" {
-			continue // without the binary there can be no such rules
-		}
-		if absent(f, network) {
-			continue
-		}
-		// The jump and the chain in one exec; when the jump is not there
-		// (an operator removed it), one by one below.
-		chain := ForwardChain(network)
-		if iptview.Restore(f.proto, []string{"*filter", iptview.Line(append([]string{"-D", "FORWARD"}, f.jump(network)...)...),
-			"-F " + chain, "-X " + chain, "COMMIT"}) == nil {
-			continue
-		}
-		t, err := f.open()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := iptview.DeleteIfExists(t, "filter", "FORWARD", f.jump(network)...); err != nil {
-			errs = append(errs, fmt.Errorf("%s: delete jump to %s: %w", f.cmd, ForwardChain(network), err))
-		}
-		if err := t.ClearAndDeleteChain("filter", ForwardChain(network)); err != nil && !iptview.Gone(err) {
-			errs = append(errs, fmt.Errorf("%s: delete chain %s: %w", f.cmd, ForwardChain(network), err))
-		}
+	if err := iptview.DeleteIfExists(t, "filter", "FORWARD", f.jump(network)...); err != nil {
+		errs = append(errs, fmt.Errorf("%s: delete jump to %s: %w", f.cmd, chain, err))
+	}
+	if err := t.ClearAndDeleteChain("filter", chain); err != nil && !iptview.Gone(err) {
+		errs = append(errs, fmt.Errorf("%s: delete chain %s: %w", f.cmd, chain, err))
 	}
 	return errors.Join(errs...)
 }

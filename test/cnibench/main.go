@@ -78,6 +78,7 @@ func main() {
 	only := flag.String("suite", "", "veth-ptp, bridge-nat or containerd-shape; default all")
 	scale := flag.Int("scale", 0, "also ADD this many pods to one network (ours), then DEL them, reporting p50 at pod 10, 100 and the last; 0: skip")
 	probes := flag.Int("probes", 50, "STATUS and VERSION execs per plugin")
+	lone := flag.Int("lone", 20, "times one pod is ADDed and DELed alone on its network (the network's first and last attachment: podman's one container per network); 0: skip")
 	// The sandboxes hold each run's IPAM store and libcni cache. /var/tmp
 	// sits on the same disk as /var/lib/cni, where these live on a node;
 	// on the development VM /tmp creates files ~35× slower than the rest of
@@ -128,7 +129,7 @@ func main() {
 		if *only != "" && *only != s.name {
 			continue
 		}
-		if err := s.measure(*probes, *scale); err != nil {
+		if err := s.measure(*probes, *scale, *lone); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", s.name, err)
 			os.Exit(1)
 		}
@@ -136,7 +137,7 @@ func main() {
 }
 
 // measure runs the suite and prints its tables.
-func (s suite) measure(probes, scale int) error {
+func (s suite) measure(probes, scale, lone int) error {
 	results := map[string][]stats{}
 	for _, im := range s.impls {
 		for _, r := range s.runs {
@@ -201,6 +202,11 @@ func (s suite) measure(probes, scale int) error {
 	}
 	fmt.Println()
 	fmt.Println()
+	if lone > 0 {
+		if err := s.loneRuns(lone); err != nil {
+			return err
+		}
+	}
 	if scale > 0 {
 		for _, noV6 := range []bool{false, true} {
 			if err := s.scaleRun(s.impls[0], scale, noV6); err != nil {
@@ -348,6 +354,65 @@ func (s suite) measureRun(im impl, n, par int) (st stats, err error) {
 	}
 	st.wall = time.Since(start)
 	return st, nil
+}
+
+// loneRuns ADDs one pod to a network that has none and DELs it, k times
+// per implementation in one sandbox: each ADD is the network's first
+// attachment (it makes the network's rules: masquerade, FORWARD accept,
+// the bridge) and each DEL its last (it removes them) — what every
+// `podman run` on a network of its own pays, and what the N-pod runs
+// spread over N.
+func (s suite) loneRuns(k int) error {
+	results := map[string]stats{}
+	for _, im := range s.impls {
+		b, err := s.newSandbox(im, s.version)
+		if err != nil {
+			return err
+		}
+		pod, err := b.sb.NewPod("lone")
+		if err != nil {
+			b.close()
+			return err
+		}
+		var st stats
+		for range k {
+			rt := s.rt(0, pod.Path())
+			for _, op := range []string{"ADD", "DEL"} {
+				start := time.Now()
+				err := b.sb.Host.Do(func() error {
+					if op == "ADD" {
+						_, err := b.cni.AddNetworkList(context.Background(), b.list, rt)
+						return err
+					}
+					return b.cni.DelNetworkList(context.Background(), b.list, rt)
+				})
+				if err != nil {
+					b.close()
+					return fmt.Errorf("%s: lone %s: %w", im.name, op, err)
+				}
+				if op == "ADD" {
+					st.add = append(st.add, time.Since(start))
+				} else {
+					st.del = append(st.del, time.Since(start))
+				}
+			}
+		}
+		b.close()
+		results[im.name] = st
+	}
+	fmt.Printf("%s, one pod alone on its network (its first and last attachment), %d times:\n", s.name, k)
+	fmt.Printf("%-30s %10s %10s %10s %10s\n", "plugin", "ADD p50", "ADD p95", "DEL p50", "DEL p95")
+	for _, im := range s.impls {
+		st := results[im.name]
+		fmt.Printf("%-30s %10s %10s %10s %10s\n", im.name, ms(pct(st.add, 50)), ms(pct(st.add, 95)), ms(pct(st.del, 50)), ms(pct(st.del, 95)))
+	}
+	ours := results[s.impls[0].name]
+	for _, ref := range s.impls[1:] {
+		theirs := results[ref.name]
+		fmt.Printf("ours / %s: ADD p50 %.2f×, DEL p50 %.2f×\n", ref.name, ratio(pct(ours.add, 50), pct(theirs.add, 50)), ratio(pct(ours.del, 50), pct(theirs.del, 50)))
+	}
+	fmt.Println()
+	return nil
 }
 
 // probe measures what a runtime's status polling costs — STATUS against
