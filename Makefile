@@ -166,8 +166,9 @@ demo: deps build
 BENCH_TMPDIR ?= /dev/shm
 bench: deps build $(UPSTREAM_BINARIES)
 	TMPDIR=$(BENCH_TMPDIR) NETNS_CNI_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench . -benchmem ./...
-	./bin/cnibench -n 100 -parallel 8 -big 250 -scale 1000
-	./bin/cnibench -n 50 -suite containerd-shape
+	./bin/cnibench -suite veth-ptp -n 100 -parallel 8 -scale 1000
+	./bin/cnibench -suite bridge-nat -n 100 -parallel 8 -big 250 -scale 1000
+	./bin/cnibench -suite containerd-shape -n 50
 
 tools: $(GOBIN)/golangci-lint $(GOBIN)/cnitool
 
