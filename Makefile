@@ -88,8 +88,13 @@ bin/%: FORCE
 FORCE:
 
 # image: the DaemonSet's image as an OCI archive, without a Docker engine.
+# A release's tag on an image of another commit would reach nodes that
+# hold the real release and pull IfNotPresent: said, not refused.
 image: build
 	./bin/mkimage -bin bin -out bin/netns-cni-node-image.tar -name $(IMAGE)
+	@tag='$(lastword $(subst :, ,$(IMAGE)))'; here=$$(git describe --tags --always --dirty 2>/dev/null); \
+	case "$$tag" in v[0-9]*) if [ -n "$$here" ] && [ "$$here" != "$$tag" ]; then \
+	  echo "note: the image is tagged $$tag, the release, but built from $$here: for a test cluster name it for this tree (make image IMAGE=REGISTRY/netns-cni/node:$$here) and set newTag: $$here in deploy/kubernetes/kustomization.yaml"; fi;; esac
 
 # deps installs the Debian packages the tests and demo need (apt-get update
 # at most once an hour), when any is

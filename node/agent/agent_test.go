@@ -143,7 +143,10 @@ func TestLoadConfig(t *testing.T) {
 		// IPv6 needs links of 1280 at least (RFC 8200 section 5).
 		{"mtu below IPv6's", with("mtu", "1279"), []string{`"mtu": must be at least 1280 with an IPv6 entry in "clusterCIDRs"`, "got 1279"}},
 		{"mtu below IPv6's, IPv6 only", with("mtu", "1000", "clusterCIDRs", `["fd00:244::/56"]`), []string{`"mtu": must be at least 1280`}},
-		{"bridge too long", with("bridge", `"br-0123456789abc"`), []string{`"bridge": "br-0123456789abc" is not a valid interface name: must be 1-15 bytes`}},
+		{"bridge too long", with("bridge", `"br-0123456789abc"`), []string{`"bridge": "br-0123456789abc" is not a valid interface name: interface name is too long (at most 15 bytes`}},
+		// The plugin refuses it (the kernel would name the bridge br0): the
+		// agent must not write a conflist no pod can start with.
+		{"bridge with a %", with("bridge", `"br%d"`), []string{`"bridge": "br%d" is not a valid interface name: no '%'`}},
 		{"bridge with a slash", with("bridge", `"br/0"`), []string{`"bridge": "br/0" is not a valid interface name`}},
 		{"bridge with a space", with("bridge", `"br 0"`), []string{`"bridge"`}},
 		{"bridge with a tab", with("bridge", `"br\t0"`), []string{`"bridge"`}},

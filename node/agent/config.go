@@ -12,7 +12,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"unicode"
+
+	"github.com/netns-cni/netns-cni/pkg/netconf"
 )
 
 // plugin is the plugin the config asks for, its default filled in.
@@ -155,29 +156,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf(`"mtu": must be at least 1280 with an IPv6 entry in "clusterCIDRs" (IPv6's minimum link MTU, RFC 8200), got %d`, c.MTU))
 	}
 	if c.Bridge != "" {
-		if err := validIfName(c.Bridge); err != nil {
+		if err := netconf.ValidLinkName(c.Bridge); err != nil {
 			errs = append(errs, fmt.Errorf(`"bridge": %w`, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// validIfName applies the kernel's rules for a link name (dev_valid_name):
-// 1-15 bytes, not "." or "..", no '/', ':' or white space. Control
-// characters are refused too, as bridge-nat refuses them.
-func validIfName(name string) error {
-	switch {
-	case len(name) == 0 || len(name) > 15:
-		return fmt.Errorf("%q is not a valid interface name: must be 1-15 bytes", name)
-	case name == "." || name == "..":
-		return fmt.Errorf("%q is not a valid interface name", name)
-	}
-	for _, r := range name {
-		if r == '/' || r == ':' || r <= ' ' || r == 0x7f || unicode.IsSpace(r) {
-			return fmt.Errorf("%q is not a valid interface name: no '/', ':', white space or control characters", name)
-		}
-	}
-	return nil
 }
 
 // Reload decides what a new read of the config file means for an agent

@@ -20,6 +20,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -546,4 +547,21 @@ func CreateVethReplacing(host, contH Handle, cont *nsutil.NS, spec VethSpec) (ne
 		}
 	}
 	return hostLink, contLink, err
+}
+
+// ValidLinkName applies the kernel's rules for a link name
+// (dev_valid_name: 1-15 bytes, not "." or "..", no '/', ':' or white
+// space) and refuses what the kernel would take as a pattern: with a '%'
+// it picks the name itself ("br%d" makes br0), and the link would never
+// be found by its configured name again. Control characters are refused
+// too. One rule for every name netns-cni is configured with (bridge-nat's
+// bridge, the node agent's ConfigMap).
+func ValidLinkName(name string) error {
+	if e := utils.ValidateInterfaceName(name); e != nil {
+		return fmt.Errorf("%q is not a valid interface name: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)", name, e.Msg)
+	}
+	if strings.ContainsFunc(name, func(r rune) bool { return r == '%' || r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("%q is not a valid interface name: no '%%' (the kernel picks a name for it) or control characters", name)
+	}
+	return nil
 }

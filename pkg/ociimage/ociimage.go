@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"os"
 	"sort"
+	"strings"
 )
 
 // Image describes the one layer and the config.
@@ -80,7 +81,7 @@ func (im Image) Write(path string) error {
 		"manifests": []any{map[string]any{
 			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mDigest, "size": mSize,
 			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": im.Name, "org.opencontainers.image.ref.name": "latest"},
+			"annotations": map[string]string{"io.containerd.image.name": im.Name, "org.opencontainers.image.ref.name": tagOf(im.Name)},
 		}},
 	})
 
@@ -121,4 +122,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// tagOf is the tag of an image name ("registry/repo:tag"), "latest" when
+// it names none: the layout's reference name for the image, as
+// `skopeo copy oci-archive:FILE:TAG` selects it.
+func tagOf(name string) string {
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		return name[i+1:]
+	}
+	return "latest"
 }

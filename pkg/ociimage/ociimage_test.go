@@ -45,10 +45,19 @@ func TestWrite(t *testing.T) {
 	if err := json.Unmarshal(names["index.json"], &index); err != nil {
 		t.Fatal(err)
 	}
-	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != "example.org/x:1" {
+	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != "example.org/x:1" ||
+		index.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "1" {
 		t.Fatalf("index %s", names["index.json"])
 	}
 	if _, ok := names["blobs/sha256/"+strings.TrimPrefix(index.Manifests[0].Digest, "sha256:")]; !ok || names["oci-layout"] == nil {
 		t.Fatalf("archive lacks the manifest blob or oci-layout: %v", len(names))
+	}
+}
+
+func TestTagOf(t *testing.T) {
+	for name, want := range map[string]string{"example.org/x:1": "1", "registry:5000/x": "latest", "x": "latest", "registry:5000/ns/x:v0.3.0": "v0.3.0"} {
+		if got := tagOf(name); got != want {
+			t.Errorf("tagOf(%q) = %q, want %q", name, got, want)
+		}
 	}
 }

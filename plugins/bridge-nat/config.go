@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
-
-	"github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/plugin"
@@ -78,11 +75,8 @@ func (c *Config) SetDefaults() {
 // is made.
 func (c *Config) Validate() []error {
 	errs := c.VethConf.Validate()
-	if e := utils.ValidateInterfaceName(c.Bridge); e != nil {
-		errs = append(errs, fmt.Errorf(`"bridge": %q is not a valid interface name: %s (at most 15 bytes; not '.' or '..'; no '/', ':' or white space)`, c.Bridge, e.Msg))
-	} else if strings.ContainsFunc(c.Bridge, func(r rune) bool { return r == '%' || r < ' ' || r == 0x7f }) {
-		// The kernel makes br0 of "br%d": the bridge would never be found again.
-		errs = append(errs, fmt.Errorf(`"bridge": %q is not a valid interface name: no '%%' (the kernel picks a name for it) or control characters`, c.Bridge))
+	if err := netconf.ValidLinkName(c.Bridge); err != nil {
+		errs = append(errs, fmt.Errorf(`"bridge": %w`, err))
 	}
 	if c.HairpinMode && c.PromiscMode {
 		errs = append(errs, fmt.Errorf(`"hairpinMode" and "promiscMode" cannot both be true`))
