@@ -201,12 +201,15 @@ install: build
 
 # install-config puts example configurations into the runtime config
 # directory: all of them, or those named, e.g. EXAMPLES=10-veth-ptp.conflist.
-# Only on request: it changes what every runtime on the node uses.
+# Only on request: it changes what every runtime on the node uses. A file
+# of the same name that differs (an edited copy) is kept; FORCE=1
+# replaces it.
 EXAMPLES ?= $(notdir $(wildcard examples/*.conflist))
 install-config:
 	install -d $(DESTDIR)$(CONFDIR)
-	install -m 0644 $(addprefix examples/,$(EXAMPLES)) $(DESTDIR)$(CONFDIR)/
-	@echo "installed $(EXAMPLES) into $(DESTDIR)$(CONFDIR)"
+	@for e in $(EXAMPLES); do f=$(DESTDIR)$(CONFDIR)/$$e; \
+	  if [ -e $$f ] && ! cmp -s examples/$$e $$f && [ "$(FORCE)" != 1 ]; then echo "kept $$f: it differs from the example (FORCE=1 replaces it)"; continue; fi; \
+	  install -m 0644 examples/$$e $$f && echo "installed $$e into $(DESTDIR)$(CONFDIR)"; done
 
 # uninstall removes what install and install-config put in place. The
 # networks' state (addresses under /var/lib/cni/networks, rules, links)
@@ -220,7 +223,7 @@ uninstall:
 	  if [ -e $$f.before-netns-cni ]; then mv $$f.before-netns-cni $$f && echo "restored the $$p that was there before install"; fi; done
 	@for e in $(notdir $(wildcard examples/*.conflist)); do f=$(DESTDIR)$(CONFDIR)/$$e; \
 	  if [ -e $$f ]; then if cmp -s examples/$$e $$f; then rm -f $$f; else echo "kept $$f: not the shipped example"; fi; fi; done
-	@echo "removed netns-cni's plugins from $(DESTDIR)$(BINDIR) and its examples from $(DESTDIR)$(CONFDIR)"
+	@echo "removed netns-cni's plugins from $(DESTDIR)$(BINDIR), and from $(DESTDIR)$(CONFDIR) the examples still as shipped"
 
 clean:
 	rm -rf bin .tools
