@@ -238,6 +238,9 @@ func (o *options) pools(n *inspect.Node, stdout, _ io.Writer) int {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Network, r.Ranges, r.Used, count(r.Free), count(r.Size))
 	}
 	_ = tw.Flush()
+	if len(rows) > 0 {
+		fmt.Fprintln(stdout, "(SIZE: the addresses that can be handed out, RANGES without each range's gateway)")
+	}
 	return 0
 }
 
