@@ -239,10 +239,6 @@ func (b nftBackend) Add(s Spec) error {
 	if err != nil {
 		return err
 	}
-	others, err := otherTables(c.conn, c.t.Name)
-	if err != nil {
-		return err
-	}
 	for _, e := range s.Entries {
 		set, key, val := elem(e)
 		cur, found, err := g.get(c.t, set, key)
@@ -260,14 +256,6 @@ func (b nftBackend) Add(s Spec) error {
 				}
 			}
 			c.del(set, key) // stale, or this attachment's from an earlier ADD
-		}
-		for _, o := range others {
-			if cur, found, err := g.get(o, set, key); err != nil {
-				return err
-			} else if found {
-				old, _ := entryOf(set, key, cur.val)
-				return taken(old, cur.owner, strings.TrimPrefix(o.Name, "netns-cni-"))
-			}
 		}
 		c.add(set, key, val, s.Owner)
 	}
@@ -308,8 +296,8 @@ func (b nftBackend) Add(s Spec) error {
 	return nil
 }
 
-// otherTables are the other netns-cni networks' tables, whose forwards a
-// new one must not shadow.
+// otherTables are the netns-cni networks' tables but self, whose forwards
+// a new one must not shadow (Conflict).
 func otherTables(conn *nftables.Conn, self string) ([]*nftables.Table, error) {
 	ts, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {

@@ -30,6 +30,14 @@ func Network(network string) (unlock func(), err error) {
 	return Acquire("nat/"+network, Timeout)
 }
 
+// HostPorts locks the host's port mappings, across networks: a forward
+// is checked against every network's before it is added, and two
+// networks' ADDs must not both find a host port free. Taken after the
+// network's lock, never before it.
+func HostPorts() (unlock func(), err error) {
+	return Acquire("hostports", Timeout)
+}
+
 // Bridge locks a bridge while it is created, attached to or removed.
 func Bridge(name string) (unlock func(), err error) {
 	return Acquire("bridge/"+name, Timeout)

@@ -178,7 +178,17 @@ func (n *Network) MapPorts(s hostport.Spec) error {
 	if err != nil {
 		return err
 	}
-	return n.locked(func() error { return wrap("port mappings", b.Add(s)) })
+	return n.locked(func() error {
+		unlock, err := lock.HostPorts()
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if err := hostport.Conflict(n.key(), n.Backend, s.Entries); err != nil {
+			return wrap("port mappings", err)
+		}
+		return wrap("port mappings", b.Add(s))
+	})
 }
 
 // legacyBinary reports an iptables binary of protocol p that is

@@ -2,11 +2,14 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -286,6 +289,57 @@ func TestReferencePortmapInTheChain(t *testing.T) {
 		t.Fatalf("DEL: %v", err)
 	}
 	wantNoAnswer(t, out, "tcp", "192.0.2.1:8080", "DEL removed the mapping")
+}
+
+// TestHostPortRaceAcrossNetworks: two networks' ADDs asking for one host
+// port at the same moment: exactly one gets it, the other is refused
+// (code 7), every time. (Each network's lock alone let both find the port
+// free: both forwarded it, and one pod's port was silently dead.)
+func TestHostPortRaceAcrossNetworks(t *testing.T) {
+	for _, backends := range [][2]string{{"nftables", "nftables"}, {"iptables", "iptables"}, {"nftables", "iptables"}} {
+		t.Run(backends[0]+"-"+backends[1], func(t *testing.T) { hostPortRace(t, backends) })
+	}
+}
+
+func hostPortRace(t *testing.T, backends [2]string) {
+	w := newWorld(t)
+	var lists []*libcni.NetworkConfigList
+	for i, subnet := range []string{"10.31.0.0/24", "10.32.0.0/24"} {
+		lists = append(lists, w.confList(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[{"type":"veth-ptp",%s,"ipMasqBackend":%q,"ipam":{"type":"host-local","dataDir":%q,"subnet":%q}}]}`,
+			w.netName(fmt.Sprintf("race%d", i)), capPorts, backends[i], filepath.Join(w.sb.Dir, "ipam"), subnet)))
+	}
+	pods := []*nsutil.NS{w.sb.PodT(t, "a"), w.sb.PodT(t, "b")}
+	for round := range 10 {
+		rts := make([]*libcni.RuntimeConf, 2)
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i := range 2 {
+			rts[i] = withPorts(w.rt(fmt.Sprintf("race-%d-%d", round, i), pods[i], "eth0"), tcpPort(9090, 80))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = w.add(lists[i], rts[i])
+			}()
+		}
+		wg.Wait()
+		refused := 0
+		for _, err := range errs {
+			var e *types.Error
+			if errors.As(err, &e) && e.Code == types.ErrInvalidNetworkConfig && strings.Contains(e.Msg, "9090") {
+				refused++
+			} else if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if refused != 1 {
+			t.Fatalf("round %d: %d of the two ADDs refused, want exactly 1: both networks forward host port 9090", round, refused)
+		}
+		for i := range 2 {
+			if err := w.del(lists[i], rts[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
 
 // TestMigrationFromReferencePortmap: a node whose conflist moves from the
