@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/netns-cni/netns-cni/node/agent"
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -29,6 +30,7 @@ import (
 // source addresses (no NAT); the world outside the cluster sees the node's
 // address; deleting a node removes the routes to its pods.
 func TestMultiNodeHostGW(t *testing.T) {
+	t.Setenv(lock.DirEnv, t.TempDir()) // the plugins' locks, not the host's /run
 	sb := nstest.NewT(t)
 	binDir := pluginBinaries(t)
 	sw := sb.PodT(t, "switch")

@@ -41,7 +41,14 @@ func main() {
 	bin := flag.String("bin", filepath.Dir(self), "directory holding the netns-cni plugin binaries")
 	pods := flag.Int("pods", 2, "pods to attach to each network")
 	flag.Parse()
-	if err := run(os.Stdout, *bin, *pods); err != nil {
+	// The plugins' locks in a directory of the demo's own: it leaves
+	// nothing on the machine.
+	unlock, err := nstest.PrivateLocks()
+	if err == nil {
+		err = run(os.Stdout, *bin, *pods)
+		unlock()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}

@@ -1,16 +1,25 @@
 // Package lock serializes netns-cni plugin processes on one host around a
-// named resource: a network's host-wide rules, a bridge. A lock is an
-// abstract unix socket, which lives in the network namespace the resource
-// lives in and vanishes with a killed holder: no file, never stale.
+// named resource: a network's host-wide rules, the host's port mappings, a
+// bridge. A lock is an flock on a file in a directory only its owner (root)
+// can enter, /run/netns-cni/locks: no unprivileged process can take one,
+// so none can deny the host's ADDs and DELs — as any process could when
+// the locks were abstract unix sockets, whose names anyone in the network
+// namespace may bind. The kernel drops a killed holder's lock; the holder
+// removes the file as it lets go, so files do not pile up, and a file left
+// by a killed holder is taken by the next.
 package lock
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +31,14 @@ var ErrBusy = errors.New("lock busy")
 // Timeout is how long plugins wait for a lock before they answer "try
 // again later" (CNI code 11).
 const Timeout = 10 * time.Second
+
+// DirEnv names the environment variable that moves the lock directory
+// (tests keep theirs in a temporary directory). Every process that shares
+// resources must see the same value.
+const DirEnv = "NETNS_CNI_LOCK_DIR"
+
+// DefaultDir is where the locks live: tmpfs, emptied at boot.
+const DefaultDir = "/run/netns-cni/locks"
 
 // Network locks the host-wide state of one network (its masquerade and
 // filter rules): the question "was that the network's last attachment?"
@@ -43,97 +60,144 @@ func Bridge(name string) (unlock func(), err error) {
 	return Acquire("bridge/"+name, Timeout)
 }
 
-// sockAddr is the abstract socket of the lock called name.
-func sockAddr(name string) *unix.SockaddrUnix {
-	sum := sha256.Sum256([]byte(name))
-	return &unix.SockaddrUnix{Name: "@netns-cni/" + hex.EncodeToString(sum[:8])}
-}
-
-// Acquire takes the lock called name, waiting at most timeout.
-//
-// The holder binds the name and listens on it; a waiter connects and
-// sleeps until the holder's socket closes (its connection is reset then),
-// so it wakes the moment the lock is free instead of polling. A killed
-// holder's socket closes with it.
+// Acquire takes the lock called name, waiting at most timeout. The wait
+// is the kernel's (a blocked flock wakes the moment the holder lets go);
+// a wait that times out names the holder's process.
 func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
-	addr := sockAddr(name)
-	deadline := time.Now().Add(timeout)
-	var refused time.Time // since when connecting has been refused
-	for {
-		// Non-blocking: a connect to a holder whose queue is full (a
-		// squatter that listens and never accepts) fails instead of
-		// blocking without a deadline.
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	dir, err := lockDir()
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	sum := sha256.Sum256([]byte(name))
+	path := filepath.Join(dir, hex.EncodeToString(sum[:8]))
+
+	// The blocked flock runs on its own goroutine so the wait can end at
+	// the deadline; one that gets the lock after it lets it go at once.
+	var mu sync.Mutex
+	gaveUp := false
+	got := make(chan error, 1)
+	var fd int
+	go func() {
+		f, err := take(path)
+		mu.Lock()
+		defer mu.Unlock()
+		if gaveUp {
+			if err == nil {
+				release(f, path)
+			}
+			return
+		}
+		fd = f
+		got <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-got:
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
-		err = unix.Bind(fd, addr)
-		if err == nil {
-			if err := unix.Listen(fd, 4096); err != nil {
-				unix.Close(fd)
+	case <-timer.C:
+		mu.Lock()
+		select {
+		case err := <-got: // taken just now
+			mu.Unlock()
+			if err != nil {
 				return nil, fmt.Errorf("lock %s: %w", name, err)
 			}
-			return func() { unix.Close(fd) }, nil
-		}
-		if !errors.Is(err, unix.EADDRINUSE) {
-			unix.Close(fd)
-			return nil, fmt.Errorf("lock %s: %w", name, err)
-		}
-		// Held: wait on a connection to the holder until it goes.
-		left := time.Until(deadline)
-		if left <= 0 {
-			unix.Close(fd)
-			return nil, fmt.Errorf("%w: %s, waited %v", ErrBusy, name, timeout)
-		}
-		err = unix.Connect(fd, addr)
-		switch {
-		case err == nil:
-			refused = time.Time{}
-			if err := holderIsPlugin(fd, name, addr.Name); err != nil {
-				unix.Close(fd)
-				return nil, err
-			}
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLHUP}}
-			_, _ = unix.Poll(fds, int(left.Milliseconds())+1)
-		case errors.Is(err, unix.EAGAIN):
-			// The holder's queue is full (many waiters, a small
-			// net.core.somaxconn, or a squatter that never accepts): no
-			// verdict, wait and look again until the deadline.
-			refused = time.Time{}
-			time.Sleep(time.Millisecond)
-		case refused.IsZero():
-			refused = time.Now()
-			fallthrough
-		case time.Since(refused) < refusedLimit:
-			// Between the holder's bind and listen, or just gone: look again.
-			time.Sleep(100 * time.Microsecond)
 		default:
-			// A plugin listens right after it binds, with room for
-			// thousands: a socket that refuses connections this long is
-			// some other process's.
+			gaveUp = true
+			mu.Unlock()
+			return nil, fmt.Errorf("%w: %s, waited %v%s", ErrBusy, name, timeout, holder(path))
+		}
+	}
+	return func() { release(fd, path) }, nil
+}
+
+// take opens path's file and flocks it, waiting as long as it takes. A
+// file its holder removed while this one waited (or a new one made in its
+// place) is not the lock any more: the current one is taken instead.
+func take(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return -1, err
+		}
+		for {
+			err = unix.Flock(fd, unix.LOCK_EX)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		if err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("%w: %s is held by a socket that takes no connection (%v), which is not a netns-cni plugin; "+
-				"find the process that bound %s (ss -xlp) and stop it", ErrBusy, name, err, strings.TrimPrefix(addr.Name, "@"))
+			return -1, err
+		}
+		var held, now unix.Stat_t
+		if unix.Fstat(fd, &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+			return fd, nil
 		}
 		unix.Close(fd)
 	}
 }
 
-// refusedLimit is how long a lock's socket may refuse connections before
-// Acquire takes its holder for a squatter.
-const refusedLimit = time.Second
+// release removes the lock's file, then lets the lock go: a waiter that
+// opened the file before finds it gone and takes the next.
+func release(fd int, path string) {
+	_ = unix.Unlink(path)
+	unix.Close(fd)
+}
 
-// holderIsPlugin checks who listens on the lock's socket (connected as
-// fd): a plugin runs as root (or as the same user, in a user namespace).
-// Any process in the namespace can bind an abstract name, so a process
-// of another user holding it is squatting on it: waiting would only make
-// every ADD and DEL of the resource fail after the timeout, naming
-// nobody. It is reported at once, with the process to stop.
-func holderIsPlugin(fd int, name, sock string) error {
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil || cred.Uid == 0 || int(cred.Uid) == os.Geteuid() {
-		return nil
+// lockDir is the lock directory, made if missing: DirEnv's, else
+// DefaultDir — or, where a plugin may not write /run (a rootless
+// runtime's user namespace), XDG_RUNTIME_DIR's netns-cni/locks. It must
+// be a directory owned by this user that no one else may write.
+func lockDir() (string, error) {
+	dir := os.Getenv(DirEnv)
+	if dir == "" {
+		dir = DefaultDir
+		if err := os.MkdirAll(dir, 0o700); err != nil && os.Getenv("XDG_RUNTIME_DIR") != "" &&
+			(errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EROFS)) {
+			dir = filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netns-cni", "locks")
+		}
 	}
-	return fmt.Errorf("%w: %s is held by pid %d (uid %d), which is not a netns-cni plugin but a process that bound "+
-		"its socket %s; stop that process", ErrBusy, name, cred.Pid, cred.Uid, strings.TrimPrefix(sock, "@"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+		return "", fmt.Errorf("lock directory %s is not a directory of uid %d that only it may write (mode %o, owner %d): remove it",
+			dir, os.Geteuid(), st.Mode&0o7777, st.Uid)
+	}
+	return dir, nil
+}
+
+// holder names the process that holds the flock on path's file, as
+// /proc/locks tells it, for an operator to look at: ", held by pid N
+// (comm)"; "" when it cannot tell.
+func holder(path string) string {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return ""
+	}
+	f, err := os.Open("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	ino := ":" + strconv.FormatUint(st.Ino, 10)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 6 || fs[1] != "FLOCK" || !strings.HasSuffix(fs[5], ino) {
+			continue
+		}
+		comm, _ := os.ReadFile("/proc/" + fs[4] + "/comm")
+		return fmt.Sprintf(", held by pid %s (%s)", fs[4], strings.TrimSpace(string(comm)))
+	}
+	return ""
 }

@@ -2,105 +2,126 @@ package lock
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
+// lockDirT points the locks at a directory of the test's own.
+func lockDirT(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "locks")
+	t.Setenv(DirEnv, dir)
+	return dir
+}
+
 func TestAcquire(t *testing.T) {
-	sb := nstest.NewT(t) // abstract sockets belong to a network namespace
-	err := sb.Host.Do(func() error {
-		unlock, err := Network("net")
-		if err != nil {
-			return err
-		}
-		if _, err := Acquire("nat/net", 50*time.Millisecond); !errors.Is(err, ErrBusy) {
-			t.Errorf("second Acquire = %v, want ErrBusy", err)
-		}
-		other, err := Network("other")
-		if err != nil {
-			t.Errorf("lock of another network: %v", err)
-		} else {
-			other()
-		}
-		if br, err := Bridge("net"); err != nil {
-			t.Errorf("a bridge named like a network: %v", err)
-		} else {
-			br()
-		}
-		unlock()
-		again, err := Acquire("nat/net", 50*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		again()
-		return nil
-	})
+	dir := lockDirT(t)
+	unlock, err := Network("net")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := Acquire("nat/net", 50*time.Millisecond); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "held by pid "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("second Acquire = %v, want ErrBusy naming this process", err)
+	}
+	other, err := Network("other")
+	if err != nil {
+		t.Errorf("lock of another network: %v", err)
+	} else {
+		other()
+	}
+	if br, err := Bridge("net"); err != nil {
+		t.Errorf("a bridge named like a network: %v", err)
+	} else {
+		br()
+	}
+	unlock()
+	again, err := Acquire("nat/net", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again()
+	// Each holder removed its file as it let go.
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("files left in the lock directory: %v", left)
+	}
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("lock directory %v, %v: want mode 0700", st, err)
 	}
 }
 
 // TestWaiterWakesOnRelease: a waiter does not get the lock while it is
 // held, and gets it once the holder lets go.
 func TestWaiterWakesOnRelease(t *testing.T) {
-	sb := nstest.NewT(t)
-	err := sb.Host.Do(func() error {
-		unlock, err := Acquire("w", time.Second)
-		if err != nil {
-			return err
-		}
-		got := make(chan error, 1)
-		go func() {
-			// The abstract socket's namespace is the thread's: wait in the sandbox too.
-			got <- sb.Host.Do(func() error {
-				u, err := Acquire("w", 5*time.Second)
-				if err == nil {
-					u()
-				}
-				return err
-			})
-		}()
-		time.Sleep(20 * time.Millisecond)
-		select {
-		case err := <-got:
-			t.Errorf("waiter got the lock while it was held: %v", err)
-		default:
-		}
-		unlock()
-		return <-got
-	})
+	lockDirT(t)
+	unlock, err := Acquire("w", time.Second)
 	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		u, err := Acquire("w", 5*time.Second)
+		if err == nil {
+			u()
+		}
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case err := <-got:
+		t.Fatalf("waiter got the lock while it was held: %v", err)
+	default:
+	}
+	unlock()
+	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestSquatterNamed: a process of another user that binds a lock's socket
-// (any process in the namespace can) makes Acquire fail at once, naming
-// it, instead of after the timeout — also when it listens with no room
-// (each failed Acquire leaves a connection in its queue; a blocking
-// connect would then hang for good) and when it only binds.
-func TestSquatterNamed(t *testing.T) {
+// TestKilledHolder: a holder killed with its lock (kill -9 mid-ADD) leaves
+// its file; the lock is free at once, and the file is taken over.
+func TestKilledHolder(t *testing.T) {
+	lockDirT(t)
+	cmd, _ := hold(t, "k", nil)
+	if _, err := Acquire("k", 100*time.Millisecond); !errors.Is(err, ErrBusy) ||
+		!strings.Contains(err.Error(), "held by pid "+strconv.Itoa(cmd.Process.Pid)) {
+		t.Fatalf("Acquire with another process holding: %v, want ErrBusy naming pid %d", err, cmd.Process.Pid)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	u, err := Acquire("k", time.Second)
+	if err != nil {
+		t.Fatalf("after the holder was killed: %v", err)
+	}
+	u()
+}
+
+// TestNoSquatting: a process of another user cannot take a lock, nor hold
+// one: the directory is root's alone (the abstract sockets of earlier
+// versions let any process bind a lock's name and fail every ADD and DEL
+// of the network).
+func TestNoSquatting(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to run a process as another user (CI runs as root)")
 	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} { // the squatter runs the test binary from here
+	dir := lockDirT(t)
+	for _, d := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} { // the other user runs the test binary from here
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	self := filepath.Join(dir, "lock.test")
+	if _, err := lockDir(); err != nil {
+		t.Fatal(err)
+	}
+	self := filepath.Join(filepath.Dir(dir), "lock.test")
 	b, err := os.ReadFile(os.Args[0])
 	if err == nil {
 		err = os.WriteFile(self, b, 0o755)
@@ -108,117 +129,73 @@ func TestSquatterNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ mode, want string }{
-		{"listen", "uid 65534"}, {"listen0", "uid 65534"}, {"bind", "takes no connection"},
-	} {
-		t.Run(tc.mode, func(t *testing.T) {
-			sb := nstest.NewT(t)
-			var cmd *exec.Cmd
-			err := sb.Host.Do(func() error {
-				cmd = exec.Command(self)
-				cmd.Env = append(os.Environ(), "NETNS_CNI_LOCK_SQUAT=nat/squatted", "NETNS_CNI_LOCK_SQUAT_MODE="+tc.mode)
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-				out, err := cmd.StdoutPipe()
-				if err != nil {
-					return err
-				}
-				if err := cmd.Start(); err != nil {
-					return err
-				}
-				line, err := bufio.NewReader(out).ReadString('\n')
-				if err != nil || !strings.HasPrefix(line, "bound") {
-					return errors.Join(err, errors.New("squatter: "+line))
-				}
-				// The first attempt names the squatter at once (or, for one
-				// that only binds, within refusedLimit); a runtime's
-				// retries fill a small queue and then wait out their
-				// timeout — never hang.
-				for i := range 2 {
-					start := time.Now()
-					_, err = Acquire("nat/squatted", 2*time.Second)
-					msg := fmt.Sprint(err)
-					if !errors.Is(err, ErrBusy) || (i == 0 && !strings.Contains(msg, tc.want)) || time.Since(start) > 3*time.Second {
-						t.Errorf("Acquire %d with a squatter (%s): %v after %v, want ErrBusy, the first naming it", i, tc.mode, err, time.Since(start))
-					}
-				}
-				return nil
-			})
-			if cmd != nil && cmd.Process != nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		})
+	// The other user opens the lock's file itself, as a squatter would.
+	sum := sha256.Sum256([]byte("nat/squatted"))
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "NETNS_CNI_LOCK_RAW="+filepath.Join(dir, hex.EncodeToString(sum[:8])))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("another user's process took the lock: %v %s", err, out)
 	}
-}
-
-// TestFullQueueIsNoSquatter: a holder of our own whose queue is full
-// (many waiters, a small somaxconn) is waited for, not named a squatter,
-// and the lock is taken once it lets go.
-func TestFullQueueIsNoSquatter(t *testing.T) {
-	sb := nstest.NewT(t)
-	err := sb.Host.Do(func() error {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-		if err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, sockAddr("full")); err != nil {
-			return err
-		}
-		if err := unix.Listen(fd, 0); err != nil {
-			return err
-		}
-		for range 2 { // fill the queue
-			c, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
-			_ = unix.Connect(c, sockAddr("full"))
-			defer unix.Close(c)
-		}
-		go func() {
-			time.Sleep(300 * time.Millisecond)
-			unix.Close(fd)
-		}()
-		u, err := Acquire("full", 5*time.Second)
-		if err != nil {
-			return fmt.Errorf("a holder of our own with a full queue: %w", err)
-		}
-		u()
-		return nil
-	})
+	u, err := Acquire("nat/squatted", 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
+	u()
+	// A lock directory others may write is refused, not used.
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Acquire("x", 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "remove it") {
+		t.Fatalf("a world-writable lock directory: %v", err)
+	}
 }
 
-// TestMain runs the squatter when TestSquatterNamed starts this binary as
-// another user: it binds the lock's socket, says so, and waits to be
-// killed.
+// hold starts this binary holding the lock called name until it is
+// killed, and waits until it holds it.
+func hold(t *testing.T, name string, env []string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(append(os.Environ(), "NETNS_CNI_LOCK_HOLD="+name), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "held") {
+		t.Fatalf("holder: %q %v", line, err)
+	}
+	return cmd, line
+}
+
+// TestMain makes this binary a lock holder when a test starts it so: it
+// takes the lock, says so, and waits to be killed.
 func TestMain(m *testing.M) {
-	name := os.Getenv("NETNS_CNI_LOCK_SQUAT")
+	if path := os.Getenv("NETNS_CNI_LOCK_RAW"); path != "" {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err == nil {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		}
+		if err != nil {
+			os.Stdout.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	name := os.Getenv("NETNS_CNI_LOCK_HOLD")
 	if name == "" {
 		os.Exit(m.Run())
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err == nil {
-		err = unix.Bind(fd, sockAddr(name))
-	}
-	switch os.Getenv("NETNS_CNI_LOCK_SQUAT_MODE") {
-	case "bind":
-	case "listen0":
-		if err == nil {
-			err = unix.Listen(fd, 0)
-		}
-	default:
-		if err == nil {
-			err = unix.Listen(fd, 1)
-		}
-	}
-	if err != nil {
+	if _, err := Acquire(name, time.Second); err != nil {
 		os.Stdout.WriteString(err.Error() + "\n")
 		os.Exit(1)
 	}
-	os.Stdout.WriteString("bound\n")
+	os.Stdout.WriteString("held\n")
 	time.Sleep(time.Minute)
 	os.Exit(0)
 }

@@ -85,7 +85,15 @@ func main() {
 	// the same disk, which would measure the VM rather than the plugins.
 	flag.StringVar(&workDir, "dir", "/var/tmp", "where the sandboxes keep their files")
 	flag.Parse()
-	closeOnSignal()
+	// The plugins' locks on tmpfs, as /run is on a node, in a directory
+	// of the run's own.
+	unlock, err := nstest.PrivateLocks()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer unlock()
+	closeOnSignal(unlock)
 
 	refs := []struct{ name, dir string }{{"Debian 1.1.1", *ref}}
 	if _, err := os.Stat(filepath.Join(*upstream, "ptp")); err == nil {
@@ -131,6 +139,7 @@ func main() {
 		}
 		if err := s.measure(*probes, *scale, *lone); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", s.name, err)
+			unlock()
 			os.Exit(1)
 		}
 	}
@@ -266,8 +275,9 @@ var open = struct {
 	m map[*sandbox]bool
 }{m: map[*sandbox]bool{}}
 
-// closeOnSignal closes the open sandboxes on SIGINT or SIGTERM and exits.
-func closeOnSignal() {
+// closeOnSignal closes the open sandboxes on SIGINT or SIGTERM, runs
+// cleanup and exits.
+func closeOnSignal(cleanup func()) {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -277,6 +287,7 @@ func closeOnSignal() {
 			_ = b.sb.Close()
 			_ = os.RemoveAll(b.dir)
 		}
+		cleanup()
 		fmt.Fprintf(os.Stderr, "cnibench: %v: sandboxes removed\n", sig)
 		os.Exit(130)
 	}()

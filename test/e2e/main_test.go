@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
 // TestMain makes the test process the reaper of the daemons the runtimes
@@ -13,6 +15,12 @@ import (
 // of to init, and reaped before the test exits, so none is left as a zombie.
 func TestMain(m *testing.M) {
 	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	// The plugins the runtimes start inherit the lock directory.
+	unlock, err := nstest.PrivateLocks()
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(1)
+	}
 	code := m.Run()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -25,5 +33,6 @@ func TestMain(m *testing.M) {
 			time.Sleep(50 * time.Millisecond) // one still exiting
 		}
 	}
+	unlock()
 	os.Exit(code)
 }

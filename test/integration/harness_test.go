@@ -67,7 +67,13 @@ func TestMain(m *testing.M) {
 		}
 		*b.dir = dir
 	}
+	unlock, err := nstest.PrivateLocks()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	unlock()
 	for _, dir := range tmp {
 		os.RemoveAll(dir)
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+
+	"github.com/netns-cni/netns-cni/pkg/lock"
 )
 
 // Sandbox is a set of network namespaces under one directory: Host, the fake
@@ -464,4 +466,27 @@ func SourceSeen(from, to *nsutil.NS, dst string) (string, error) {
 	}
 	host, _, _ := net.SplitHostPort(src.String())
 	return host, nil
+}
+
+// PrivateLocks points the locks of this process and of every plugin it
+// starts (pkg/lock: the environment is inherited) at a temporary directory
+// of their own, instead of the host's /run/netns-cni/locks, and returns
+// the function that removes it. For a test binary's TestMain, or a tool
+// that runs plugins in sandboxes of its own. The directory is on tmpfs
+// (/dev/shm) where there is one, as /run is: every lock makes and removes
+// a file there.
+func PrivateLocks() (cleanup func(), err error) {
+	parent := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		parent = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(parent, "netns-cni-locks-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Setenv(lock.DirEnv, dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return func() { _ = os.RemoveAll(dir) }, nil
 }
