@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,6 +23,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -72,8 +74,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	_, before := os.Stat(lock.DefaultDir)
 	code := m.Run()
 	unlock()
+	// Every plugin the tests ran had the private directory: one that took
+	// the host's (an environment built without it) made this one.
+	if _, after := os.Stat(lock.DefaultDir); before != nil && after == nil {
+		fmt.Fprintf(os.Stderr, "a plugin run by the tests used the host's lock directory %s (its environment lacked %s)\n", lock.DefaultDir, lock.DirEnv)
+		code = 1
+	}
 	for _, dir := range tmp {
 		os.RemoveAll(dir)
 	}
@@ -171,8 +180,9 @@ type execResult struct {
 	exit           int
 }
 
-// exec runs a binary from binDir in the host namespace with exactly env and
-// stdin: the way to feed a plugin input libcni would never produce.
+// exec runs a binary from binDir in the host namespace with exactly env
+// (and the test binary's lock directory, pkg/lock) and stdin: the way to
+// feed a plugin input libcni would never produce.
 func (w *world) exec(name string, env []string, stdin string, args ...string) execResult {
 	w.t.Helper()
 	return w.execIn(binDir, name, env, stdin, args...)
@@ -183,7 +193,7 @@ func (w *world) execIn(dir, name string, env []string, stdin string, args ...str
 	w.t.Helper()
 	var out, errb bytes.Buffer
 	cmd := exec.Command(filepath.Join(dir, name), args...)
-	cmd.Env = env
+	cmd.Env = append(slices.Clip(env), lock.DirEnv+"="+os.Getenv(lock.DirEnv))
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	var runErr error
