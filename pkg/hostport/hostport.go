@@ -78,8 +78,12 @@ func Validate(ms []Mapping) []error {
 		if _, ok := protocols[strings.ToLower(m.Protocol)]; !ok && m.Protocol != "" {
 			errs = append(errs, fmt.Errorf(`%s: must be "tcp", "udp" or "sctp", got %q`, key(i, "protocol"), m.Protocol))
 		}
-		if _, err := netip.ParseAddr(m.HostIP); err != nil && m.HostIP != "" {
+		if a, err := netip.ParseAddr(m.HostIP); err != nil && m.HostIP != "" {
 			errs = append(errs, fmt.Errorf("%s: %q is not an IP address", key(i, "hostIP"), m.HostIP))
+		} else if a.Zone() != "" {
+			// A forward matches the destination address alone: the zone
+			// would be dropped, the mapping taking every link's fe80::1.
+			errs = append(errs, fmt.Errorf("%s: %q has a zone, which a forward cannot match; give the address without it", key(i, "hostIP"), m.HostIP))
 		}
 		if len(errs) > n {
 			continue

@@ -36,6 +36,7 @@ func TestValidate(t *testing.T) {
 			`"runtimeConfig.portMappings[0].containerPort": must be 1-65535, got 70000`}},
 		{"protocol", []Mapping{{HostPort: 1, ContainerPort: 1, Protocol: "icmp"}}, []string{`"runtimeConfig.portMappings[0].protocol": must be "tcp", "udp" or "sctp", got "icmp"`}},
 		{"hostIP", []Mapping{{HostPort: 1, ContainerPort: 1, HostIP: "localhost"}}, []string{`"runtimeConfig.portMappings[0].hostIP": "localhost" is not an IP address`}},
+		{"hostIP with a zone", []Mapping{{HostPort: 1, ContainerPort: 1, HostIP: "fe80::1%eth0"}}, []string{`"runtimeConfig.portMappings[0].hostIP": "fe80::1%eth0" has a zone`}},
 		{"same twice", []Mapping{{HostPort: 80, ContainerPort: 8080}, {HostPort: 80, ContainerPort: 8080, Protocol: "tcp"}}, nil},
 		{"clash", []Mapping{{HostPort: 80, ContainerPort: 8080}, {HostPort: 80, ContainerPort: 9090, HostIP: "0.0.0.0"}}, []string{
 			`"runtimeConfig.portMappings[1].hostPort": 80/tcp is forwarded by [0] to container port 8080 already`}},

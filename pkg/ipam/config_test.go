@@ -89,6 +89,15 @@ func TestParseRejects(t *testing.T) {
 		{"host bits", `"ranges":[[{"subnet":"10.1.0.1/24"}]]}}`, "", `"ipam.ranges[0][0].subnet": 10.1.0.1/24 has host bits set; the subnet is 10.1.0.0/24`},
 		{"not a cidr", `"ranges":[[{"subnet":"10.1.0.0"}]]}}`, "", `is not a CIDR subnet`},
 		{"slash 31", `"ranges":[[{"subnet":"10.1.0.0/31"}]]}}`, "", "too small"},
+		// Addresses no pod can have: code 7 naming the key, not the
+		// kernel's 999 after the veth exists (or a FORWARD accept of all).
+		{"every address", `"ranges":[[{"subnet":"0.0.0.0/0"}]]}}`, "", `"ipam.ranges[0][0].subnet": 0.0.0.0/0 is every address`},
+		{"every IPv6 address", `"ranges":[[{"subnet":"::/0"}]]}}`, "", "::/0 is every address"},
+		{"loopback", `"ranges":[[{"subnet":"127.0.0.0/24"}]]}}`, "", "127.0.0.0/24 holds loopback addresses"},
+		{"multicast", `"ranges":[[{"subnet":"224.0.0.0/24"}]]}}`, "", "224.0.0.0/24 holds multicast addresses"},
+		{"IPv6 multicast", `"ranges":[[{"subnet":"ff02::/64"}]]}}`, "", "ff02::/64 holds multicast addresses"},
+		{"a block over multicast", `"ranges":[[{"subnet":"192.0.0.0/2"}]]}}`, "", "holds multicast addresses"},
+		{"this network", `"ranges":[[{"subnet":"0.1.0.0/16"}]]}}`, "", `holds "this network" addresses`},
 		{"slash 32", `"subnet":"10.1.0.0/32"}}`, "", `"ipam.subnet": 10.1.0.0/32 is too small`},
 		{"slash 127", `"ranges":[[{"subnet":"fd00::/127"}]]}}`, "", "too small"},
 		{"slash 128", `"ranges":[[{"subnet":"fd00::/128"}]]}}`, "", "too small"},

@@ -189,6 +189,9 @@ func parseRange(key string, rr rawRange) (Range, []error, []string) {
 	if p.Bits() > p.Addr().BitLen()-2 {
 		return r, []error{fmt.Errorf("%q: %s is too small to allocate from; use /30 or larger (IPv6: /126)", key+".subnet", p)}, nil
 	}
+	if what := notUnicast(p); what != "" {
+		return r, []error{fmt.Errorf("%q: %s %s: a pod's address must be one a host can route to (the kernel refuses some, and a forward rule for it would take all traffic)", key+".subnet", p, what)}, nil
+	}
 	r.Subnet = p
 	var errs []error
 	var notes []string
@@ -246,4 +249,31 @@ func lastUsable(p netip.Prefix) netip.Addr {
 		a = a.Prev()
 	}
 	return a
+}
+
+// reserved are the blocks no pod address may come from: "this network",
+// loopback and multicast (RFC 6890), by family.
+var reserved = []struct {
+	p    netip.Prefix
+	what string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), `holds "this network" addresses (0.0.0.0/8)`},
+	{netip.MustParsePrefix("127.0.0.0/8"), "holds loopback addresses (127.0.0.0/8)"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "holds multicast addresses (224.0.0.0/4)"},
+	{netip.MustParsePrefix("::/127"), "holds the unspecified or the loopback address (::, ::1)"},
+	{netip.MustParsePrefix("ff00::/8"), "holds multicast addresses (ff00::/8)"},
+}
+
+// notUnicast says what makes subnet p no place for pod addresses, "" when
+// nothing does.
+func notUnicast(p netip.Prefix) string {
+	if p.Bits() == 0 {
+		return "is every address (a default route, not a subnet)"
+	}
+	for _, r := range reserved {
+		if r.p.Overlaps(p) {
+			return r.what
+		}
+	}
+	return ""
 }
