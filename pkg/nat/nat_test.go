@@ -133,6 +133,33 @@ func TestBackendsEnsureCheckRemove(t *testing.T) {
 				if err := b.Check(spec); err != nil {
 					t.Errorf("Check after re-Ensure: %v", err)
 				}
+				if kind == NFTables {
+					// Rules altered under their comment, or an accept put
+					// before them: the traffic leaves unmasqueraded. Check
+					// says so (it used to look at comments only) and Ensure
+					// puts the chain back as planned.
+					tbl := "inet " + TableName("net") + " " + nftChain
+					for _, tamper := range []string{
+						`nft replace rule ` + tbl + ` handle $(nft -a list chain ` + tbl + ` | awk '/10.1.0.0\/24/ {print $NF; exit}') ip saddr 10.1.0.0/24 accept comment '"netns-cni:net 10.1.0.0/24"'`,
+						`nft insert rule ` + tbl + ` accept`,
+					} {
+						if out, err := exec.Command("sh", "-c", tamper).CombinedOutput(); err != nil {
+							t.Fatalf("%s: %v %s", tamper, err, out)
+						}
+						if err := b.Check(spec); err == nil {
+							t.Errorf("Check passed after: %s", tamper)
+						}
+						if err := b.Ensure(spec); err != nil {
+							return err
+						}
+						if err := b.Check(spec); err != nil {
+							t.Errorf("Check after Ensure repaired %q: %v", tamper, err)
+						}
+						if n := ruleCount(t, kind, "net"); n != want {
+							t.Errorf("%d rules after the repair of %q, want %d", n, tamper, want)
+						}
+					}
+				}
 				// Exceptions added later replace the rules, not add to them.
 				spec.NoMasq = pfx("10.244.0.0/16", "fd00:244::/56")
 				for range 2 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -31,42 +32,54 @@ func (nftBackend) tables(network string) (*nftables.Table, *nftables.Chain) {
 	return t, c
 }
 
-// present returns the rules now in the network's chain by comment; nil
-// with no error when the table or chain does not exist.
-func (b nftBackend) present(conn *nftables.Conn, network string) (map[string]*nftables.Rule, error) {
+// present returns the rules now in the network's chain: netns-cni's by
+// comment, and any other (one without a comment of the network's, which
+// someone added to the chain: an "accept" before the masquerade rule
+// would end it). Nil with no error when the table or chain does not
+// exist.
+func (b nftBackend) present(conn *nftables.Conn, network string) (map[string]*nftables.Rule, []*nftables.Rule, error) {
 	t, c := b.tables(network)
 	rules, err := conn.GetRules(t, c)
 	if errors.Is(err, unix.ENOENT) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list nftables rules of %s: %w", t.Name, err)
+		return nil, nil, fmt.Errorf("list nftables rules of %s: %w", t.Name, err)
 	}
 	have := map[string]*nftables.Rule{}
+	var foreign []*nftables.Rule
 	for _, r := range rules {
-		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+		s, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+		if ok && (s == comment(network) || strings.HasPrefix(s, comment(network)+" ")) && have[s] == nil {
 			have[s] = r
+		} else {
+			foreign = append(foreign, r)
 		}
 	}
-	return have, nil
+	return have, foreign, nil
 }
 
-// missing returns a connection, the planned rules not in place, and the
-// rules in place for the same subnets that are out of date.
+// missing returns a connection, the planned rules not in place (absent,
+// or present with other expressions: altered under their comment), and
+// the rules in the chain to delete: out of date for the same subnets,
+// altered, or not netns-cni's.
 func (b nftBackend) missing(s Spec) (*nftables.Conn, []Rule, []*nftables.Rule, error) {
 	conn, err := nftables.New()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
 	}
-	have, err := b.present(conn, s.Network)
+	have, foreign, err := b.present(conn, s.Network)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	var missing []Rule
-	var stale []*nftables.Rule
+	stale := foreign
 	for _, r := range Plan(s) {
-		if have[r.Comment] == nil {
+		if cur := have[r.Comment]; cur == nil || !sameExprs(cur.Exprs, nftExprs(r)) {
 			missing = append(missing, r)
+			if cur != nil {
+				stale = append(stale, cur)
+			}
 		}
 		prefix := subnetComment(s.Network, r.Subnet)
 		for c, old := range have {
@@ -76,6 +89,37 @@ func (b nftBackend) missing(s Spec) (*nftables.Conn, []Rule, []*nftables.Rule, e
 		}
 	}
 	return conn, missing, stale, nil
+}
+
+// sameExprs reports whether a rule read back from the kernel does what
+// want does: the same matches on the same fields with the same values,
+// and the same verdict (the kernel's copy carries attributes the
+// library fills in, so the two are compared by what they test).
+func sameExprs(got, want []expr.Any) bool {
+	return slices.Equal(describe(got), describe(want))
+}
+
+func describe(es []expr.Any) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		switch e := e.(type) {
+		case *expr.Meta:
+			out[i] = fmt.Sprintf("meta %d", e.Key)
+		case *expr.Cmp:
+			out[i] = fmt.Sprintf("cmp %d %x", e.Op, e.Data)
+		case *expr.Payload:
+			out[i] = fmt.Sprintf("payload %d %d %d", e.Base, e.Offset, e.Len)
+		case *expr.Bitwise:
+			out[i] = fmt.Sprintf("bitwise %x", e.Mask)
+		case *expr.Masq:
+			out[i] = "masq"
+		case *expr.Verdict:
+			out[i] = fmt.Sprintf("verdict %d %s", e.Kind, e.Chain)
+		default:
+			out[i] = fmt.Sprintf("%T", e)
+		}
+	}
+	return out
 }
 
 func (b nftBackend) Ensure(s Spec) error {
@@ -128,7 +172,16 @@ func (b nftBackend) Check(s Spec) error {
 		for _, r := range missing {
 			subs = append(subs, r.Subnet.String())
 		}
-		return fmt.Errorf("nftables table inet %s lacks the masquerade rule for %s", TableName(s.Network), strings.Join(subs, ", "))
+		return fmt.Errorf("nftables table inet %s lacks the masquerade rule for %s (missing or altered)", TableName(s.Network), strings.Join(subs, ", "))
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if _, foreign, err := b.present(conn, s.Network); err != nil {
+		return err
+	} else if len(foreign) > 0 {
+		return fmt.Errorf("nftables chain inet %s %s holds %d rule(s) netns-cni did not write, which may end the chain before its masquerade rules", TableName(s.Network), nftChain, len(foreign))
 	}
 	return nil
 }
