@@ -30,6 +30,8 @@ type Checked struct {
 	// Reference: the reference ptp or bridge made the attachment (before
 	// the node switched to netns-cni); filter rules of its own are its own.
 	Reference bool
+	// Iface is the container interface as prevResult lists it.
+	Iface *current.Interface
 }
 
 // check is CHECK, written once: prevResult names the container interface;
@@ -55,7 +57,7 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 		return err
 	}
 	defer t.Close()
-	c := &Checked{Attachment: a, Target: t, Prev: prev, Own: OwnAddresses(prev, idx)}
+	c := &Checked{Attachment: a, Target: t, Prev: prev, Own: OwnAddresses(prev, idx), Iface: prev.Interfaces[idx]}
 	if c.HostLink, err = netconf.CheckLink(t.Host, a.HostVeth, "host"); err != nil {
 		if ref := referenceHostLink(t.Host, prev); ref != nil {
 			return c.checkReference(d, ref)
@@ -81,8 +83,18 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 	return checkHostState(c)
 }
 
-// checkContainer checks the container's addresses and prevResult's routes.
+// checkContainer checks the container interface's MAC address (the one
+// prevResult gives, as the reference does: bridge-nat's spoof check lets
+// only it out) and MTU (the config's), its addresses and prevResult's
+// routes.
 func (c *Checked) checkContainer() error {
+	attrs := c.ContLink.Attrs()
+	if c.Iface.Mac != "" && !strings.EqualFold(attrs.HardwareAddr.String(), c.Iface.Mac) {
+		return fmt.Errorf("container: %s has MAC address %s, prevResult says %s", attrs.Name, attrs.HardwareAddr, c.Iface.Mac)
+	}
+	if c.Conf.MTU != 0 && attrs.MTU != c.Conf.MTU {
+		return fmt.Errorf("container: %s has MTU %d, the config says %d", attrs.Name, attrs.MTU, c.Conf.MTU)
+	}
 	for _, ip := range c.Own.IPs {
 		if err := netconf.CheckAddr(c.Target.Cont, c.ContLink, &ip.Address, "container"); err != nil {
 			return err
