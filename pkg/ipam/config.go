@@ -13,6 +13,7 @@
 package ipam
 
 import (
+	"os"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,6 +235,29 @@ func ParseStore(stdin []byte) (*Config, error) {
 	c.DataDir = filepath.Clean(c.DataDir)
 	return c, nil
 }
+
+// DefaultStore is the network's store where host-local keeps it unless
+// told otherwise (DefaultDataDir), when it exists: for a DEL or GC whose
+// config no longer locates a store (its ipam removed, emptied, or given a
+// relative dataDir after the ADD), which releases what the attachment
+// holds there. Nil when there is none.
+func DefaultStore(stdin []byte) *Config {
+	var raw struct {
+		Name       string `json:"name"`
+		CNIVersion string `json:"cniVersion"`
+	}
+	_ = json.Unmarshal(stdin, &raw)
+	if raw.Name == "" || strings.ContainsAny(raw.Name, "/\x00") || raw.Name == "." || raw.Name == ".." {
+		return nil
+	}
+	if st, err := os.Stat(filepath.Join(defaultStores, raw.Name)); err != nil || !st.IsDir() {
+		return nil
+	}
+	return &Config{Network: raw.Name, CNIVersion: raw.CNIVersion, Type: "host-local", DataDir: defaultStores, LockTimeout: DefaultLockTimeout}
+}
+
+// defaultStores is DefaultDataDir, which tests move.
+var defaultStores = DefaultDataDir
 
 func (c *Config) checkSetOverlaps(keys []string) []error {
 	var errs []error

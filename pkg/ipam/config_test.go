@@ -3,6 +3,8 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -225,4 +227,23 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDefaultStore: a DEL whose config names no store finds the network's
+// store in host-local's default place, and only a store that is there.
+func TestDefaultStore(t *testing.T) {
+	defaultStores = t.TempDir()
+	t.Cleanup(func() { defaultStores = DefaultDataDir })
+	if err := os.Mkdir(filepath.Join(defaultStores, "net"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultStore([]byte(`{"cniVersion":"1.1.0","name":"net","type":"veth-ptp"}`))
+	if c == nil || c.DataDir != defaultStores || c.Network != "net" || c.Type != "host-local" {
+		t.Fatalf("DefaultStore = %+v", c)
+	}
+	for _, stdin := range []string{`{"name":"other"}`, `{"name":".."}`, `{"name":"a/b"}`, `{}`, `not json`} {
+		if c := DefaultStore([]byte(stdin)); c != nil {
+			t.Errorf("DefaultStore(%s) = %+v, want nil", stdin, c)
+		}
+	}
 }

@@ -64,22 +64,30 @@ func newIPAM(conf *ipam.Config, args *skel.CmdArgs) *IPAM {
 
 // loadIPAMLenient is LoadIPAM for DEL and GC: when the ipam config no
 // longer passes, the store it names is still found (ipam.ParseStore) so
-// its reservations can be released; the problems are logged. nil when
-// there is no store to find.
+// its reservations can be released; the problems are logged. When the
+// config names no store at all (its ipam removed or emptied, a relative
+// dataDir), the network's store in host-local's default place, if there
+// is one, is released from. nil when there is no store to find.
 func loadIPAMLenient(args *skel.CmdArgs) *IPAM {
 	m, err := LoadIPAM(args)
-	if err == nil {
+	if m != nil {
 		return m
 	}
-	slog.Warn("invalid ipam config ignored: releasing by owner", "problem", err.Error())
-	conf, err := ipam.ParseStore(args.StdinData)
 	if err != nil {
-		if !errors.Is(err, ipam.ErrNoIPAM) {
-			slog.Warn("no address store to release from", "problem", err.Error())
+		slog.Warn("invalid ipam config ignored: releasing by owner", "problem", err.Error())
+		conf, err := ipam.ParseStore(args.StdinData)
+		if err == nil {
+			return newIPAM(conf, args)
 		}
-		return nil
+		if !errors.Is(err, ipam.ErrNoIPAM) {
+			slog.Warn("no address store named", "problem", err.Error())
+		}
 	}
-	return newIPAM(conf, args)
+	if conf := ipam.DefaultStore(args.StdinData); conf != nil {
+		slog.Warn("releasing from the network's store in host-local's default place", "store", filepath.Join(conf.DataDir, conf.Network))
+		return newIPAM(conf, args)
+	}
+	return nil
 }
 
 // findDelegate says, naming the key, when the IPAM plugin ipam.type names
