@@ -50,17 +50,37 @@ func ForwardBlocked(subnets []netip.Prefix, side HostSide) (string, error) {
 		others := otherBridges(side, family)
 		for _, p := range mine {
 			w := &walker{table: tbl, p: p, side: side, others: others}
-			fate := w.walk("FORWARD")
-			switch {
-			case fate != dropped && (fate&back == 0 || tbl.policy != "DROP"):
-			case fate == dropped:
+			switch blockedBy(w.walk("FORWARD"), tbl.policy) {
+			case byRule:
 				return fmt.Sprintf("the %s filter rule %q drops %s before any rule accepts it", f.cmd, w.drop, p), nil
-			default:
+			case byPolicy:
 				return fmt.Sprintf("the %s filter FORWARD policy is DROP (Docker sets it) and no rule accepts %s", f.cmd, p), nil
 			}
 		}
 	}
 	return "", nil
+}
+
+// What blocks a network's traffic, if anything.
+const (
+	notBlocked = iota
+	byRule
+	byPolicy
+)
+
+// blockedBy decides on what may become of the packet in FORWARD: blocked
+// only when no path accepts it — every path ends in a rule that drops it,
+// or at the end of FORWARD under a DROP policy.
+func blockedBy(f fate, policy string) int {
+	switch {
+	case f&accepted != 0:
+		return notBlocked
+	case f&back == 0:
+		return byRule // f is dropped: every path met a drop
+	case policy == "DROP":
+		return byPolicy
+	}
+	return notBlocked
 }
 
 // table is a listed filter table (iptables -S): each chain's rules, split

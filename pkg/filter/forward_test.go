@@ -280,6 +280,26 @@ func TestMatchLevel(t *testing.T) {
 func TestWalk(t *testing.T) {
 	p := netip.MustParsePrefix("10.7.0.0/24")
 	side := HostSide{Name: "cni0"}
+	// What is decided on a walk's outcome, under each policy.
+	for _, tc := range []struct {
+		f      fate
+		policy string
+		want   int
+	}{
+		{accepted, "DROP", notBlocked},
+		{accepted | back, "DROP", notBlocked}, // an accept that may match (-o eth0): not blocked
+		{accepted | dropped, "ACCEPT", notBlocked},
+		{dropped, "ACCEPT", byRule},
+		{dropped, "DROP", byRule},
+		{dropped | back, "DROP", byPolicy},
+		{dropped | back, "ACCEPT", notBlocked},
+		{back, "DROP", byPolicy},
+		{back, "ACCEPT", notBlocked},
+	} {
+		if got := blockedBy(tc.f, tc.policy); got != tc.want {
+			t.Errorf("blockedBy(%b, %s) = %d, want %d", tc.f, tc.policy, got, tc.want)
+		}
+	}
 	for _, tc := range []struct {
 		name, listing string
 		want          fate
@@ -297,6 +317,7 @@ func TestWalk(t *testing.T) {
 			"-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP\n-A DOCKER-ISOLATION-STAGE-2 -j RETURN", back},
 		{"an operator's chain: its RETURN skips its drop", "-P FORWARD ACCEPT\n-N OP\n-A FORWARD -j OP\n-A OP -s 10.7.0.0/24 -j RETURN\n-A OP -j DROP", back},
 		{"an operator's chain: its drop", "-P FORWARD ACCEPT\n-N OP\n-A FORWARD -j OP\n-A OP -s 10.9.0.0/24 -j RETURN\n-A OP -j DROP", dropped},
+		{"an accept that may match, under Docker's policy", "-P FORWARD DROP\n-A FORWARD -o eth0 -j ACCEPT", accepted | back},
 		{"a goto ends the caller", "-P FORWARD DROP\n-N OP\n-A FORWARD -g OP\n-A FORWARD -j ACCEPT", back},
 		{"a jump comes back", "-P FORWARD DROP\n-N OP\n-A FORWARD -j OP\n-A FORWARD -j ACCEPT", accepted},
 		{"a comment with spaces", `-P FORWARD ACCEPT` + "\n" + `-A FORWARD -m comment --comment "no -s 10.7.0.0/24 here" -j DROP`, dropped},

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -188,12 +187,13 @@ func holder(path string) string {
 		return ""
 	}
 	defer f.Close()
-	ino := ":" + strconv.FormatUint(st.Ino, 10)
+	// The file as /proc/locks names it: device major:minor in hex, inode.
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"
 		fs := strings.Fields(sc.Text())
-		if len(fs) < 6 || fs[1] != "FLOCK" || !strings.HasSuffix(fs[5], ino) {
+		if len(fs) < 6 || fs[1] != "FLOCK" || fs[5] != id {
 			continue
 		}
 		comm, _ := os.ReadFile("/proc/" + fs[4] + "/comm")
