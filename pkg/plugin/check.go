@@ -85,15 +85,13 @@ func (r runner[T, D]) check(args *skel.CmdArgs) error {
 
 // checkContainer checks the container interface's MAC address (the one
 // prevResult gives, as the reference does: bridge-nat's spoof check lets
-// only it out) and MTU (the config's), its addresses and prevResult's
-// routes.
+// only it out), its addresses and prevResult's routes. (Not its MTU: a
+// config edited since, the reference's own default, or a chained tuning
+// plugin may each have set another.)
 func (c *Checked) checkContainer() error {
 	attrs := c.ContLink.Attrs()
 	if c.Iface.Mac != "" && !strings.EqualFold(attrs.HardwareAddr.String(), c.Iface.Mac) {
 		return fmt.Errorf("container: %s has MAC address %s, prevResult says %s", attrs.Name, attrs.HardwareAddr, c.Iface.Mac)
-	}
-	if c.Conf.MTU != 0 && attrs.MTU != c.Conf.MTU {
-		return fmt.Errorf("container: %s has MTU %d, the config says %d", attrs.Name, attrs.MTU, c.Conf.MTU)
 	}
 	for _, ip := range c.Own.IPs {
 		if err := netconf.CheckAddr(c.Target.Cont, c.ContLink, &ip.Address, "container"); err != nil {
