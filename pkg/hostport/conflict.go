@@ -10,68 +10,82 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
 
-// Conflict reports, as ErrPortTaken, the first of entries whose host port
-// another network forwards already, in either backend: network adds them
-// with backend kind, whose own Add judges the network's own forwards (a
-// stale one is taken over there). The forwards of the network in the
-// other backend count as another's: they outlived a switch of
-// ipMasqBackend and still lead to a pod. The caller holds the host ports
-// lock (pkg/lock), so two networks' ADDs cannot both find a port free.
-// Reading costs netlink, and an iptables exec only for a family where
-// another network has an iptables forward chain.
-func Conflict(network, kind string, entries []Entry) error {
-	if len(entries) == 0 {
+// Conflict reports, as ErrPortTaken, a forward already on the host that
+// clashes with one of s's (see clash), other than those kind's own Add
+// judges (the network's forwards in kind): other networks' in either
+// backend, and the network's own in the other backend, which outlived a
+// switch of ipMasqBackend — those of s.Owner itself (the same attachment
+// added again) and stale ones (s.Live) excepted, as Add excepts them. The
+// caller holds the host ports lock (pkg/lock), so two networks' ADDs
+// cannot both find a port free. Reading costs netlink, and iptables execs
+// only for a family where some network has an iptables forward chain.
+func Conflict(s Spec, kind string) error {
+	if len(s.Entries) == 0 {
 		return nil
 	}
-	if err := nftConflict(network, kind, entries); err != nil {
+	seen := func(old Entry, owner, where string, own bool) error {
+		if owner == s.Owner || own && s.Live != nil && !s.Live(owner, old.Pod) {
+			return nil
+		}
+		if slices.ContainsFunc(s.Entries, func(e Entry) bool { return clash(e, old) }) {
+			return taken(old, owner, where)
+		}
+		return nil
+	}
+	if err := nftConflict(s.Network, kind, seen); err != nil {
 		return err
 	}
-	return iptConflict(network, kind, entries)
+	return iptConflict(s, kind, seen)
 }
 
-func nftConflict(network, kind string, entries []Entry) error {
+// clash reports whether the host cannot have both forwards: the same
+// protocol and host port for pods of one family, on host addresses that
+// meet — both on one address, or either on every address (which of two
+// networks' forwards would take the traffic then depends on the order of
+// their chains; within one network the one of a given address is meant
+// to win, and Add allows it).
+func clash(a, b Entry) bool {
+	return a.Proto == b.Proto && a.HostPort == b.HostPort && a.Pod.Is4() == b.Pod.Is4() &&
+		(!a.HostIP.IsValid() || !b.HostIP.IsValid() || a.HostIP == b.HostIP)
+}
+
+func nftConflict(network, kind string, seen func(Entry, string, string, bool) error) error {
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	self := ""
+	own := tableOf(network).Name
+	skip := ""
 	if kind != IPTables {
-		self = tableOf(network).Name
+		skip = own // Add judges these
 	}
-	others, err := otherTables(conn, self)
-	if err != nil || len(others) == 0 {
-		return err
-	}
-	g, err := newGetter()
+	tables, err := otherTables(conn, skip)
 	if err != nil {
 		return err
 	}
-	defer g.close()
-	for _, e := range entries {
-		set, key, _ := elem(e)
-		for _, o := range others {
-			if cur, found, err := g.get(o, set, key); err != nil {
-				return err
-			} else if found {
-				old, _ := entryOf(set, key, cur.val)
-				return taken(old, cur.owner, strings.TrimPrefix(o.Name, "netns-cni-"))
+	for _, t := range tables {
+		owners, err := nftBackend{}.list(conn, t)
+		if err != nil {
+			return err
+		}
+		for owner, entries := range owners {
+			for _, old := range entries {
+				if err := seen(old, owner, strings.TrimPrefix(t.Name, "netns-cni-"), t.Name == own); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	return nil
 }
 
-func iptConflict(network, kind string, entries []Entry) error {
-	self := ""
-	if kind == IPTables {
-		self = chainName("HP", network)
-	}
-	isOther := func(table, chain string) bool {
-		return table == "nat" && strings.HasPrefix(chain, "NETNS-CNI-HP-") && chain != self
+func iptConflict(s Spec, kind string, seen func(Entry, string, string, bool) error) error {
+	own := chainName("HP", s.Network)
+	isForwards := func(table, chain string) bool {
+		return table == "nat" && strings.HasPrefix(chain, "NETNS-CNI-HP-") && (chain != own || kind != IPTables)
 	}
 	for _, f := range iptFamilies {
-		mine := slices.DeleteFunc(slices.Clone(entries), func(e Entry) bool { return !f.of(e.Pod) })
-		if len(mine) == 0 || iptview.Absent(f.proto, isOther) {
+		if !slices.ContainsFunc(s.Entries, func(e Entry) bool { return f.of(e.Pod) }) || iptview.Absent(f.proto, isForwards) {
 			continue
 		}
 		t, err := f.open()
@@ -83,7 +97,7 @@ func iptConflict(network, kind string, entries []Entry) error {
 			return fmt.Errorf("%s: list nat chains: %w", f.cmd, err)
 		}
 		for _, chain := range chains {
-			if !isOther("nat", chain) {
+			if !isForwards("nat", chain) {
 				continue
 			}
 			rules, err := listRules(t, "nat", chain)
@@ -91,9 +105,10 @@ func iptConflict(network, kind string, entries []Entry) error {
 				return fmt.Errorf("%s: list %s: %w", f.cmd, chain, err)
 			}
 			for _, r := range rules {
-				old, ok := r.entry()
-				if ok && slices.ContainsFunc(mine, func(e Entry) bool { return slot(e) == slot(old) }) {
-					return taken(old, r.owner(), "with iptables chain "+chain)
+				if old, ok := r.entry(); ok {
+					if err := seen(old, r.owner(), "with iptables chain "+chain, chain == own); err != nil {
+						return err
+					}
 				}
 			}
 		}

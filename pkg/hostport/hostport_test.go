@@ -391,3 +391,67 @@ func TestOwnership(t *testing.T) {
 		})
 	}
 }
+
+// TestConflict: a forward is refused when another network forwards its
+// host port in either backend — on the same address, or where either is
+// on every address — and not for the attachment's own forwards left in
+// the other backend by an ipMasqBackend switch, nor for stale ones.
+func TestConflict(t *testing.T) {
+	for _, held := range []string{NFTables, IPTables} {
+		t.Run(held, func(t *testing.T) {
+			l := newLab(t, held)
+			// Network "net" forwards 8080 on every address, 9090 on 192.0.2.1.
+			l.onHost(t, func() error {
+				return l.b.Add(l.spec("a/eth0", Mapping{HostPort: 8080, ContainerPort: 80}, Mapping{HostPort: 9090, ContainerPort: 80, HostIP: "192.0.2.1"}))
+			})
+			other := func(kind string, ms ...Mapping) error {
+				s := Spec{Network: "other", Owner: "b/eth0", Entries: Plan(ms, addrs("10.8.0.2"))}
+				var err error
+				l.onHost(t, func() error { err = Conflict(s, kind); return nil })
+				return err
+			}
+			for _, kind := range []string{NFTables, IPTables} {
+				for _, tc := range []struct {
+					m     Mapping
+					clash bool
+				}{
+					{Mapping{HostPort: 8080, ContainerPort: 80}, true},
+					{Mapping{HostPort: 8080, ContainerPort: 80, HostIP: "192.0.2.7"}, true}, // inside net's every-address forward
+					{Mapping{HostPort: 9090, ContainerPort: 80}, true},                      // over net's one-address forward
+					{Mapping{HostPort: 9090, ContainerPort: 80, HostIP: "192.0.2.1"}, true},
+					{Mapping{HostPort: 9090, ContainerPort: 80, HostIP: "192.0.2.2"}, false},
+					{Mapping{HostPort: 8080, ContainerPort: 80, Protocol: "udp"}, false},
+					{Mapping{HostPort: 8081, ContainerPort: 80}, false},
+				} {
+					err := other(kind, tc.m)
+					if tc.clash != errors.Is(err, ErrPortTaken) || tc.clash && !strings.Contains(err.Error(), "a/eth0") {
+						t.Errorf("network other (%s) asks for %+v with net's forwards in %s: %v, want a clash: %v", kind, tc.m, held, err, tc.clash)
+					}
+				}
+			}
+			// The network's own forwards in the other backend: those of the
+			// attachment itself, and stale ones, are no clash; a live
+			// attachment's is.
+			otherKind := map[string]string{NFTables: IPTables, IPTables: NFTables}[held]
+			own := func(owner string, live bool) error {
+				s := l.spec(owner, Mapping{HostPort: 8080, ContainerPort: 80})
+				s.Live = func(string, netip.Addr) bool { return live }
+				var err error
+				l.onHost(t, func() error { err = Conflict(s, otherKind); return nil })
+				return err
+			}
+			if err := own("a/eth0", true); err != nil {
+				t.Errorf("the attachment's own forward in %s: %v", held, err)
+			}
+			if err := own("c/eth0", false); err != nil {
+				t.Errorf("a stale forward in %s: %v", held, err)
+			}
+			if err := own("c/eth0", true); !errors.Is(err, ErrPortTaken) {
+				t.Errorf("a live attachment's forward in %s: %v, want ErrPortTaken", held, err)
+			}
+			// Its forwards in the backend it adds to are Add's to judge.
+			l.onHost(t, func() error { return Conflict(l.spec("c/eth0", Mapping{HostPort: 8080, ContainerPort: 80}), held) })
+			l.onHost(t, func() error { return l.b.Drop("net") })
+		})
+	}
+}

@@ -296,8 +296,8 @@ func (b nftBackend) Add(s Spec) error {
 	return nil
 }
 
-// otherTables are the netns-cni networks' tables but self, whose forwards
-// a new one must not shadow (Conflict).
+// otherTables are the netns-cni networks' tables but self ("": all),
+// whose forwards a new one must not shadow (Conflict).
 func otherTables(conn *nftables.Conn, self string) ([]*nftables.Table, error) {
 	ts, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {

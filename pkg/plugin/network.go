@@ -184,7 +184,7 @@ func (n *Network) MapPorts(s hostport.Spec) error {
 			return err
 		}
 		defer unlock()
-		if err := hostport.Conflict(n.key(), n.Backend, s.Entries); err != nil {
+		if err := hostport.Conflict(s, n.Backend); err != nil {
 			return wrap("port mappings", err)
 		}
 		return wrap("port mappings", b.Add(s))
