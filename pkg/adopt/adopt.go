@@ -37,15 +37,18 @@
 package adopt
 
 import (
+	"bytes"
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mattn/go-shellwords"
 	"golang.org/x/sys/unix"
@@ -56,6 +59,11 @@ import (
 // Attachment names a reference attachment.
 type Attachment struct {
 	Network, ContainerID, IfName string
+	// Addrs are its addresses, when known: the reference portmap marks its
+	// nftables rules with the container ID alone, the same on every
+	// network the container is on; with Addrs only rules that name one of
+	// them are the attachment's.
+	Addrs []netip.Addr
 }
 
 func hash(s string) string {
@@ -235,18 +243,28 @@ const (
 
 var portmapChains = []string{"hostports", "hostip_hostports", "masquerading"}
 
+// PortmapSearch is how far RemovePortmap looks beyond what one netlink
+// read shows for certain.
+type PortmapSearch struct {
+	// ExecIfUnsure: where netlink cannot tell (iptables-legacy keeps its
+	// chains where netlink does not show them), look for the chains with
+	// iptables.
+	ExecIfUnsure bool
+	// NFT: remove the reference's nftables rules too. They are marked
+	// with the container ID alone, the same on every network the
+	// container is on: without the attachment's Addrs only a caller with
+	// a reason to expect this network's (the runtime passed mappings, the
+	// reference made the attachment, or the container is gone) asks.
+	NFT bool
+}
+
 // RemovePortmap removes the reference portmap's forwards of the
 // attachments: their iptables chains and the jumps to them, both
-// families, and their nftables rules. The shared chains and tables stay,
-// as the reference keeps them. What is not there is no error.
-//
-// One netlink dump of the host's chains says whether there is anything to
-// remove, so an attachment portmap never mapped costs no exec. Where that
-// dump cannot tell — iptables-legacy keeps its chains where netlink does
-// not show them — the family's chains are looked for with iptables only
-// when execIfUnsure: a caller with a reason to expect a forward (the
-// runtime passed mappings) rather than every DEL.
-func RemovePortmap(atts []Attachment, execIfUnsure bool) error {
+// families, and, as search says, their nftables rules. The shared chains
+// and tables stay, as the reference keeps them. What is not there is no
+// error. One netlink dump of the host's chains says whether there is
+// anything to remove, so an attachment portmap never mapped costs no exec.
+func RemovePortmap(atts []Attachment, search PortmapSearch) error {
 	if len(atts) == 0 {
 		return nil
 	}
@@ -267,14 +285,14 @@ func RemovePortmap(atts []Attachment, execIfUnsure bool) error {
 	var errs []error
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
 		for _, chain := range portmapChains {
-			if has(fam, func(table, c string) bool { return table == portmapTable && c == chain }) {
+			if search.NFT && has(fam, func(table, c string) bool { return table == portmapTable && c == chain }) {
 				errs = append(errs, removePortmapNFT(conn, &nftables.Chain{Name: chain, Table: &nftables.Table{Family: fam, Name: portmapTable}}, atts))
 			}
 		}
 	}
 	for _, p := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		certainlyNone := listErr == nil && iptview.AbsentAmong(chains, p, isChain)
-		if certainlyNone || !execIfUnsure && !has(iptview.Family(p), isChain) {
+		if certainlyNone || !search.ExecIfUnsure && !has(iptview.Family(p), isChain) {
 			continue
 		}
 		errs = append(errs, removePortmapChains(p, atts))
@@ -290,13 +308,35 @@ func removePortmapNFT(conn *nftables.Conn, chain *nftables.Chain, atts []Attachm
 	if err != nil {
 		return fmt.Errorf("list %s %s: %w", portmapTable, chain.Name, err)
 	}
-	n, err := delRules(conn, rules, func(c string) bool {
-		return slices.ContainsFunc(atts, func(a Attachment) bool { return c == a.ContainerID })
-	})
-	if err != nil {
-		return err
+	n := 0
+	for _, r := range rules {
+		c, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+		if !ok || !slices.ContainsFunc(atts, func(a Attachment) bool {
+			return c == a.ContainerID && (len(a.Addrs) == 0 || slices.ContainsFunc(a.Addrs, func(ip netip.Addr) bool { return names(r, ip) }))
+		}) {
+			continue
+		}
+		if err := conn.DelRule(r); err != nil {
+			return err
+		}
+		n++
 	}
 	return flushIf(conn, n, "remove reference portmap rules")
+}
+
+// names reports whether rule r compares with or sets address ip (the
+// container's address in portmap's DNAT and masquerade rules).
+func names(r *nftables.Rule, ip netip.Addr) bool {
+	want := ip.AsSlice()
+	return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
+		switch e := e.(type) {
+		case *expr.Cmp:
+			return bytes.HasPrefix(e.Data, want)
+		case *expr.Immediate:
+			return bytes.HasPrefix(e.Data, want)
+		}
+		return false
+	})
 }
 
 func removePortmapChains(p iptables.Protocol, atts []Attachment) error {

@@ -30,8 +30,8 @@ func TestNames(t *testing.T) {
 // removes one attachment's: the other's and everything else stays.
 func TestRemoveMasquerade(t *testing.T) {
 	sb := nstest.NewT(t)
-	gone := Attachment{"net", "c1", "eth0"}
-	kept := Attachment{"net", "c2", "eth0"}
+	gone := Attachment{Network: "net", ContainerID: "c1", IfName: "eth0"}
+	kept := Attachment{Network: "net", ContainerID: "c2", IfName: "eth0"}
 	run := func(args ...string) {
 		t.Helper()
 		if err := sb.Host.Do(func() error {

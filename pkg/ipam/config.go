@@ -13,12 +13,12 @@
 package ipam
 
 import (
-	"os"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"

@@ -104,9 +104,14 @@ func mapPorts(add *Add) (func() error, error) {
 // made them: its forwards go too (pkg/adopt), also when the runtime
 // passes no mappings (a manual DEL, repair) — looked for over netlink,
 // and with iptables only when the runtime passed mappings and netlink
-// cannot tell. port is the host link DEL found for the attachment
-// (deleteHostLink).
-func (a *Attachment) unmapPorts(addrs []netip.Addr, port string) error {
+// cannot tell. Its nftables rules, marked with the container ID alone
+// (the same container may have the reference's forwards on another
+// network), go when they name one of the attachment's addresses, or,
+// with none known, when the runtime passed mappings or the reference
+// made the attachment (ours false: no netns-cni host link found). port is the host
+// link DEL found for the attachment (deleteHostLink), ours whether it is
+// netns-cni's.
+func (a *Attachment) unmapPorts(addrs []netip.Addr, port string, ours bool) error {
 	s := a.portSpec(a.plannedPorts(addrs))
 	if port != a.HostVeth {
 		// The attachment's link was made by the other plugin (the conflist
@@ -116,8 +121,9 @@ func (a *Attachment) unmapPorts(addrs []netip.Addr, port string) error {
 	}
 	removed, err := a.Network().UnmapPorts(s, addrs, false)
 	if len(removed) == 0 {
-		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName}
-		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}, len(a.Conf.RuntimeConfig.PortMappings) > 0))
+		at := adopt.Attachment{Network: a.Conf.Name, ContainerID: a.Args.ContainerID, IfName: a.Args.IfName, Addrs: addrs}
+		asked := len(a.Conf.RuntimeConfig.PortMappings) > 0
+		err = errors.Join(err, adopt.RemovePortmap([]adopt.Attachment{at}, adopt.PortmapSearch{ExecIfUnsure: asked, NFT: asked || !ours || len(addrs) > 0}))
 	}
 	return err
 }

@@ -75,7 +75,7 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	// with what other programs, such as the reference host-local, changed)
 	// before the network asks the index whether other attachments are left.
 	addrs := a.addresses()
-	errs = append(errs, a.unmapPorts(addrs, port))
+	errs = append(errs, a.unmapPorts(addrs, port, found))
 	lap("port-mappings")
 	Note("hostLink", port, "found", found, "addresses", addrs)
 	if len(addrs) > 0 {
@@ -336,7 +336,7 @@ func collectReference(a *Attachment, released map[ipam.Owner][]netip.Addr) error
 	for _, v := range a.Conf.ValidAttachments {
 		valid = append(valid, adopt.Attachment{Network: a.Conf.Name, ContainerID: v.ContainerID, IfName: v.IfName})
 	}
-	return errors.Join(adopt.RemovePortmap(gone, true), adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
+	return errors.Join(adopt.RemovePortmap(gone, adopt.PortmapSearch{ExecIfUnsure: true, NFT: true}), adopt.RemoveMasquerade(gone), adopt.CollectNFT(a.Conf.Name, valid))
 }
 
 // loadOnHost is loadLenient plus a netlink handle in the host, for DEL and

@@ -417,6 +417,36 @@ func TestMigrationFromReferencePortmap(t *testing.T) {
 					t.Errorf("%d rules of the reference portmap left for %s, deleted without its mappings", n, id)
 				}
 			}
+			// A container on two networks: the reference's forwards on one
+			// (nftables marks them with the container ID alone) survive
+			// the DEL of its attachment to the other.
+			two := w.sb.PodT(t, "two")
+			rtRef := w.rt("mig-two", two, "eth0")
+			if err := w.inHost(func() error {
+				_, err := refCNI.AddNetworkList(context.Background(), old, withPorts(rtRef, tcpPort(8080, 80)))
+				return err
+			}); err != nil {
+				t.Fatalf("reference ADD: %v", err)
+			}
+			second := w.confList(fmt.Sprintf(`{"cniVersion":%q,"name":%q,"plugins":[{"type":"veth-ptp","ipam":{"type":"host-local","dataDir":%q,"subnet":"10.11.0.0/24"}}]}`,
+				ref.version, w.netName("psecond"), filepath.Join(w.sb.Dir, "ipam")))
+			rtSecond := w.rt("mig-two", two, "eth1")
+			if _, err := w.add(second, rtSecond); err != nil {
+				t.Fatal(err)
+			}
+			before := w.portmapLeft(t, "mig-two")
+			if err := w.del(second, rtSecond); err != nil {
+				t.Fatal(err)
+			}
+			if n := w.portmapLeft(t, "mig-two"); n == 0 || n != before {
+				t.Errorf("the DEL on the second network took the reference's forwards of the first: %d rules left of %d", n, before)
+			}
+			if err := w.del(ours, w.rt("mig-two", nil, "eth0")); err != nil {
+				t.Fatal(err)
+			}
+			if n := w.portmapLeft(t, "mig-two"); n != 0 {
+				t.Errorf("%d rules of the reference portmap left for mig-two", n)
+			}
 			b := w.sb.PodT(t, "b")
 			serveSource(t, b)
 			rtB := withPorts(w.rt("mig-b", b, "eth0"), tcpPort(8080, 80))
