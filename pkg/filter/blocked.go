@@ -133,7 +133,12 @@ type walker struct {
 }
 
 // walk returns what may become of the packet in chain.
-func (w *walker) walk(chain string) fate {
+func (w *walker) walk(chain string) fate { return w.walkFrom(chain, true) }
+
+// walkFrom is walk of a chain the packet reaches surely, or only maybe:
+// the rule that drops it is recorded (for the message) only where every
+// packet not dropped before comes, not behind a jump some take.
+func (w *walker) walkFrom(chain string, sure bool) fate {
 	if slices.Contains(w.stack, chain) {
 		return back // iptables refuses loops; a listing read mid-change may show one
 	}
@@ -152,13 +157,13 @@ func (w *walker) walk(chain string) fate {
 			res = accepted
 		case target == "DROP" || target == "REJECT":
 			res = dropped
-			if lv == always && w.drop == "" {
+			if sure && lv == always && w.drop == "" {
 				w.drop = w.table.text[chain][i]
 			}
 		case target == "RETURN":
 			res = back
 		case isChain:
-			sub := w.walk(target)
+			sub := w.walkFrom(target, sure && lv == always)
 			res = sub &^ back
 			if sub&back != 0 {
 				res |= map[bool]fate{true: next, false: back}[jump]
@@ -172,6 +177,9 @@ func (w *walker) walk(chain string) fate {
 		out |= res &^ next
 		if res&next == 0 {
 			return out
+		}
+		if res&back != 0 {
+			sure = false // some packets leave the chain undecided: not all meet what follows
 		}
 	}
 	return out | back

@@ -327,4 +327,10 @@ func TestWalk(t *testing.T) {
 			t.Errorf("%s: %b, want %b", tc.name, got, tc.want)
 		}
 	}
+	// The rule named is one every packet of the network meets, not one
+	// behind a jump only TCP takes.
+	w := &walker{table: readTable("-P FORWARD ACCEPT\n-N X\n-A FORWARD -p tcp -j X\n-A X -j DROP\n-A FORWARD -j DROP"), p: p, side: side}
+	if got := w.walk("FORWARD"); got != dropped || w.drop != "-A FORWARD -j DROP" {
+		t.Errorf("walk %b naming %q, want dropped naming -A FORWARD -j DROP", got, w.drop)
+	}
 }
