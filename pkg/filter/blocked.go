@@ -222,26 +222,13 @@ func matchLevel(rule []string, p netip.Prefix, side HostSide, others map[string]
 		var l level
 		switch flag {
 		case "-s":
-			q, err := netip.ParsePrefix(v)
-			switch {
-			case err != nil:
+			if q, err := netip.ParsePrefix(v); err != nil {
 				l = maybe
-			case q.Bits() <= p.Bits() && q.Contains(p.Addr()):
-				l = pick(neg, never, always)
-			case q.Overlaps(p):
-				l = maybe
-			default:
-				l = pick(neg, always, never)
+			} else {
+				l = graded(q.Bits() <= p.Bits() && q.Contains(p.Addr()), q.Overlaps(p), neg)
 			}
 		case "-i":
-			switch {
-			case side.coversAll(v):
-				l = pick(neg, never, always)
-			case side.matches(v):
-				l = maybe
-			default:
-				l = pick(neg, always, never)
-			}
+			l = graded(side.coversAll(v), side.matches(v), neg)
 		case "-o":
 			switch {
 			case neg && side.coversAll(v):
@@ -264,6 +251,18 @@ func matchLevel(rule []string, p netip.Prefix, side HostSide, others map[string]
 		lv = min(lv, l)
 	}
 	return lv
+}
+
+// graded is how surely a match holds, negated or not, that takes all of
+// the network's traffic, some of it, or none.
+func graded(all, some, neg bool) level {
+	switch {
+	case all:
+		return pick(neg, never, always)
+	case some:
+		return maybe
+	}
+	return pick(neg, always, never)
 }
 
 // pick is a if cond, else b.
