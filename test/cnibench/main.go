@@ -32,6 +32,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -600,7 +601,8 @@ func (s suite) peakRSS(b *sandbox, im impl, typ, version string) (string, error)
 	}
 	log := filepath.Join(b.dir, "rss.log")
 	cmd := exec.Command(filepath.Join(im.dir, typ))
-	cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=rss", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + im.dir, "PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=rss", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + im.dir, "PATH=" + os.Getenv("PATH"),
+		lock.DirEnv + "=" + os.Getenv(lock.DirEnv)}
 	var conf map[string]any
 	if err := json.Unmarshal(b.list.Plugins[0].Bytes, &conf); err != nil {
 		return "", err

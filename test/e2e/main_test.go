@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
 
@@ -21,7 +22,14 @@ func TestMain(m *testing.M) {
 		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(1)
 	}
+	_, before := os.Stat(lock.DefaultDir)
 	code := m.Run()
+	// Every plugin the runtimes started had the private directory: one
+	// whose environment lacked it made the host's.
+	if _, after := os.Stat(lock.DefaultDir); before != nil && after == nil {
+		os.Stderr.WriteString("a plugin run by the tests used the host's lock directory " + lock.DefaultDir + " (its environment lacked " + lock.DirEnv + ")\n")
+		code = 1
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		var ws unix.WaitStatus
