@@ -195,11 +195,14 @@ func (b iptBackend) Add(s Spec) error {
 }
 
 func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
+	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
+	if absent(f, map[string]string{hp: "nat", hm: "nat", hl: "filter"}) && firstAdd(f, s, entries) == nil {
+		return nil
+	}
 	t, err := f.open()
 	if err != nil {
 		return err
 	}
-	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
 	for _, c := range [][2]string{{"nat", hp}, {"nat", hm}, {"filter", hl}} {
 		if c[1] == hl && f.proto != iptables.ProtocolIPv4 {
 			continue
@@ -269,6 +272,49 @@ func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
 	return nil
 }
 
+// firstAdd writes what add does for a network with none of its chains in
+// family f — the chains, the jumps to them, the forwards of entries, their
+// hairpin masquerade and the loopback guard — in one iptables-restore: one
+// exec instead of one or two per rule. add writes them rule by rule when
+// it fails.
+func firstAdd(f iptFamily, s Spec, entries []Entry) error {
+	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
+	nat := []string{"*nat", ":" + hp + " - [0:0]", ":" + hm + " - [0:0]"}
+	filter := []string{"*filter", ":" + hl + " - [0:0]"}
+	for _, j := range jumps(f, s.Network) {
+		line := iptview.Line(slices.Concat([]string{"-I", j.chain, "1"}, j.rule)...)
+		if j.table == "filter" {
+			filter = append(filter, line)
+		} else {
+			nat = append(nat, line)
+		}
+	}
+	for _, e := range entries {
+		at := []string{"-A", hp} // as add: a forward of one host address goes before those of every address
+		if e.HostIP.IsValid() {
+			at = []string{"-I", hp, "1"}
+		}
+		nat = append(nat, iptview.Line(slices.Concat(at, dnatRule(e, s.Owner))...))
+	}
+	for _, pod := range Pods(entries) {
+		for _, r := range masqRules(pod, s.Owner) {
+			nat = append(nat, iptview.Line(slices.Concat([]string{"-A", hm}, r)...))
+		}
+	}
+	lines := append(nat, "COMMIT")
+	if f.proto == iptables.ProtocolIPv4 {
+		if s.HostIf != "" {
+			owner := s.Owner
+			if s.Shared {
+				owner = sharedOwner
+			}
+			filter = append(filter, iptview.Line(slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...))
+		}
+		lines = append(append(lines, filter...), "COMMIT")
+	}
+	return iptview.Restore(f.proto, lines)
+}
+
 // chainsOf lists the network's rules in each of its chains of family f:
 // nil for chains that do not exist. Read over netlink first where
 // iptables-nft keeps them, so a network without forwards costs no exec.
@@ -302,7 +348,8 @@ func absent(f iptFamily, names map[string]string) bool {
 }
 
 // removeWhere deletes the rules of the network's chains that drop says
-// go, and returns the forwards among them.
+// go, and returns the forwards among them: in one iptables-restore per
+// family, or rule by rule when that fails (a rule gone meanwhile).
 func (b iptBackend) removeWhere(network string, drop func(owner string) bool) ([]Entry, error) {
 	var removed []Entry
 	var errs []error
@@ -312,22 +359,45 @@ func (b iptBackend) removeWhere(network string, drop func(owner string) bool) ([
 			errs = append(errs, err)
 			continue
 		}
+		type del struct {
+			table, chain string
+			rule         ruleLine
+		}
+		var dels []del
 		for chain, rules := range chains {
 			table := "nat"
 			if chain == chainName("HL", network) {
 				table = "filter"
 			}
 			for _, r := range rules {
-				if !drop(r.owner()) {
+				if drop(r.owner()) {
+					dels = append(dels, del{table, chain, r})
+				}
+			}
+		}
+		if len(dels) == 0 {
+			continue
+		}
+		batch := map[string][]string{}
+		for _, d := range dels {
+			batch[d.table] = append(batch[d.table], iptview.Line(slices.Concat([]string{"-D", d.chain}, d.rule)...))
+		}
+		var lines []string
+		for _, table := range []string{"nat", "filter"} {
+			if len(batch[table]) > 0 {
+				lines = append(append(append(lines, "*"+table), batch[table]...), "COMMIT")
+			}
+		}
+		batched := iptview.Restore(f.proto, lines) == nil
+		for _, d := range dels {
+			if !batched {
+				if err := t.Delete(d.table, d.chain, d.rule...); err != nil {
+					errs = append(errs, fmt.Errorf("%s: delete from %s: %w", f.cmd, d.chain, err))
 					continue
 				}
-				if err := t.Delete(table, chain, r...); err != nil {
-					errs = append(errs, fmt.Errorf("%s: delete from %s: %w", f.cmd, chain, err))
-					continue
-				}
-				if e, ok := r.entry(); ok && chain == chainName("HP", network) {
-					removed = append(removed, e)
-				}
+			}
+			if e, ok := d.rule.entry(); ok && d.chain == chainName("HP", network) {
+				removed = append(removed, e)
 			}
 		}
 	}
@@ -402,6 +472,11 @@ func (b iptBackend) Drop(network string) error {
 		for _, r := range chains[chainName("HL", network)] {
 			errs = append(errs, netconf.SetRouteLocalnet(r.value("-i"), false))
 		}
+		// The jumps and the chains in one exec; one by one below when that
+		// fails (a jump or a chain already gone).
+		if iptview.Restore(f.proto, dropLines(f, network)) == nil {
+			continue
+		}
 		for _, j := range jumps(f, network) {
 			if err := iptview.DeleteIfExists(t, j.table, j.chain, j.rule...); err != nil {
 				errs = append(errs, fmt.Errorf("%s: delete jump from %s: %w", f.cmd, j.chain, err))
@@ -423,4 +498,25 @@ func (b iptBackend) Drop(network string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// dropLines is Drop's batch for family f: the jumps, then the chains.
+func dropLines(f iptFamily, network string) []string {
+	batch := map[string][]string{}
+	for _, j := range jumps(f, network) {
+		batch[j.table] = append(batch[j.table], iptview.Line(slices.Concat([]string{"-D", j.chain}, j.rule)...))
+	}
+	for _, c := range []struct{ table, chain string }{{"nat", chainName("HP", network)}, {"nat", chainName("HM", network)}, {"filter", chainName("HL", network)}} {
+		if c.table == "filter" && f.proto != iptables.ProtocolIPv4 {
+			continue // the loopback guard is IPv4's
+		}
+		batch[c.table] = append(batch[c.table], "-F "+c.chain, "-X "+c.chain)
+	}
+	var lines []string
+	for _, table := range []string{"nat", "filter"} {
+		if len(batch[table]) > 0 {
+			lines = append(append(append(lines, "*"+table), batch[table]...), "COMMIT")
+		}
+	}
+	return lines
 }

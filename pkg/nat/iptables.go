@@ -162,6 +162,9 @@ func jumpSubnet(line, chain string) (netip.Prefix, bool) {
 func (b *iptBackend) Ensure(s Spec) error {
 	network := s.Network
 	for p, rules := range byFamily(s) {
+		if absent(p, network) && firstWrite(p, network, rules) == nil {
+			continue
+		}
 		t, err := ipt(p)
 		if err != nil {
 			return err
@@ -198,11 +201,34 @@ func (b *iptBackend) Ensure(s Spec) error {
 	return nil
 }
 
+// absent reports whether, certainly, the network has no chain in family
+// p (read over netlink, no exec; see iptview).
+func absent(p iptables.Protocol, network string) bool {
+	chain := ChainName(network)
+	return iptview.Absent(p, func(table, c string) bool { return table == "nat" && c == chain })
+}
+
+// firstWrite makes the chain of a network that has none, and the jumps to
+// it, in one iptables-restore (one exec instead of one per rule; all or
+// nothing). Ensure writes them rule by rule when it fails.
+func firstWrite(p iptables.Protocol, network string, rules []Rule) error {
+	jumps, body := iptSpecs(network, rules)
+	chain := ChainName(network)
+	lines := []string{"*nat", ":" + chain + " - [0:0]"}
+	for _, spec := range body {
+		lines = append(lines, iptview.Line(append([]string{"-A", chain}, spec...)...))
+	}
+	for _, spec := range jumps {
+		lines = append(lines, iptview.Line(append([]string{"-A", "POSTROUTING"}, spec...)...))
+	}
+	return iptview.Restore(p, append(lines, "COMMIT"))
+}
+
 func (b *iptBackend) Remove(network string) error {
 	var errs []error
 	for _, p := range families {
 		chain := ChainName(network)
-		if iptview.Absent(p, func(table, c string) bool { return table == "nat" && c == chain }) {
+		if absent(p, network) {
 			continue // no chain, so no jump to it: nothing to exec iptables for
 		}
 		t, err := ipt(p)
@@ -213,6 +239,18 @@ func (b *iptBackend) Remove(network string) error {
 		lines, err := t.List("nat", "POSTROUTING")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list POSTROUTING: %w", err))
+			continue
+		}
+		// The jumps and the chain in one exec; rule by rule below when that
+		// fails (a jump gone meanwhile).
+		batch := []string{"*nat"}
+		for _, l := range lines {
+			if subnet, ok := jumpSubnet(l, chain); ok {
+				jumps, _ := iptSpecs(network, []Rule{{Network: network, Subnet: subnet}})
+				batch = append(batch, iptview.Line(append([]string{"-D", "POSTROUTING"}, jumps[0]...)...))
+			}
+		}
+		if iptview.Restore(p, append(batch, "-F "+chain, "-X "+chain, "COMMIT")) == nil {
 			continue
 		}
 		for _, l := range lines {
