@@ -11,7 +11,7 @@ import (
 )
 
 // Conflict reports, as ErrPortTaken, a forward already on the host that
-// clashes with one of s's (see clash), other than those kind's own Add
+// clashes with one of s's (see Clash), other than those kind's own Add
 // judges (the network's forwards in kind): other networks' in either
 // backend, and the network's own in the other backend, which outlived a
 // switch of ipMasqBackend — those of s.Owner itself (the same attachment
@@ -27,7 +27,7 @@ func Conflict(s Spec, kind string) error {
 		if owner == s.Owner || own && s.Live != nil && !s.Live(owner, old.Pod) {
 			return nil
 		}
-		if slices.ContainsFunc(s.Entries, func(e Entry) bool { return clash(e, old) }) {
+		if slices.ContainsFunc(s.Entries, func(e Entry) bool { return Clash(e, old) }) {
 			return taken(old, owner, where)
 		}
 		return nil
@@ -38,13 +38,13 @@ func Conflict(s Spec, kind string) error {
 	return iptConflict(s, kind, seen)
 }
 
-// clash reports whether the host cannot have both forwards: the same
+// Clash reports whether the host cannot have both forwards: the same
 // protocol and host port for pods of one family, on host addresses that
 // meet — both on one address, or either on every address (which of two
 // networks' forwards would take the traffic then depends on the order of
 // their chains; within one network the one of a given address is meant
 // to win, and Add allows it).
-func clash(a, b Entry) bool {
+func Clash(a, b Entry) bool {
 	return a.Proto == b.Proto && a.HostPort == b.HostPort && a.Pod.Is4() == b.Pod.Is4() &&
 		(!a.HostIP.IsValid() || !b.HostIP.IsValid() || a.HostIP == b.HostIP)
 }

@@ -122,8 +122,16 @@ type Node struct {
 	links       map[string]netconf.Attachment // host link name → alias
 	// strayPorts are forwards whose owner is no attachment found.
 	strayPorts []strayPorts
+	// forwards are every forward read, by network and owner.
+	forwards []forward
 	// unreadable are conflists and stores that could not be read.
 	unreadable []Problem
+}
+
+// forward is one forward of a network's attachment.
+type forward struct {
+	network, owner string
+	e              hostport.Entry
 }
 
 // strayPorts are the forwards of one owner that Read matched to no
@@ -375,6 +383,11 @@ func (n *Node) readPorts(byKey map[[3]string]*Attachment) {
 			if owners, err := b.List(netconf.Key(net.Name)); err == nil && len(owners) > 0 {
 				n.givePorts(byKey, net.Name, owners)
 				net.portBackends = append(net.portBackends, kind)
+				for owner, entries := range owners {
+					for _, e := range entries {
+						n.forwards = append(n.forwards, forward{net.Name, owner, e})
+					}
+				}
 			}
 		}
 	}
@@ -506,6 +519,7 @@ const (
 	UnreadableRules    = "unreadable-rules"
 	DuplicateNetwork   = "duplicate-network"
 	RulesMissing       = "rules-missing"
+	PortConflict       = "port-conflict"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
@@ -575,6 +589,7 @@ func (n *Node) Audit() []Problem {
 		out = append(out, Problem{Kind: NATWithoutAttached, Detail: "iptables chain " + c + " of a network in no conflist (its name is a hash netns-cni cannot reverse)",
 			Fix: "put the network's conflist back and run repair, or remove the chain and the jumps to it by hand (iptables-save | grep " + c + ")"})
 	}
+	out = append(out, n.portConflicts()...)
 	for _, sp := range n.strayPorts {
 		out = append(out, Problem{Kind: PortsWithoutOwner, Network: sp.network,
 			Detail: fmt.Sprintf("host ports %s forwarded for %s, which has no attachment on this host", strings.Join(sp.ports, ", "), sp.owner),
@@ -589,6 +604,24 @@ func (n *Node) Audit() []Problem {
 		}
 		for _, k := range net.UnknownKeys {
 			out = append(out, Problem{Kind: UnknownKey, Network: net.Name, Detail: net.File + ": " + k, Fix: "correct or remove the key"})
+		}
+	}
+	return out
+}
+
+// portConflicts finds host ports two networks forward (hostport.Clash):
+// only one of them gets the traffic, whichever's chain runs first. ADD
+// refuses such a second forward; older versions did not.
+func (n *Node) portConflicts() []Problem {
+	var out []Problem
+	for i, a := range n.forwards {
+		for _, b := range n.forwards[i+1:] {
+			if a.network != b.network && hostport.Clash(a.e, b.e) {
+				out = append(out, Problem{Kind: PortConflict, Network: a.network,
+					Detail: fmt.Sprintf("%s (%s of network %s) and %s (%s of network %s) forward the same host port: only one gets the traffic",
+						a.e, a.owner, a.network, b.e, b.owner, b.network),
+					Fix: "restart one of the two pods with another hostPort (netns-cni list shows them)"})
+			}
 		}
 	}
 	return out

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
+	"github.com/netns-cni/netns-cni/pkg/hostport"
 	"github.com/netns-cni/netns-cni/pkg/ipam"
 	"github.com/netns-cni/netns-cni/pkg/nat"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
@@ -355,5 +357,45 @@ func TestAuditRulesMissing(t *testing.T) {
 	}
 	if r := audit(); r.exit != 0 {
 		t.Fatalf("audit after the DEL: exit %d\n%s", r.exit, r.stdout)
+	}
+}
+
+// TestAuditPortConflict: two networks forwarding one host port (what
+// versions before the cross-network check could leave behind): audit
+// names both forwards.
+func TestAuditPortConflict(t *testing.T) {
+	w := newWorld(t)
+	var lists []*libcni.NetworkConfigList
+	for i, subnet := range []string{"10.41.0.0/24", "10.42.0.0/24"} {
+		lists = append(lists, w.list("1.1.0", fmt.Sprintf("pc%d", i), fmt.Sprintf(`{"type":"veth-ptp",%s,"ipam":{"type":"host-local","dataDir":%q,"subnet":%q}}`,
+			capPorts, filepath.Join(w.sb.Dir, "ipam"), subnet)))
+	}
+	rt := withPorts(w.rt("pc-a", w.sb.PodT(t, "a"), "eth0"), tcpPort(9090, 80))
+	if _, err := w.add(lists[0], rt); err != nil {
+		t.Fatal(err)
+	}
+	audit := func() execResult {
+		return w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", "--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "audit", "--json")
+	}
+	if r := audit(); strings.Contains(r.stdout, "port-conflict") {
+		t.Fatalf("audit with one forward:\n%s", r.stdout)
+	}
+	// The second network's forward of the same port, as an older version
+	// wrote it (no check across networks).
+	second := hostport.Spec{Network: netconf.Key(lists[1].Name), Owner: "old/eth0",
+		Entries: hostport.Plan([]hostport.Mapping{{HostPort: 9090, ContainerPort: 80}}, []netip.Addr{netip.MustParseAddr("10.42.0.9")})}
+	b, _ := hostport.New(hostport.NFTables)
+	if err := w.inHost(func() error { return b.Add(second) }); err != nil {
+		t.Fatal(err)
+	}
+	r := audit()
+	if r.exit != 1 || !strings.Contains(r.stdout, `"port-conflict"`) || !strings.Contains(r.stdout, "old/eth0") || !strings.Contains(r.stdout, lists[0].Name) {
+		t.Fatalf("audit with two networks forwarding port 9090: exit %d\n%s%s", r.exit, r.stdout, r.stderr)
+	}
+	if err := w.inHost(func() error { return b.Drop(netconf.Key(lists[1].Name)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.del(lists[0], rt); err != nil {
+		t.Fatal(err)
 	}
 }
