@@ -94,6 +94,9 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	case cmd == nil && pos[0] != "help":
 		fmt.Fprintf(stderr, "netns-cni: unknown command %q; %s\n", pos[0], want)
 		return 2
+	case pos[0] == "help":
+		fmt.Fprintf(stderr, "netns-cni: help takes at most one command, got %q\n", pos[1:])
+		return 2
 	case len(pos) > 1:
 		fmt.Fprintf(stderr, "netns-cni: %s takes no arguments, got %q\n", pos[0], pos[1:])
 		return 2

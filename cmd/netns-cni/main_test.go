@@ -24,6 +24,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"help", "frob"}, 2, "", `help: unknown command "frob"`},
 		{[]string{"frob"}, 2, "", `unknown command "frob"`},
 		{[]string{"list", "extra"}, 2, "", `list takes no arguments, got ["extra"]`},
+		{[]string{"help", "list", "audit"}, 2, "", `help takes at most one command`},
 		{[]string{"--bogus"}, 2, "", "run 'netns-cni help'"},
 		{[]string{"--version"}, 0, "netns-cni dev", ""},
 	} {
