@@ -10,32 +10,50 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/iptview"
 )
 
+// Leftover is a forward of the network in the backend it does not add
+// to: the attachment's own from before an ipMasqBackend switch, or a dead
+// attachment's. It takes the traffic if it stays (whichever backend's rule
+// runs first wins), so the caller removes it before adding.
+type Leftover struct {
+	Kind  string // its backend
+	Owner string
+	Entry Entry
+}
+
 // Conflict reports, as ErrPortTaken, a forward already on the host that
 // clashes with one of s's (see Clash), other than those kind's own Add
 // judges (the network's forwards in kind): other networks' in either
 // backend, and the network's own in the other backend, which outlived a
-// switch of ipMasqBackend — those of s.Owner itself (the same attachment
-// added again) and stale ones (s.Live) excepted, as Add excepts them. The
+// switch of ipMasqBackend — except those of s.Owner itself (the same
+// attachment added again) and stale ones (s.Live), which it returns as
+// leftovers to remove, as Add replaces them in its own backend. The
 // caller holds the host ports lock (pkg/lock), so two networks' ADDs
 // cannot both find a port free. Reading costs netlink, and iptables execs
 // only for a family where some network has an iptables forward chain.
-func Conflict(s Spec, kind string) error {
+func Conflict(s Spec, kind string) ([]Leftover, error) {
 	if len(s.Entries) == 0 {
-		return nil
+		return nil, nil
 	}
-	seen := func(old Entry, owner, where string, own bool) error {
-		if owner == s.Owner || own && s.Live != nil && !s.Live(owner, old.Pod) {
-			return nil
-		}
-		if slices.ContainsFunc(s.Entries, func(e Entry) bool { return Clash(e, old) }) {
+	var leftovers []Leftover
+	seen := func(in string) func(Entry, string, string, bool) error {
+		return func(old Entry, owner, where string, own bool) error {
+			if !slices.ContainsFunc(s.Entries, func(e Entry) bool { return Clash(e, old) }) {
+				return nil
+			}
+			if own && (owner == s.Owner || s.Live != nil && !s.Live(owner, old.Pod)) {
+				leftovers = append(leftovers, Leftover{in, owner, old})
+				return nil
+			}
 			return taken(old, owner, where)
 		}
-		return nil
 	}
-	if err := nftConflict(s.Network, kind, seen); err != nil {
-		return err
+	if err := nftConflict(s.Network, kind, seen(NFTables)); err != nil {
+		return nil, err
 	}
-	return iptConflict(s, kind, seen)
+	if err := iptConflict(s, kind, seen(IPTables)); err != nil {
+		return nil, err
+	}
+	return leftovers, nil
 }
 
 // Clash reports whether the host cannot have both forwards: the same

@@ -407,7 +407,7 @@ func TestConflict(t *testing.T) {
 			other := func(kind string, ms ...Mapping) error {
 				s := Spec{Network: "other", Owner: "b/eth0", Entries: Plan(ms, addrs("10.8.0.2"))}
 				var err error
-				l.onHost(t, func() error { err = Conflict(s, kind); return nil })
+				l.onHost(t, func() error { _, err = Conflict(s, kind); return nil })
 				return err
 			}
 			for _, kind := range []string{NFTables, IPTables} {
@@ -430,27 +430,35 @@ func TestConflict(t *testing.T) {
 				}
 			}
 			// The network's own forwards in the other backend: those of the
-			// attachment itself, and stale ones, are no clash; a live
-			// attachment's is.
+			// attachment itself, and stale ones, are no clash but leftovers
+			// to remove (left, they would take the traffic); a live
+			// attachment's is a clash.
 			otherKind := map[string]string{NFTables: IPTables, IPTables: NFTables}[held]
-			own := func(owner string, live bool) error {
+			own := func(owner string, live bool) ([]Leftover, error) {
 				s := l.spec(owner, Mapping{HostPort: 8080, ContainerPort: 80})
 				s.Live = func(string, netip.Addr) bool { return live }
+				var left []Leftover
 				var err error
-				l.onHost(t, func() error { err = Conflict(s, otherKind); return nil })
-				return err
+				l.onHost(t, func() error { left, err = Conflict(s, otherKind); return nil })
+				return left, err
 			}
-			if err := own("a/eth0", true); err != nil {
-				t.Errorf("the attachment's own forward in %s: %v", held, err)
+			for _, tc := range []struct {
+				owner string
+				live  bool
+			}{{"a/eth0", true}, {"c/eth0", false}} {
+				left, err := own(tc.owner, tc.live)
+				if err != nil || len(left) != 2 || left[0].Kind != held || left[0].Owner != "a/eth0" || left[0].Entry.HostPort != 8080 {
+					t.Errorf("%s (live %v) asking for 8080 held by a/eth0 in %s: %+v, %v; want a/eth0's two forwards (IPv4, IPv6) as leftovers", tc.owner, tc.live, held, left, err)
+				}
 			}
-			if err := own("c/eth0", false); err != nil {
-				t.Errorf("a stale forward in %s: %v", held, err)
-			}
-			if err := own("c/eth0", true); !errors.Is(err, ErrPortTaken) {
+			if _, err := own("c/eth0", true); !errors.Is(err, ErrPortTaken) {
 				t.Errorf("a live attachment's forward in %s: %v, want ErrPortTaken", held, err)
 			}
 			// Its forwards in the backend it adds to are Add's to judge.
-			l.onHost(t, func() error { return Conflict(l.spec("c/eth0", Mapping{HostPort: 8080, ContainerPort: 80}), held) })
+			l.onHost(t, func() error {
+				_, err := Conflict(l.spec("c/eth0", Mapping{HostPort: 8080, ContainerPort: 80}), held)
+				return err
+			})
 			l.onHost(t, func() error { return l.b.Drop("net") })
 		})
 	}

@@ -160,6 +160,11 @@ func lockDir() (string, error) {
 			dir = filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netns-cni", "locks")
 		}
 	}
+	if !filepath.IsAbs(dir) {
+		// Relative to the runtime's working directory, which differs from
+		// runtime to runtime: they would not exclude each other.
+		return "", fmt.Errorf("%s: %q is not an absolute path", DirEnv, dir)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
@@ -167,7 +172,10 @@ func lockDir() (string, error) {
 	if err := unix.Lstat(dir, &st); err != nil {
 		return "", err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", fmt.Errorf("lock directory %s is not a directory (a symbolic link, or a file): remove it", dir)
+	}
+	if int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
 		return "", fmt.Errorf("lock directory %s is not a directory of uid %d that only it may write (mode %o, owner %d): remove it",
 			dir, os.Geteuid(), st.Mode&0o7777, st.Uid)
 	}

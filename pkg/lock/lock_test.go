@@ -143,6 +143,13 @@ func TestNoSquatting(t *testing.T) {
 		t.Fatal(err)
 	}
 	u()
+	// A relative lock directory is refused: runtimes in different working
+	// directories would not exclude each other.
+	t.Setenv(DirEnv, "relative/locks")
+	if _, err := Acquire("x", 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Fatalf("a relative lock directory: %v", err)
+	}
+	t.Setenv(DirEnv, dir)
 	// A lock directory others may write is refused, not used.
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)

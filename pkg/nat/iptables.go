@@ -178,11 +178,11 @@ func (b *iptBackend) Ensure(s Spec) error {
 				return fmt.Errorf("add rule to %s: %w", ChainName(network), err)
 			}
 		}
-		if !ok && missing == nil {
-			// First ADD of the network, or the chain altered (emptied, a
-			// rule the network no longer has such as a nonMasqueradeCIDR
-			// taken out, MASQUERADE not last): write it whole. ClearChain
-			// creates or empties it.
+		if !ok && missing == nil && rewrite(p, network, body) != nil {
+			// The chain altered (emptied, a rule the network no longer has
+			// such as a nonMasqueradeCIDR taken out, MASQUERADE not last):
+			// written whole in one exec above (rewrite), or, when that
+			// fails, rule by rule here. ClearChain creates or empties it.
 			if err := t.ClearChain("nat", ChainName(network)); err != nil {
 				return fmt.Errorf("create chain %s: %w", ChainName(network), err)
 			}
@@ -220,6 +220,20 @@ func firstWrite(p iptables.Protocol, network string, rules []Rule) error {
 	}
 	for _, spec := range jumps {
 		lines = append(lines, iptview.Line(append([]string{"-A", "POSTROUTING"}, spec...)...))
+	}
+	return iptview.Restore(p, append(lines, "COMMIT"))
+}
+
+// rewrite writes the network's chain whole, as body, in one
+// iptables-restore: declaring the chain empties it in the same
+// transaction, so live pods' traffic never meets it half written (rule by
+// rule, a plugin killed between the flush and the MASQUERADE rule left
+// them unmasqueraded until the next ADD).
+func rewrite(p iptables.Protocol, network string, body [][]string) error {
+	chain := ChainName(network)
+	lines := []string{"*nat", ":" + chain + " - [0:0]"}
+	for _, spec := range body {
+		lines = append(lines, iptview.Line(append([]string{"-A", chain}, spec...)...))
 	}
 	return iptview.Restore(p, append(lines, "COMMIT"))
 }

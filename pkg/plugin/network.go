@@ -184,8 +184,16 @@ func (n *Network) MapPorts(s hostport.Spec) error {
 			return err
 		}
 		defer unlock()
-		if err := hostport.Conflict(s, n.Backend); err != nil {
+		leftovers, err := hostport.Conflict(s, n.Backend)
+		if err != nil {
 			return wrap("port mappings", err)
+		}
+		for _, l := range leftovers {
+			// All the owner has there: its hairpin and loopback marks too.
+			other, _ := hostport.New(l.Kind)
+			if _, err := other.Collect(s.Network, func(owner string) bool { return owner != l.Owner }); err != nil {
+				return wrap("port mappings: remove what "+l.Owner+" left in "+l.Kind, err)
+			}
 		}
 		return wrap("port mappings", b.Add(s))
 	})

@@ -342,6 +342,45 @@ func hostPortRace(t *testing.T, backends [2]string) {
 	}
 }
 
+// TestStaleForwardInTheOtherBackend: a pod gone without its DEL left a
+// forward in nftables; the operator switched ipMasqBackend to iptables; a
+// new pod asks for the same port. The ADD takes the port over and the old
+// forward goes (it used to stay, ahead of the new one: the port led to
+// the dead pod's address).
+func TestStaleForwardInTheOtherBackend(t *testing.T) {
+	w := newWorld(t)
+	out := w.outside(t)
+	conf := func(backend string) *libcni.NetworkConfigList {
+		return w.list("1.1.0", "stale", w.ptpConf("veth-ptp", families[0], capPorts+fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q`, backend)))
+	}
+	a := w.sb.PodT(t, "a")
+	resA, err := w.add(conf("nftables"), withPorts(w.rt("stale-a", a, "eth0"), tcpPort(8080, 80)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a dies without a DEL: its address is no longer reserved to it, its link is gone.
+	store := filepath.Join(w.sb.Dir, "ipam", conf("nftables").Name)
+	if err := os.Remove(filepath.Join(store, resA.IPs[0].Address.IP.String())); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.inHost(func() error { return exec.Command("ip", "link", "del", resA.Interfaces[0].Name).Run() }); err != nil {
+		t.Fatal(err)
+	}
+	b := w.sb.PodT(t, "b")
+	serveSource(t, b)
+	rtB := withPorts(w.rt("stale-b", b, "eth0"), tcpPort(8080, 80))
+	if _, err := w.add(conf("iptables"), rtB); err != nil {
+		t.Fatalf("ADD of b: %v", err)
+	}
+	wantAnswer(t, out, "tcp", "192.0.2.1:8080", "192.0.2.2")
+	if n := strings.Count(w.hostState(t), "stale-a"); n != 0 {
+		t.Errorf("%d lines of the dead pod's state left:\n%s", n, w.hostState(t))
+	}
+	if err := w.del(conf("iptables"), rtB); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestMigrationFromReferencePortmap: a node whose conflist moves from the
 // reference ptp with portmap to veth-ptp with the built-in mappings, with
 // a mapped pod live. The pod's DEL goes through the new conflist — no
