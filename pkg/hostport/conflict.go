@@ -2,6 +2,7 @@ package hostport
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -47,7 +48,7 @@ func Conflict(s Spec, kind string) ([]Leftover, error) {
 			return taken(old, owner, where)
 		}
 	}
-	if err := nftConflict(s.Network, kind, seen(NFTables)); err != nil {
+	if err := nftConflict(s.Network, kind, s.Entries, seen(NFTables)); err != nil {
 		return nil, err
 	}
 	if err := iptConflict(s, kind, seen(IPTables)); err != nil {
@@ -67,7 +68,12 @@ func Clash(a, b Entry) bool {
 		(!a.HostIP.IsValid() || !b.HostIP.IsValid() || a.HostIP == b.HostIP)
 }
 
-func nftConflict(network, kind string, seen func(Entry, string, string, bool) error) error {
+// nftConflict looks for the forwards of entries' host ports in the other
+// tables by key, as a map lookup (the forward on the same address, and,
+// for a forward of one address, that of every address), so its cost does
+// not grow with the forwards on the node; only a forward of every address
+// reads the tables' forwards of one address (few: hostIP is rare).
+func nftConflict(network, kind string, entries []Entry, seen func(Entry, string, string, bool) error) error {
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -78,18 +84,53 @@ func nftConflict(network, kind string, seen func(Entry, string, string, bool) er
 		skip = own // Add judges these
 	}
 	tables, err := otherTables(conn, skip)
+	if err != nil || len(tables) == 0 {
+		return err
+	}
+	g, err := newGetter()
 	if err != nil {
 		return err
 	}
+	defer g.close()
 	for _, t := range tables {
-		owners, err := nftBackend{}.list(conn, t)
-		if err != nil {
-			return err
+		where, mine := strings.TrimPrefix(t.Name, "netns-cni-"), t.Name == own
+		look := func(e Entry) error {
+			set, key, _ := elem(e)
+			cur, found, err := g.get(t, set, key)
+			if err != nil || !found {
+				return err
+			}
+			old, _ := entryOf(set, key, cur.val)
+			return seen(old, cur.owner, where, mine)
 		}
-		for owner, entries := range owners {
-			for _, old := range entries {
-				if err := seen(old, owner, strings.TrimPrefix(t.Name, "netns-cni-"), t.Name == own); err != nil {
+		everyAddress := false
+		for _, e := range entries {
+			if err := look(e); err != nil {
+				return err
+			}
+			if e.HostIP.IsValid() {
+				e.HostIP = netip.Addr{}
+				if err := look(e); err != nil {
 					return err
+				}
+			} else {
+				everyAddress = true
+			}
+		}
+		if !everyAddress {
+			continue
+		}
+		ss := sets(t)
+		for _, f := range families {
+			els, err := elements(conn, ss[f.hostIP()])
+			if err != nil {
+				return err
+			}
+			for _, el := range els {
+				if old, ok := entryOf(f.hostIP(), el.Key, el.Val); ok {
+					if err := seen(old, el.Comment, where, mine); err != nil {
+						return err
+					}
 				}
 			}
 		}
