@@ -121,12 +121,13 @@ func ensureForward(f family, s ForwardSpec) error {
 	// The network's first attachment (no chain yet, netlink says):
 	// chain, rules and jump in one exec.
 	if absent(f, s.Network) {
-		lines := []string{"*filter", ":" + chain + " - [0:0]"}
+		var b iptview.Batch
+		b.Add("filter", ":"+chain, "-", "[0:0]")
 		for _, r := range body {
-			lines = append(lines, iptview.Line(append([]string{"-A", chain}, r...)...))
+			b.Add("filter", append([]string{"-A", chain}, r...)...)
 		}
-		lines = append(lines, iptview.Line(append([]string{"-I", "FORWARD", "1"}, f.jump(s.Network)...)...), "COMMIT")
-		if err := iptview.Restore(f.proto, lines); err == nil {
+		b.Add("filter", append([]string{"-I", "FORWARD", "1"}, f.jump(s.Network)...)...)
+		if err := b.Restore(f.proto); err == nil {
 			return nil
 		}
 		// Rule by rule below, which names what is wrong.
@@ -233,8 +234,11 @@ func removeForward(f family, network string) error {
 	// The jump and the chain in one exec; when the jump is not there (an
 	// operator removed it), one by one below.
 	chain := ForwardChain(network)
-	if iptview.Restore(f.proto, []string{"*filter", iptview.Line(append([]string{"-D", "FORWARD"}, f.jump(network)...)...),
-		"-F " + chain, "-X " + chain, "COMMIT"}) == nil {
+	var b iptview.Batch
+	b.Add("filter", append([]string{"-D", "FORWARD"}, f.jump(network)...)...)
+	b.Add("filter", "-F", chain)
+	b.Add("filter", "-X", chain)
+	if b.Restore(f.proto) == nil {
 		return nil
 	}
 	t, err := f.open()

@@ -279,40 +279,35 @@ func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
 // it fails.
 func firstAdd(f iptFamily, s Spec, entries []Entry) error {
 	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
-	nat := []string{"*nat", ":" + hp + " - [0:0]", ":" + hm + " - [0:0]"}
-	filter := []string{"*filter", ":" + hl + " - [0:0]"}
+	var b iptview.Batch
+	b.Add("nat", ":"+hp, "-", "[0:0]")
+	b.Add("nat", ":"+hm, "-", "[0:0]")
+	if f.proto == iptables.ProtocolIPv4 { // the loopback guard is IPv4's
+		b.Add("filter", ":"+hl, "-", "[0:0]")
+	}
 	for _, j := range jumps(f, s.Network) {
-		line := iptview.Line(slices.Concat([]string{"-I", j.chain, "1"}, j.rule)...)
-		if j.table == "filter" {
-			filter = append(filter, line)
-		} else {
-			nat = append(nat, line)
-		}
+		b.Add(j.table, slices.Concat([]string{"-I", j.chain, "1"}, j.rule)...)
 	}
 	for _, e := range entries {
 		at := []string{"-A", hp} // as add: a forward of one host address goes before those of every address
 		if e.HostIP.IsValid() {
 			at = []string{"-I", hp, "1"}
 		}
-		nat = append(nat, iptview.Line(slices.Concat(at, dnatRule(e, s.Owner))...))
+		b.Add("nat", slices.Concat(at, dnatRule(e, s.Owner))...)
 	}
 	for _, pod := range Pods(entries) {
 		for _, r := range masqRules(pod, s.Owner) {
-			nat = append(nat, iptview.Line(slices.Concat([]string{"-A", hm}, r)...))
+			b.Add("nat", slices.Concat([]string{"-A", hm}, r)...)
 		}
 	}
-	lines := append(nat, "COMMIT")
-	if f.proto == iptables.ProtocolIPv4 {
-		if s.HostIf != "" {
-			owner := s.Owner
-			if s.Shared {
-				owner = sharedOwner
-			}
-			filter = append(filter, iptview.Line(slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...))
+	if s.HostIf != "" && f.proto == iptables.ProtocolIPv4 {
+		owner := s.Owner
+		if s.Shared {
+			owner = sharedOwner
 		}
-		lines = append(append(lines, filter...), "COMMIT")
+		b.Add("filter", slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...)
 	}
-	return iptview.Restore(f.proto, lines)
+	return b.Restore(f.proto)
 }
 
 // chainsOf lists the network's rules in each of its chains of family f:
@@ -378,17 +373,11 @@ func (b iptBackend) removeWhere(network string, drop func(owner string) bool) ([
 		if len(dels) == 0 {
 			continue
 		}
-		batch := map[string][]string{}
+		var batch iptview.Batch
 		for _, d := range dels {
-			batch[d.table] = append(batch[d.table], iptview.Line(slices.Concat([]string{"-D", d.chain}, d.rule)...))
+			batch.Add(d.table, slices.Concat([]string{"-D", d.chain}, d.rule)...)
 		}
-		var lines []string
-		for _, table := range []string{"nat", "filter"} {
-			if len(batch[table]) > 0 {
-				lines = append(append(append(lines, "*"+table), batch[table]...), "COMMIT")
-			}
-		}
-		batched := iptview.Restore(f.proto, lines) == nil
+		batched := batch.Restore(f.proto) == nil
 		for _, d := range dels {
 			if !batched {
 				if err := t.Delete(d.table, d.chain, d.rule...); err != nil {
@@ -474,7 +463,7 @@ func (b iptBackend) Drop(network string) error {
 		}
 		// The jumps and the chains in one exec; one by one below when that
 		// fails (a jump or a chain already gone).
-		if iptview.Restore(f.proto, dropLines(f, network)) == nil {
+		if dropBatch(f, network).Restore(f.proto) == nil {
 			continue
 		}
 		for _, j := range jumps(f, network) {
@@ -500,23 +489,18 @@ func (b iptBackend) Drop(network string) error {
 	return errors.Join(errs...)
 }
 
-// dropLines is Drop's batch for family f: the jumps, then the chains.
-func dropLines(f iptFamily, network string) []string {
-	batch := map[string][]string{}
+// dropBatch is Drop's batch for family f: the jumps, then the chains.
+func dropBatch(f iptFamily, network string) *iptview.Batch {
+	b := &iptview.Batch{}
 	for _, j := range jumps(f, network) {
-		batch[j.table] = append(batch[j.table], iptview.Line(slices.Concat([]string{"-D", j.chain}, j.rule)...))
+		b.Add(j.table, slices.Concat([]string{"-D", j.chain}, j.rule)...)
 	}
 	for _, c := range []struct{ table, chain string }{{"nat", chainName("HP", network)}, {"nat", chainName("HM", network)}, {"filter", chainName("HL", network)}} {
 		if c.table == "filter" && f.proto != iptables.ProtocolIPv4 {
 			continue // the loopback guard is IPv4's
 		}
-		batch[c.table] = append(batch[c.table], "-F "+c.chain, "-X "+c.chain)
+		b.Add(c.table, "-F", c.chain)
+		b.Add(c.table, "-X", c.chain)
 	}
-	var lines []string
-	for _, table := range []string{"nat", "filter"} {
-		if len(batch[table]) > 0 {
-			lines = append(append(append(lines, "*"+table), batch[table]...), "COMMIT")
-		}
-	}
-	return lines
+	return b
 }

@@ -62,20 +62,26 @@ func TestLacks(t *testing.T) {
 // quotes intact; a failing line leaves the table as it was.
 func TestRestore(t *testing.T) {
 	nstest.NeedCommand(t, "iptables-restore", "make deps")
-	if got := Line("-A", "C", "-m", "comment", "--comment", `a "b" c\`, ""); got != `-A C -m comment --comment "a \"b\" c\\" ""` {
-		t.Fatalf("Line: %s", got)
+	if got := line("-A", "C", "-m", "comment", "--comment", `a "b" c\`, ""); got != `-A C -m comment --comment "a \"b\" c\\" ""` {
+		t.Fatalf("line: %s", got)
 	}
 	sb := nstest.NewT(t)
 	err := sb.Host.Do(func() error {
 		p := iptables.ProtocolIPv4
-		if err := Restore(p, []string{"*filter", ":T-CHAIN - [0:0]", Line("-A", "T-CHAIN", "-m", "comment", "--comment", "two words", "-j", "ACCEPT"), "COMMIT"}); err != nil {
+		var b Batch
+		b.Add("filter", ":T-CHAIN", "-", "[0:0]")
+		b.Add("filter", "-A", "T-CHAIN", "-m", "comment", "--comment", "two words", "-j", "ACCEPT")
+		if err := b.Restore(p); err != nil {
 			t.Fatal(err)
 		}
 		out, _ := exec.Command("iptables", "-S", "T-CHAIN").CombinedOutput()
 		if want := `-A T-CHAIN -m comment --comment "two words" -j ACCEPT`; !strings.Contains(string(out), want) {
 			t.Fatalf("after Restore:\n%s\nwant %s", out, want)
 		}
-		err := Restore(p, []string{"*filter", "-F T-CHAIN", "-D FORWARD -j NO-SUCH-CHAIN", "COMMIT"})
+		var failing Batch
+		failing.Add("filter", "-F", "T-CHAIN")
+		failing.Add("filter", "-D", "FORWARD", "-j", "NO-SUCH-CHAIN")
+		err := failing.Restore(p)
 		if err == nil || !strings.Contains(err.Error(), "iptables-restore") {
 			t.Fatalf("a failing line: %v", err)
 		}

@@ -213,15 +213,11 @@ func absent(p iptables.Protocol, network string) bool {
 // nothing). Ensure writes them rule by rule when it fails.
 func firstWrite(p iptables.Protocol, network string, rules []Rule) error {
 	jumps, body := iptSpecs(network, rules)
-	chain := ChainName(network)
-	lines := []string{"*nat", ":" + chain + " - [0:0]"}
-	for _, spec := range body {
-		lines = append(lines, iptview.Line(append([]string{"-A", chain}, spec...)...))
-	}
+	b := chainBatch(network, body)
 	for _, spec := range jumps {
-		lines = append(lines, iptview.Line(append([]string{"-A", "POSTROUTING"}, spec...)...))
+		b.Add("nat", append([]string{"-A", "POSTROUTING"}, spec...)...)
 	}
-	return iptview.Restore(p, append(lines, "COMMIT"))
+	return b.Restore(p)
 }
 
 // rewrite writes the network's chain whole, as body, in one
@@ -230,12 +226,19 @@ func firstWrite(p iptables.Protocol, network string, rules []Rule) error {
 // rule, a plugin killed between the flush and the MASQUERADE rule left
 // them unmasqueraded until the next ADD).
 func rewrite(p iptables.Protocol, network string, body [][]string) error {
+	return chainBatch(network, body).Restore(p)
+}
+
+// chainBatch declares the network's chain (which empties it if it
+// exists) and writes body into it.
+func chainBatch(network string, body [][]string) *iptview.Batch {
 	chain := ChainName(network)
-	lines := []string{"*nat", ":" + chain + " - [0:0]"}
+	b := &iptview.Batch{}
+	b.Add("nat", ":"+chain, "-", "[0:0]")
 	for _, spec := range body {
-		lines = append(lines, iptview.Line(append([]string{"-A", chain}, spec...)...))
+		b.Add("nat", append([]string{"-A", chain}, spec...)...)
 	}
-	return iptview.Restore(p, append(lines, "COMMIT"))
+	return b
 }
 
 func (b *iptBackend) Remove(network string) error {
@@ -257,14 +260,16 @@ func (b *iptBackend) Remove(network string) error {
 		}
 		// The jumps and the chain in one exec; rule by rule below when that
 		// fails (a jump gone meanwhile).
-		batch := []string{"*nat"}
+		var batch iptview.Batch
 		for _, l := range lines {
 			if subnet, ok := jumpSubnet(l, chain); ok {
 				jumps, _ := iptSpecs(network, []Rule{{Network: network, Subnet: subnet}})
-				batch = append(batch, iptview.Line(append([]string{"-D", "POSTROUTING"}, jumps[0]...)...))
+				batch.Add("nat", append([]string{"-D", "POSTROUTING"}, jumps[0]...)...)
 			}
 		}
-		if iptview.Restore(p, append(batch, "-F "+chain, "-X "+chain, "COMMIT")) == nil {
+		batch.Add("nat", "-F", chain)
+		batch.Add("nat", "-X", chain)
+		if batch.Restore(p) == nil {
 			continue
 		}
 		for _, l := range lines {
