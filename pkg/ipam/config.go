@@ -126,7 +126,7 @@ func Parse(stdin []byte, cniArgs string) (*Config, []error) {
 		return c, nil
 	}
 	var errs []error
-	if c.Network == "" || strings.ContainsAny(c.Network, "/\x00") || c.Network == "." || c.Network == ".." {
+	if !dirName(c.Network) {
 		errs = append(errs, fmt.Errorf(`"name": %q cannot name a directory under dataDir`, c.Network))
 	}
 
@@ -223,7 +223,7 @@ func ParseStore(stdin []byte) (*Config, error) {
 	if c.Type != "host-local" {
 		return c, nil
 	}
-	if c.Network == "" || strings.ContainsAny(c.Network, "/\x00") || c.Network == "." || c.Network == ".." {
+	if !dirName(c.Network) {
 		return nil, fmt.Errorf(`"name": %q cannot name a directory under dataDir`, c.Network)
 	}
 	c.DataDir = raw.IPAM.DataDir
@@ -247,13 +247,19 @@ func DefaultStore(stdin []byte) *Config {
 		CNIVersion string `json:"cniVersion"`
 	}
 	_ = json.Unmarshal(stdin, &raw)
-	if raw.Name == "" || strings.ContainsAny(raw.Name, "/\x00") || raw.Name == "." || raw.Name == ".." {
+	if !dirName(raw.Name) {
 		return nil
 	}
 	if st, err := os.Stat(filepath.Join(defaultStores, raw.Name)); err != nil || !st.IsDir() {
 		return nil
 	}
 	return &Config{Network: raw.Name, CNIVersion: raw.CNIVersion, Type: "host-local", DataDir: defaultStores, LockTimeout: DefaultLockTimeout}
+}
+
+// dirName reports whether a network name can name its store's directory
+// under dataDir: one path element, not "." or "..".
+func dirName(network string) bool {
+	return network != "" && !strings.ContainsAny(network, "/\x00") && network != "." && network != ".."
 }
 
 // defaultStores is DefaultDataDir, which tests move.
