@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -327,6 +329,75 @@ func TestRouteAttributes(t *testing.T) {
 			}
 			if after := w.settled(t, before); after != before {
 				t.Fatalf("host changed:\n%s", stateDiff(before, after))
+			}
+		})
+	}
+}
+
+// TestDelOfAnotherNetworkOnATakenIfname: a container on network A with
+// eth0 gets an ADD of network B with eth0 too (a runtime or operator
+// mistake). B's ADD fails with code 4, and the runtime then sends B's DEL
+// for that container and ifname, as the spec asks after a failed ADD. The
+// host end's name comes from container ID and ifname, so B's DEL found A's
+// link and deleted it: the pod lost its network. Now it stays, whichever
+// plugin made A's attachment — either of ours, or the reference ptp.
+func TestDelOfAnotherNetworkOnATakenIfname(t *testing.T) {
+	for _, c := range []struct{ first, dir, second string }{
+		{"veth-ptp", binDir, "veth-ptp"},
+		{"bridge-nat", binDir, "veth-ptp"},
+		{"veth-ptp", binDir, "bridge-nat"},
+		{"ptp", upstreamDir, "veth-ptp"},
+		{"ptp", upstreamDir, "bridge-nat"},
+	} {
+		t.Run(c.first+"-then-"+c.second, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			conf := func(name, plugin, subnet, extra string) *libcni.NetworkConfigList {
+				fam := family{"v4", fmt.Sprintf(`[[{"subnet":%q}]]`, subnet), true, false}
+				text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf(plugin, fam, `"ipMasq":true`+extra))
+				list, err := libcni.ConfListFromBytes([]byte(text))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return list
+			}
+			extra := func(plugin, bridge string) string {
+				if plugin == "bridge-nat" {
+					return fmt.Sprintf(`,"bridge":%q,"isGateway":true,"removeEmptyBridge":true`, bridge)
+				}
+				return ""
+			}
+			first, second := conf("first", c.first, "10.10.0.0/24", extra(c.first, "brfirst")), conf("second", c.second, "10.11.0.0/24", extra(c.second, "brsecond"))
+			firstCNI := libcni.NewCNIConfigWithCacheDir([]string{c.dir}, w.cacheDir, nil)
+			pod := w.sb.PodT(t, "a")
+			rt := w.rt("pod-a", pod, "eth0")
+			if err := w.inHost(func() error { _, err := firstCNI.AddNetworkList(context.Background(), first, rt); return err }); err != nil {
+				t.Fatalf("ADD of the first network: %v", err)
+			}
+			_, err := w.add(second, rt)
+			var cniErr *types.Error
+			if !errors.As(err, &cniErr) || cniErr.Code != types.ErrInvalidEnvironmentVariables {
+				t.Fatalf("ADD of the second network on the taken eth0: %v, want code 4", err)
+			}
+			if err := w.del(second, rt); err != nil {
+				t.Fatalf("DEL of the second network after its failed ADD: %v", err)
+			}
+			if err := ping(t, pod, "10.10.0.1"); err != nil {
+				t.Fatalf("after the second network's DEL the pod no longer reaches the first network's gateway: %v (links %v)", err, linkNames(t, pod))
+			}
+			if err := w.inHost(func() error { return firstCNI.CheckNetworkList(context.Background(), first, rt) }); err != nil {
+				t.Fatalf("CHECK of the first network after the second's DEL: %v", err)
+			}
+			if err := w.inHost(func() error { return firstCNI.DelNetworkList(context.Background(), first, rt) }); err != nil {
+				t.Fatalf("DEL of the first network: %v", err)
+			}
+			if c.first == "bridge-nat" {
+				if err := w.gc(first); err != nil { // the empty bridge
+					t.Fatal(err)
+				}
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
 			}
 		})
 	}
