@@ -229,7 +229,7 @@ func deleteJump(t *iptables.IPTables, src string, a Attachment) error {
 	if ok, err := t.Exists("nat", "POSTROUTING", with...); err == nil && ok {
 		return t.Delete("nat", "POSTROUTING", with...)
 	}
-	return iptview.DeleteIfExists(t, "nat", "POSTROUTING", "-s", src, "-j", a.Chain())
+	return iptview.DeleteAll(t, "nat", "POSTROUTING", "-s", src, "-j", a.Chain())
 }
 
 // PortmapChain is the reference portmap's iptables chain of an attachment.

@@ -246,7 +246,7 @@ func removeForward(f family, network string) error {
 		return err
 	}
 	var errs []error
-	if err := iptview.DeleteIfExists(t, "filter", "FORWARD", f.jump(network)...); err != nil {
+	if err := iptview.DeleteAll(t, "filter", "FORWARD", f.jump(network)...); err != nil {
 		errs = append(errs, fmt.Errorf("%s: delete jump to %s: %w", f.cmd, chain, err))
 	}
 	if err := t.ClearAndDeleteChain("filter", chain); err != nil && !iptview.Gone(err) {

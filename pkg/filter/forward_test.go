@@ -169,6 +169,20 @@ func TestForward(t *testing.T) {
 	if strings.Contains(state(), ForwardChain("net")) {
 		t.Fatalf("left after the jumps were taken out by hand:\n%s", state())
 	}
+	// A jump doubled (by hand, or by two writers of an older version)
+	// kept the chain referenced after one delete: the last DEL failed once.
+	run(func() error { return EnsureForward(s) })
+	run(func() error {
+		for _, f := range families {
+			if out, err := exec.Command(f.cmd, append([]string{"-A", "FORWARD"}, f.jump("net")...)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v %s", f.cmd, err, out)
+			}
+		}
+		return RemoveForward("net")
+	})
+	if strings.Contains(state(), ForwardChain("net")) {
+		t.Fatalf("left after removing a doubled jump:\n%s", state())
+	}
 	run(func() error { return RemoveForward("net") })
 	if err := sb.Host.Do(func() error { return CheckForward(s) }); err == nil {
 		t.Fatal("CHECK passed without the rules")

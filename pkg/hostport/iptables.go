@@ -467,7 +467,7 @@ func (b iptBackend) Drop(network string) error {
 			continue
 		}
 		for _, j := range jumps(f, network) {
-			if err := iptview.DeleteIfExists(t, j.table, j.chain, j.rule...); err != nil {
+			if err := iptview.DeleteAll(t, j.table, j.chain, j.rule...); err != nil {
 				errs = append(errs, fmt.Errorf("%s: delete jump from %s: %w", f.cmd, j.chain, err))
 			}
 		}

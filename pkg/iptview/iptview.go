@@ -191,14 +191,26 @@ func Gone(err error) bool {
 		strings.Contains(msg, "No chain/target/match")
 }
 
-// DeleteIfExists is t.DeleteIfExists, for which a rule whose target chain
-// is gone is no error (Gone): on an iptables-legacy host the check before
-// the delete fails for it.
-func DeleteIfExists(t *iptables.IPTables, table, chain string, rule ...string) error {
-	if err := t.DeleteIfExists(table, chain, rule...); err != nil && !Gone(err) {
-		return err
+// DeleteAll deletes every copy of rule from chain (an iptables -D deletes
+// one), what is not there being no error — nor a rule whose target chain
+// is gone (Gone): on an iptables-legacy host the check before the delete
+// fails for it. A jump doubled by hand, or by two writers of an older
+// version, would otherwise keep its target chain referenced, and the
+// chain's delete after it would fail.
+func DeleteAll(t *iptables.IPTables, table, chain string, rule ...string) error {
+	const most = 64 // no chain is jumped to this often but by a runaway writer
+	for range most {
+		if err := t.DeleteIfExists(table, chain, rule...); err != nil {
+			if Gone(err) {
+				return nil
+			}
+			return err
+		}
+		if ok, err := t.Exists(table, chain, rule...); err != nil || !ok {
+			return nil // the delete above was the last copy (or it said gone)
+		}
 	}
-	return nil
+	return fmt.Errorf("%s %s: %s still there after %d deletes", table, chain, strings.Join(rule, " "), most)
 }
 
 // Batch is lines for iptables-restore by table, the tables in the order

@@ -280,7 +280,7 @@ func (b *iptBackend) Remove(network string) error {
 				continue
 			}
 			jumps, _ := iptSpecs(network, []Rule{{Network: network, Subnet: subnet}})
-			if err := iptview.DeleteIfExists(t, "nat", "POSTROUTING", jumps[0]...); err != nil {
+			if err := iptview.DeleteAll(t, "nat", "POSTROUTING", jumps[0]...); err != nil {
 				errs = append(errs, fmt.Errorf("delete jump to %s: %w", chain, err))
 			}
 		}
