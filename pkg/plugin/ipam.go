@@ -3,6 +3,7 @@ package plugin
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,12 +11,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/netns-cni/netns-cni/pkg/ipam"
 )
@@ -132,7 +135,7 @@ func (m *IPAM) Add(ctx context.Context) (*current.Result, func() error, error) {
 		if err != nil {
 			return nil, nil, DecodeError("ipam %s result: %v", m.Type, err)
 		}
-		release := func() error { return invoke.DelegateDel(context.Background(), m.Type, m.stdin, nil) }
+		release := func() error { return m.delegateDel(context.Background()) }
 		return res, release, nil
 	}
 	leases, err := m.Local.Allocate(m.owner)
@@ -179,9 +182,97 @@ func (m *IPAM) Del(ctx context.Context) error {
 		if err := m.findDelegate(); err != nil {
 			return err
 		}
-		return invoke.DelegateDel(ctx, m.Type, m.stdin, nil)
+		return m.delegateDel(ctx)
 	}
 	return ipamError(m.Local.Release(m.owner))
+}
+
+// delegateDel is the delegated IPAM plugin's DEL. When the plugin refuses
+// the config's cniVersion (code 1) — a config edited to a newer version
+// under live pods, or an ADD that failed for that very reason — the DEL is
+// sent again at the highest version the plugin supports (its VERSION
+// answer), prevResult converted to it: DEL means the same at every
+// version, and a refusal repeated on every retry would keep the pod from
+// ever being removed while its addresses stayed held.
+func (m *IPAM) delegateDel(ctx context.Context) error {
+	err := invoke.DelegateDel(ctx, m.Type, m.stdin, nil)
+	var e *types.Error
+	if !errors.As(err, &e) || e.Code != types.ErrIncompatibleCNIVersion {
+		return err
+	}
+	_, versions := m.delegateSupports(ctx, "")
+	v := highest(versions)
+	if v == "" || v == m.version() {
+		return err
+	}
+	stdin, cerr := withCNIVersion(m.stdin, v)
+	if cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	slog.Info("the IPAM plugin refused the config's cniVersion: its DEL sent again at the highest it supports",
+		"ipam", m.Type, "cniVersion", m.version(), "sentAt", v)
+	return invoke.DelegateDel(ctx, m.Type, stdin, nil)
+}
+
+// version is the config's cniVersion.
+func (m *IPAM) version() string {
+	var c struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	_ = json.Unmarshal(m.stdin, &c)
+	return c.CNIVersion
+}
+
+// delegateSupports reports whether the delegated IPAM plugin supports spec
+// version v (its VERSION answer, one exec), and the versions it supports;
+// true when it cannot tell.
+func (m *IPAM) delegateSupports(ctx context.Context, v string) (bool, []string) {
+	path, err := invoke.FindInPath(m.Type, filepath.SplitList(os.Getenv("CNI_PATH")))
+	if err != nil {
+		return true, nil
+	}
+	info, err := invoke.GetVersionInfo(ctx, path, nil)
+	if err != nil {
+		return true, nil
+	}
+	versions := info.SupportedVersions()
+	return slices.Contains(versions, v), versions
+}
+
+// highest is the highest of spec versions ("" for none).
+func highest(versions []string) string {
+	top := ""
+	for _, v := range versions {
+		if ge, err := version.GreaterThanOrEqualTo(v, top); top == "" || err == nil && ge {
+			top = v
+		}
+	}
+	return top
+}
+
+// withCNIVersion is the config stdin at cniVersion v, its prevResult (if
+// any) converted to v; every other key as it was.
+func withCNIVersion(stdin []byte, v string) ([]byte, error) {
+	var conf map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &conf); err != nil {
+		return nil, err
+	}
+	var from string
+	_ = json.Unmarshal(conf["cniVersion"], &from)
+	conf["cniVersion"], _ = json.Marshal(v)
+	if raw, ok := conf["prevResult"]; ok {
+		r, err := version.NewResult(from, raw)
+		if err == nil {
+			r, err = r.GetAsVersion(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("prevResult at cniVersion %s: %w", v, err)
+		}
+		if conf["prevResult"], err = json.Marshal(r); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(conf)
 }
 
 // Check verifies the reservation matches the addresses of prev.
@@ -206,6 +297,11 @@ func (m *IPAM) Check(ctx context.Context, prev *current.Result) error {
 // owners it released (none known when the IPAM plugin is delegated).
 func (m *IPAM) GC(ctx context.Context, valid []types.GCAttachment, keep func(id, ifname string) bool) (map[ipam.Owner][]netip.Addr, error) {
 	if m.Local == nil {
+		if ok, versions := m.delegateSupports(ctx, "1.1.0"); !ok {
+			slog.Warn("the IPAM plugin has no GC (spec 1.1.0): its reservations of attachments gone are not collected",
+				"ipam", m.Type, "supports", versions)
+			return nil, nil
+		}
 		return nil, invoke.DelegateGC(ctx, m.Type, m.stdin, nil)
 	}
 	listed := map[ipam.Owner]bool{}
@@ -231,7 +327,16 @@ func (m *IPAM) Status(ctx context.Context) error {
 		if err := m.findDelegate(); err != nil {
 			return UnavailableError("%s", CNIError(err).Msg)
 		}
-		return invoke.DelegateStatus(ctx, m.Type, m.stdin, nil)
+		err := invoke.DelegateStatus(ctx, m.Type, m.stdin, nil)
+		if err == nil {
+			return nil
+		}
+		// Asked only on failure: STATUS runs every few seconds.
+		if ok, versions := m.delegateSupports(ctx, m.version()); !ok {
+			return UnavailableError("ipam plugin %q supports spec versions %v, not the config's cniVersion %s: no ADD can get addresses; "+
+				"lower cniVersion or install a newer %s", m.Type, versions, m.version(), m.Type)
+		}
+		return err
 	}
 	if err := m.Local.Status(); err != nil {
 		return UnavailableError("ipam: %v", err)

@@ -686,3 +686,77 @@ func TestDelegatedIPAMWithoutCNIPath(t *testing.T) {
 		t.Fatalf("after the DEL:\n%s", stateDiff(before, after))
 	}
 }
+
+// TestDelegatedIPAMOlderThanTheConfig: a delegated IPAM plugin that
+// supports spec versions up to 1.0.0 (Debian's 1.1.1 host-local, under
+// another name so it is delegated) made a pod's reservation; then the
+// operator raised the conflist's cniVersion to 1.1.0. The plugin refuses
+// 1.1.0, so DEL failed on every retry with code 1 and the address stayed
+// held; GC and STATUS failed with the plugin's "missing containerID"
+// (it knows neither verb). Now DEL is sent again at the version the
+// plugin supports and releases the address; GC skips a plugin without
+// GC; STATUS says, code 50, why no ADD can get addresses. An ADD at 1.1.0
+// fails (code 1) and the DEL after it succeeds.
+func TestDelegatedIPAMOlderThanTheConfig(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	ipamDir := filepath.Join(w.sb.Dir, "old-ipam")
+	if err := os.MkdirAll(ipamDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(refDir, "host-local"), filepath.Join(ipamDir, "old-host-local")); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(w.sb.Dir, "ipam")
+	name := "older-" + w.sb.ID
+	conf := func(v string) string {
+		return fmt.Sprintf(`{"cniVersion":%q,"name":%q,"type":"veth-ptp","ipMasq":true,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],
+			"ipam":{"type":"old-host-local","dataDir":%q,"subnet":"10.14.0.0/24"}}`, v, name, dataDir)
+	}
+	env := func(cmd, id string, pod *nsutil.NS) []string {
+		e := w.pluginEnv(cmd, id, pod.Path(), "eth0")
+		for i, kv := range e {
+			if strings.HasPrefix(kv, "CNI_PATH=") {
+				e[i] = kv + ":" + ipamDir
+			}
+		}
+		return e
+	}
+	pod, other := w.sb.PodT(t, "pod"), w.sb.PodT(t, "other")
+	if r := w.exec("veth-ptp", env("ADD", "c1", pod), conf("1.0.0")); r.exit != 0 {
+		t.Fatalf("ADD at 1.0.0: %s %s", r.stdout, r.stderr)
+	}
+	reservation := filepath.Join(dataDir, name, "10.14.0.2")
+	if _, err := os.Stat(reservation); err != nil {
+		t.Fatalf("the IPAM plugin's reservation: %v", err)
+	}
+	// The conflist now says 1.1.0.
+	r := w.exec("veth-ptp", env("STATUS", "", pod), conf("1.1.0"))
+	if e := r.cniError(t); e.Code != 50 || !strings.Contains(e.Msg, "old-host-local") || !strings.Contains(e.Msg, "1.1.0") {
+		t.Fatalf("STATUS: code %d %q, want 50 naming the IPAM plugin and the version", e.Code, e.Msg)
+	}
+	if r := w.exec("veth-ptp", env("GC", "", pod), conf("1.1.0")); r.exit != 0 {
+		t.Fatalf("GC keeping the pod: %s %s", r.stdout, r.stderr)
+	}
+	if got := linkNames(t, pod); len(got) != 2 {
+		t.Fatalf("GC keeping the pod removed its interface: %v", got)
+	}
+	r = w.exec("veth-ptp", env("ADD", "c2", other), conf("1.1.0"))
+	if e := r.cniError(t); e.Code != 1 {
+		t.Fatalf("ADD at 1.1.0: code %d %q, want 1 (the IPAM plugin refuses the version)", e.Code, e.Msg)
+	}
+	for _, c := range []struct {
+		id  string
+		pod *nsutil.NS
+	}{{"c2", other}, {"c1", pod}} {
+		if r := w.exec("veth-ptp", env("DEL", c.id, c.pod), conf("1.1.0")); r.exit != 0 {
+			t.Fatalf("DEL %s at 1.1.0: %s %s", c.id, r.stdout, r.stderr)
+		}
+	}
+	if _, err := os.Stat(reservation); !os.IsNotExist(err) {
+		t.Fatalf("the pod's address is still held after its DEL: %v", err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("after the DELs:\n%s", stateDiff(before, after))
+	}
+}
