@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -182,6 +184,53 @@ func TestDelegatedIPAM(t *testing.T) {
 	for verb, err := range map[string]error{"ADD": addErr, "DEL": mc.Del(ctx), "CHECK": mc.Check(ctx, &current.Result{IPs: res.IPs})} {
 		if code(err) != types.ErrInvalidEnvironmentVariables || !strings.Contains(err.Error(), "CNI_PATH") {
 			t.Errorf("%s without CNI_PATH: %v, want code 4 naming CNI_PATH", verb, err)
+		}
+	}
+}
+
+// TestWithCNIVersion: the DEL sent again to an IPAM plugin older than the
+// config keeps every key, and its prevResult reads at the older version.
+func TestWithCNIVersion(t *testing.T) {
+	in := `{"cniVersion":"1.1.0","name":"n","type":"veth-ptp","ipam":{"type":"dhcp"},"x":[1,2],
+		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/p"}],
+		"ips":[{"address":"10.1.0.2/24","gateway":"10.1.0.1","interface":0}]}}`
+	for _, v := range []string{"1.0.0", "0.4.0", "0.3.1"} {
+		out, err := withCNIVersion([]byte(in), v)
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatal(err)
+		}
+		if string(got["cniVersion"]) != `"`+v+`"` || string(got["x"]) != "[1,2]" || string(got["ipam"]) != `{"type":"dhcp"}` {
+			t.Errorf("%s: keys changed: %s", v, out)
+		}
+		prev, err := version.NewResult(v, got["prevResult"])
+		if err != nil {
+			t.Fatalf("%s: prevResult does not read at %s: %v", v, v, err)
+		}
+		if prev.Version() != v || !strings.Contains(string(got["prevResult"]), "10.1.0.2/24") {
+			t.Errorf("%s: prevResult %s", v, got["prevResult"])
+		}
+	}
+	if _, err := withCNIVersion([]byte(`{"cniVersion":"1.1.0","prevResult":{"ips":"x"}}`), "1.0.0"); err == nil {
+		t.Error("a prevResult that does not decode was sent on")
+	}
+}
+
+func TestHighest(t *testing.T) {
+	for _, c := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"}, "1.0.0"},
+		{[]string{"1.1.0", "0.4.0", "1.0.0"}, "1.1.0"},
+		{[]string{"0.10.0", "0.9.0"}, "0.10.0"},
+	} {
+		if got := highest(c.in); got != c.want {
+			t.Errorf("highest(%v) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }
