@@ -43,7 +43,12 @@ const DefaultDir = "/run/netns-cni/locks"
 // filter rules): the question "was that the network's last attachment?"
 // and the removal that follows must not interleave with another ADD.
 func Network(network string) (unlock func(), err error) {
-	return Acquire("nat/"+network, Timeout)
+	return NetworkWithin(network, Timeout)
+}
+
+// NetworkWithin is Network waiting at most timeout.
+func NetworkWithin(network string, timeout time.Duration) (unlock func(), err error) {
+	return Acquire("nat/"+network, timeout)
 }
 
 // HostPorts locks the host's port mappings, across networks: a forward

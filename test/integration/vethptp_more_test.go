@@ -10,9 +10,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
@@ -758,5 +760,46 @@ func TestDelegatedIPAMOlderThanTheConfig(t *testing.T) {
 	}
 	if after := w.settled(t, before); after != before {
 		t.Fatalf("after the DELs:\n%s", stateDiff(before, after))
+	}
+}
+
+// TestAddWithTheNetworkLockBusy: while another process holds the network's
+// lock past lock.Timeout, an ADD answers code 11 naming the holder and
+// leaves nothing behind. It waits for the lock once: its rollback (which
+// asks, under the lock, whether the network's rules must go) used to wait
+// the full timeout again, 20 s in all. The bound below counts waits, with
+// a margin of seconds: it is no speed figure.
+func TestAddWithTheNetworkLockBusy(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	name := "busy-" + w.sb.ID
+	stdin := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"veth-ptp","ipMasq":true,
+		"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.15.0.0/24"}}`, name, filepath.Join(w.sb.Dir, "ipam"))
+	unlock, err := lock.Network(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := w.sb.PodT(t, "pod")
+	start := time.Now()
+	r := w.exec("veth-ptp", w.pluginEnv("ADD", "c1", pod.Path(), "eth0"), stdin)
+	took := time.Since(start)
+	unlock()
+	if e := r.cniError(t); e.Code != 11 || !strings.Contains(e.Msg, fmt.Sprint(os.Getpid())) {
+		t.Fatalf("ADD with the lock held: code %d %q, want 11 naming the holder (pid %d)", e.Code, e.Msg, os.Getpid())
+	}
+	if took > lock.Timeout+5*time.Second {
+		t.Fatalf("ADD took %v: it waited for the lock more than once (timeout %v)", took, lock.Timeout)
+	}
+	if got := linkNames(t, pod); len(got) != 1 {
+		t.Fatalf("the failed ADD left %v in the pod", got)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("after the failed ADD:\n%s", stateDiff(before, after))
+	}
+	if r := w.exec("veth-ptp", w.pluginEnv("DEL", "c1", pod.Path(), "eth0"), stdin); r.exit != 0 {
+		t.Fatalf("DEL: %s %s", r.stdout, r.stderr)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("after the failed ADD and its DEL:\n%s", stateDiff(before, after))
 	}
 }
