@@ -156,6 +156,14 @@ func release(fd int, path string) {
 // DefaultDir — or, where a plugin may not write /run (a rootless
 // runtime's user namespace), XDG_RUNTIME_DIR's netns-cni/locks. It must
 // be a directory owned by this user that no one else may write.
+// Ready reports why no lock could be taken here (the directory cannot be
+// made, or is not one only this user may write), or nil: STATUS's
+// question, since every ADD that changes host-wide state takes a lock.
+func Ready() error {
+	_, err := lockDir()
+	return err
+}
+
 func lockDir() (string, error) {
 	dir := os.Getenv(DirEnv)
 	if dir == "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
+	"github.com/netns-cni/netns-cni/pkg/lock"
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 )
@@ -229,6 +230,9 @@ func (r runner[T, D]) status(args *skel.CmdArgs) error {
 		if err := a.IPAM.Status(context.Background()); err != nil {
 			return err
 		}
+	}
+	if err := lock.Ready(); err != nil {
+		return UnavailableError("no lock can be taken, so no ADD that changes the host's rules or a bridge can run: %v", err)
 	}
 	if a.Conf.IPMasq || a.Network().HostPorts {
 		if err := a.Network().Available(); err != nil {

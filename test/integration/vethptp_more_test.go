@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -801,5 +802,45 @@ func TestAddWithTheNetworkLockBusy(t *testing.T) {
 	}
 	if after := w.settled(t, before); after != before {
 		t.Fatalf("after the failed ADD and its DEL:\n%s", stateDiff(before, after))
+	}
+}
+
+// TestStatusWithABrokenLockDirectory: when no lock can be taken (the lock
+// directory is a file, or a directory others may write), every ADD that
+// changes host-wide state fails; STATUS says so first, code 50 naming the
+// directory, for both plugins.
+func TestStatusWithABrokenLockDirectory(t *testing.T) {
+	w := newWorld(t)
+	file, open := filepath.Join(w.sb.Dir, "lock-file"), filepath.Join(w.sb.Dir, "lock-open")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, plugin := range []string{"veth-ptp", "bridge-nat"} {
+		stdin := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"lockdir-%s","type":%q,"bridge":"brlk0",
+			"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.16.0.0/24"}}`, w.sb.ID, plugin, filepath.Join(w.sb.Dir, "ipam"))
+		if plugin == "veth-ptp" {
+			stdin = strings.Replace(stdin, `"bridge":"brlk0",`, "", 1)
+		}
+		for _, dir := range []string{file, open} {
+			var out bytes.Buffer
+			cmd := exec.Command(filepath.Join(binDir, plugin))
+			cmd.Env = []string{"CNI_COMMAND=STATUS", "CNI_PATH=" + binDir, lock.DirEnv + "=" + dir}
+			cmd.Stdin, cmd.Stdout = strings.NewReader(stdin), &out
+			_ = w.inHost(func() error { return cmd.Run() })
+			r := execResult{stdout: out.String(), exit: cmd.ProcessState.ExitCode()}
+			if e := r.cniError(t); e.Code != 50 || !strings.Contains(e.Msg, dir) {
+				t.Errorf("%s STATUS with the lock directory %s: code %d %q, want 50 naming it", plugin, dir, e.Code, e.Msg)
+			}
+		}
+		r := w.exec(plugin, []string{"CNI_COMMAND=STATUS", "CNI_PATH=" + binDir}, stdin)
+		if r.exit != 0 {
+			t.Errorf("%s STATUS with the test's lock directory: %s", plugin, r.stdout)
+		}
 	}
 }
