@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -177,11 +176,7 @@ func inPlace(f family, s ForwardSpec) bool {
 			return false
 		}
 	}
-	fwd, err := conn.GetRules(tb, &nftables.Chain{Name: "FORWARD", Table: tb})
-	if err != nil {
-		return false
-	}
-	return slices.ContainsFunc(fwd, func(r *nftables.Rule) bool { return jumpsTo(r, ForwardChain(s.Network)) })
+	return iptview.Jumps(f.proto, "filter", "FORWARD", ForwardChain(s.Network))
 }
 
 // matchesPrefix reports whether one of rules matches the packet's source
@@ -332,9 +327,4 @@ func (h HostSide) coversAll(pattern string) bool {
 	return h.Name != "" && ifaceMatch(pattern, h.Name)
 }
 
-func jumpsTo(r *nftables.Rule, chain string) bool {
-	return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
-		v, ok := e.(*expr.Verdict)
-		return ok && v.Kind == expr.VerdictJump && v.Chain == chain
-	})
-}
+

@@ -199,6 +199,10 @@ func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
 	if absent(f, map[string]string{hp: "nat", hm: "nat", hl: "filter"}) && firstAdd(f, s, entries) == nil {
 		return nil
 	}
+	if done, err := laterAdd(f, s, entries); done {
+		return err
+	}
+	// Rule by rule, which names what is wrong (and makes what is missing).
 	t, err := f.open()
 	if err != nil {
 		return err
@@ -310,11 +314,79 @@ func firstAdd(f iptFamily, s Spec, entries []Entry) error {
 	return b.Restore(f.proto)
 }
 
+// laterAdd is add for a network whose chains and jumps are in place —
+// its second and later attachments: the three chains listed, what is
+// missing (and the entries' stale forwards' removal) written in one
+// iptables-restore. Four execs a family, where rule by rule took about
+// fifteen. done is false when add must go rule by rule: a jump not seen
+// over netlink (iptables-legacy, or one missing), a chain missing, or a
+// restore that failed; a forward another attachment holds is an error
+// (done).
+func laterAdd(f iptFamily, s Spec, entries []Entry) (done bool, err error) {
+	for _, j := range jumps(f, s.Network) {
+		if !iptview.Jumps(f.proto, j.table, j.chain, j.rule[len(j.rule)-1]) {
+			return false, nil
+		}
+	}
+	t, chains, err := chainsOf(f, s.Network)
+	if err != nil || t == nil {
+		return false, nil
+	}
+	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
+	var b iptview.Batch
+	for _, e := range entries {
+		in := false
+		for _, r := range chains[hp] {
+			old, ok := r.entry()
+			if !ok || slot(old) != slot(e) {
+				continue
+			}
+			if old == e && r.owner() == s.Owner {
+				in = true
+				continue
+			}
+			if r.owner() != s.Owner && (s.Live == nil || s.Live(r.owner(), old.Pod)) {
+				return true, taken(old, r.owner(), s.Network)
+			}
+			b.Add("nat", slices.Concat([]string{"-D", hp}, r)...)
+		}
+		if !in {
+			at := []string{"-A", hp} // as firstAdd
+			if e.HostIP.IsValid() {
+				at = []string{"-I", hp, "1"}
+			}
+			b.Add("nat", slices.Concat(at, dnatRule(e, s.Owner))...)
+		}
+	}
+	for _, pod := range Pods(entries) {
+		for _, r := range masqRules(pod, s.Owner) {
+			if !slices.ContainsFunc(chains[hm], func(l ruleLine) bool {
+				return l.owner() == s.Owner && l.value("-s") == r[1] && l.value("-d") == r[3]
+			}) {
+				b.Add("nat", slices.Concat([]string{"-A", hm}, r)...)
+			}
+		}
+	}
+	if s.HostIf != "" && f.proto == iptables.ProtocolIPv4 {
+		owner := s.Owner
+		if s.Shared {
+			owner = sharedOwner
+		}
+		if !slices.ContainsFunc(chains[hl], func(l ruleLine) bool { return l.owner() == owner && l.value("-i") == s.HostIf }) {
+			b.Add("filter", slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...)
+		}
+	}
+	return b.Restore(f.proto) == nil, nil // an empty batch execs nothing
+}
+
 // chainsOf lists the network's rules in each of its chains of family f:
 // nil for chains that do not exist. Read over netlink first where
 // iptables-nft keeps them, so a network without forwards costs no exec.
 func chainsOf(f iptFamily, network string) (*iptables.IPTables, map[string][]ruleLine, error) {
 	names := map[string]string{chainName("HP", network): "nat", chainName("HM", network): "nat", chainName("HL", network): "filter"}
+	if f.proto != iptables.ProtocolIPv4 {
+		delete(names, chainName("HL", network)) // the loopback guard is IPv4's
+	}
 	if absent(f, names) {
 		return nil, nil, nil
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 )
 
 // legacyFiles list the x_tables tables loaded in the calling thread's
@@ -166,6 +167,32 @@ func lacksAmong(chains []*nftables.Chain, fam nftables.TableFamily, match func(t
 	}
 	return !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
 		return c.Table.Family == fam && match(c.Table.Name, c.Name)
+	})
+}
+
+// Jumps reports whether, certainly, chain of table (protocol p's tables)
+// in the calling thread's namespace holds a rule that jumps to target,
+// read over netlink where iptables-nft keeps its rules: no exec. False
+// when it cannot tell (iptables-legacy) or there is none.
+func Jumps(p iptables.Protocol, table, chain, target string) bool {
+	fam := Family(p)
+	if Legacy(fam) && !NFTBased(p) {
+		return false
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	t := &nftables.Table{Family: fam, Name: table}
+	rules, err := conn.GetRules(t, &nftables.Chain{Name: chain, Table: t})
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(rules, func(r *nftables.Rule) bool {
+		return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
+			v, ok := e.(*expr.Verdict)
+			return ok && v.Kind == expr.VerdictJump && v.Chain == target
+		})
 	})
 }
 
