@@ -119,6 +119,9 @@ var (
 	ErrIfnameExists = errors.New("already exists")
 	// ErrNoGateway: an address has no gateway to route through.
 	ErrNoGateway = errors.New("no gateway")
+	// ErrAddrRouted: the host routes a container address to another
+	// attachment already.
+	ErrAddrRouted = errors.New("is routed already to")
 )
 
 // CreateVeth makes the pair with its container end created directly in
@@ -217,17 +220,59 @@ func DefaultDst(ip net.IP) net.IPNet {
 	return net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 }
 
-// AddHostRoute routes ip (a /32 or /128) to link, on-link.
+// AddHostRoute routes a container address ip (a /32 or /128) to link,
+// on-link: the host's one way to it. A route to ip through another link
+// is never replaced — it is another attachment's, of a network that hands
+// out the same addresses, and replacing it cut that live pod off (the
+// reference ptp keeps it and leaves the new pod unreachable instead): an
+// ErrAddrRouted error naming the link and its network.
 func AddHostRoute(h Handle, link netlink.Link, ip net.IP) error {
-	return AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: HostRoute(ip), Scope: netlink.SCOPE_LINK})
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: HostRoute(ip), Scope: netlink.SCOPE_LINK}
+	err := h.RouteAdd(r)
+	if err == nil || !errors.Is(err, unix.EEXIST) {
+		return wrapRouteErr(r, err)
+	}
+	routes, lerr := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Dst: r.Dst, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if lerr != nil {
+		return wrapRouteErr(r, err)
+	}
+	for _, old := range routes {
+		if old.LinkIndex == r.LinkIndex {
+			return nil // this very route
+		}
+	}
+	other := "another link"
+	if len(routes) > 0 {
+		if l, err := h.LinkByIndex(routes[0].LinkIndex); err == nil {
+			other = l.Attrs().Name
+			if at, ok := ParseAlias(l.Attrs().Alias); ok {
+				other += fmt.Sprintf(" (network %q, container %s)", at.Network, at.ContainerID)
+			}
+		}
+	}
+	return fmt.Errorf("host: %s: %w %s: two networks hand out the same addresses; give each its own subnet",
+		ip, ErrAddrRouted, other)
 }
 
-// AddRoute adds (or replaces) a route.
-func AddRoute(h Handle, r *netlink.Route) error {
-	if err := h.RouteReplace(r); err != nil {
-		return fmt.Errorf("add route %s: %w", describeRoute(r.Dst, r.Gw), err)
+// RouteBeside adds r beside any route the namespace has to the same
+// destination, never in its place (netlink's create without exclusive or
+// replace): IPv4 takes the newer first, IPv6 keeps both. Two attachments
+// of one container with the same gateway (a network attached twice, two
+// networks with one subnet) each keep their routes, and the DEL of either
+// leaves the other's. EEXIST is this very route, given twice.
+func RouteBeside(h Handle, r *netlink.Route) error {
+	if err := h.RouteAddEcmp(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return wrapRouteErr(r, err)
 	}
 	return nil
+}
+
+func wrapRouteErr(r *netlink.Route, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("add route %s: %w", describeRoute(r.Dst, r.Gw), err)
 }
 
 // describeRoute says "10.1.0.0/16 via 10.1.0.1", "default via fd00::1" or
@@ -313,12 +358,12 @@ func FamilyGateway(gws []net.IP, v4 bool) net.IP {
 // the rest of the subnet via the gateway. Written once for every
 // point-to-point setup, with the address added without a prefix route.
 func PointToPoint(h Handle, link netlink.Link, ip *current.IPConfig, gw net.IP) error {
-	if err := AddHostRoute(h, link, gw); err != nil {
+	if err := RouteBeside(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: HostRoute(gw), Scope: netlink.SCOPE_LINK}); err != nil {
 		return err
 	}
 	subnet := &net.IPNet{IP: ip.Address.IP.Mask(ip.Address.Mask), Mask: ip.Address.Mask}
 	if ones, bits := subnet.Mask.Size(); ones < bits {
-		return AddRoute(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: subnet, Gw: gw})
+		return RouteBeside(h, &netlink.Route{LinkIndex: link.Attrs().Index, Dst: subnet, Gw: gw})
 	}
 	return nil
 }

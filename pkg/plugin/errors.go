@@ -59,6 +59,7 @@ var codes = []struct {
 	{netconf.ErrAddrConflict, types.ErrInvalidNetworkConfig, ""},
 	{netconf.ErrNoVlanFiltering, types.ErrInvalidNetworkConfig, ""},
 	{netconf.ErrNoGateway, types.ErrInvalidNetworkConfig, ""},
+	{netconf.ErrAddrRouted, types.ErrInvalidNetworkConfig, ""},
 	{lock.ErrBusy, types.ErrTryAgainLater, ""},
 	{ipam.ErrBusy, types.ErrTryAgainLater, ""},
 	{ipam.ErrExhausted, types.ErrTryAgainLater, "; free addresses by deleting containers (or GC), or widen the range"},

@@ -402,3 +402,94 @@ func TestDelOfAnotherNetworkOnATakenIfname(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoNetworksWithOneSubnet: two veth-ptp networks hand out the same
+// subnet from stores of their own, so a second network's pod gets the
+// address a first network's pod has. Its ADD replaced the host's route to
+// that address and cut the first pod off (for good once the second was
+// DELed). Now the ADD fails, code 7 naming the first pod's link, and
+// leaves the first pod as it was.
+func TestTwoNetworksWithOneSubnet(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	conf := func(name string) *libcni.NetworkConfigList {
+		text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
+		list, err := libcni.ConfListFromBytes([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	first, second := conf("one"), conf("other")
+	podA, podB := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
+	rtA, rtB := w.rt("pod-a", podA, "eth0"), w.rt("pod-b", podB, "eth0")
+	if _, err := w.add(first, rtA); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.add(second, rtB)
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrInvalidNetworkConfig || !strings.Contains(cniErr.Msg, w.netName("one")) {
+		t.Fatalf("ADD of the other network's pod on the same address: %v, want code 7 naming network %s", err, w.netName("one"))
+	}
+	if err := w.del(second, rtB); err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []string{"10.10.0.1", "fd10::1"} {
+		if err := ping(t, podA, gw); err != nil {
+			t.Errorf("the first pod no longer reaches %s: %v", gw, err)
+		}
+	}
+	if err := w.check(first, rtA); err != nil {
+		t.Fatalf("CHECK of the first pod: %v", err)
+	}
+	if err := w.del(first, rtA); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
+	}
+}
+
+// TestOneNetworkTwiceInAPod: a container attached twice to one veth-ptp
+// network (eth0 and eth5: Multus can ask for it). Both interfaces have
+// the same gateway; the second ADD replaced eth0's routes to it and to the
+// subnet, so CHECK of eth0 failed and, after eth5's DEL, eth0 had no IPv6
+// route left. Routes now go beside those the container has (README).
+func TestOneNetworkTwiceInAPod(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName("twice"), w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
+	list, err := libcni.ConfListFromBytes([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := w.sb.PodT(t, "a")
+	rt0, rt5 := w.rt("pod-a", pod, "eth0"), w.rt("pod-a", pod, "eth5")
+	for _, rt := range []*libcni.RuntimeConf{rt0, rt5} {
+		if _, err := w.add(list, rt); err != nil {
+			t.Fatalf("ADD %s: %v", rt.IfName, err)
+		}
+	}
+	for _, rt := range []*libcni.RuntimeConf{rt0, rt5} {
+		if err := w.check(list, rt); err != nil {
+			t.Errorf("CHECK %s with both attached: %v", rt.IfName, err)
+		}
+	}
+	if err := w.del(list, rt5); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.check(list, rt0); err != nil {
+		t.Errorf("CHECK eth0 after eth5's DEL: %v", err)
+	}
+	for _, gw := range []string{"10.10.0.1", "fd10::1"} {
+		if err := ping(t, pod, gw); err != nil {
+			t.Errorf("after eth5's DEL the pod no longer reaches %s: %v", gw, err)
+		}
+	}
+	if err := w.del(list, rt0); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
+	}
+}
