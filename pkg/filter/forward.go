@@ -326,5 +326,3 @@ func (h HostSide) coversAll(pattern string) bool {
 	}
 	return h.Name != "" && ifaceMatch(pattern, h.Name)
 }
-
-

@@ -503,7 +503,7 @@ func (b iptBackend) Check(s Spec) error {
 			}
 		}
 	}
-	return nil
+	return checkLocalnet(s)
 }
 
 func (b iptBackend) List(network string) (map[string][]Entry, error) {
@@ -531,7 +531,7 @@ func (b iptBackend) Drop(network string) error {
 			continue
 		}
 		for _, r := range chains[chainName("HL", network)] {
-			errs = append(errs, netconf.SetRouteLocalnet(r.value("-i"), false))
+			errs = append(errs, releaseLocalnet(r.value("-i"), network))
 		}
 		// The jumps and the chains in one exec; one by one below when that
 		// fails (a jump or a chain already gone).

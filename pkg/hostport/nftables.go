@@ -571,7 +571,7 @@ func (b nftBackend) Check(s Spec) error {
 			return fmt.Errorf("port mapping %s: map %s has %s for attachment %s instead", e, set, old, cur.owner)
 		}
 	}
-	return nil
+	return checkLocalnet(s)
 }
 
 func (b nftBackend) Collect(network string, keep func(owner string) bool) ([]Entry, error) {
@@ -610,7 +610,7 @@ func (b nftBackend) Drop(network string) error {
 	els, err := elements(c.conn, c.sets[setLocal])
 	errs = append(errs, err)
 	for _, el := range els {
-		errs = append(errs, netconf.SetRouteLocalnet(string(bytes.TrimRight(el.Key, "\x00")), false))
+		errs = append(errs, releaseLocalnet(string(bytes.TrimRight(el.Key, "\x00")), network))
 	}
 	c.conn.DelTable(c.t)
 	if err := c.conn.Flush(); err != nil && !missing(err) {

@@ -484,6 +484,16 @@ func SetRouteLocalnet(ifname string, on bool) error {
 	return setSysctl(p, val)
 }
 
+// RouteLocalnet reports whether route_localnet is on for ifname (false
+// when the link is gone).
+func RouteLocalnet(ifname string) (bool, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + ifname + "/route_localnet")
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return strings.TrimSpace(string(b)) == "1", err
+}
+
 func setSysctl(path, val string) error {
 	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == val {
 		return nil

@@ -632,3 +632,72 @@ func TestPluginSwitchedUnderLivePods(t *testing.T) {
 		t.Fatalf("after the last DEL:\n%s", stateDiff(before, after))
 	}
 }
+
+// TestTwoNetworksOnOneBridgeKeepLocalnet: two bridge-nat networks on one
+// bridge, each with a pod with a host port, share the bridge's
+// route_localnet. The last DEL of the first network turned it off, and
+// the second's pod no longer answered the host's 127.0.0.1 — with CHECK
+// passing. Now it stays on while another network's guard names the
+// bridge, goes with the last, and CHECK says when it is off. Both
+// backends, and one of each.
+func TestTwoNetworksOnOneBridgeKeepLocalnet(t *testing.T) {
+	for _, backends := range [][2]string{{"nftables", "nftables"}, {"iptables", "iptables"}, {"nftables", "iptables"}} {
+		t.Run(backends[0]+"+"+backends[1], func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			// One subnet, a range each: a bridge takes one gateway address per family.
+			conf := func(name, backend, first string) *libcni.NetworkConfigList {
+				fam := family{"v4", fmt.Sprintf(`[[{"subnet":"10.10.0.0/24","rangeStart":"10.10.0.%s0","rangeEnd":"10.10.0.%s9"}]]`, first, first), true, false}
+				extra := capPorts + fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q,"bridge":"brshared","isGateway":true,"removeEmptyBridge":true`, backend)
+				text := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf("bridge-nat", fam, extra))
+				list, err := libcni.ConfListFromBytes([]byte(text))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return list
+			}
+			k, l := conf("k", backends[0], "1"), conf("l", backends[1], "2")
+			podK, podL := w.sb.PodT(t, "k"), w.sb.PodT(t, "l")
+			serveSource(t, podL)
+			rtK, rtL := withPorts(w.rt("k", podK, "eth0"), tcpPort(2020, 80)), withPorts(w.rt("l", podL, "eth0"), tcpPort(2021, 80))
+			if _, err := w.add(k, rtK); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.add(l, rtL); err != nil {
+				t.Fatal(err)
+			}
+			localnet := func() bool {
+				var on bool
+				if err := w.inHost(func() (err error) { on, err = netconf.RouteLocalnet("brshared"); return err }); err != nil {
+					t.Fatal(err)
+				}
+				return on
+			}
+			if err := w.del(k, rtK); err != nil {
+				t.Fatal(err)
+			}
+			if !localnet() {
+				t.Fatal("the first network's last DEL turned route_localnet off on the bridge the second's pod uses")
+			}
+			wantAnswer(t, w.sb.Host, "tcp", "127.0.0.1:2021", "*")
+			if err := w.check(l, rtL); err != nil {
+				t.Fatalf("CHECK of the second network's pod: %v", err)
+			}
+			if err := w.inHost(func() error { return netconf.SetRouteLocalnet("brshared", false) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.check(l, rtL); err == nil || !strings.Contains(err.Error(), "route_localnet") {
+				t.Fatalf("CHECK with route_localnet off: %v, want an error naming it", err)
+			}
+			if err := w.inHost(func() error { return netconf.SetRouteLocalnet("brshared", true) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.del(l, rtL); err != nil {
+				t.Fatal(err)
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
+			}
+		})
+	}
+}
