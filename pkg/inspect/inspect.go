@@ -208,14 +208,24 @@ func Read(confDir, cacheDir string) (*Node, error) {
 		}
 	}
 	for name, at := range n.links {
+		configured := false
 		for _, net := range n.Networks {
 			if netconf.Key(net.Name) == at.Network {
 				a := n.findByKey(byKey, net.Name, at)
 				if a == nil {
 					a = get(net.Name, at.ContainerID, at.IfName)
 				}
-				a.HostLink = name
+				a.HostLink, configured = name, true
 			}
+		}
+		if !configured {
+			// A network no conflist names (renamed or removed under a live
+			// pod): listed by its name as the alias keeps it.
+			a := n.findByKey(byKey, at.Network, at)
+			if a == nil {
+				a = get(at.Network, at.ContainerID, at.IfName)
+			}
+			a.HostLink = name
 		}
 	}
 	n.readPorts(byKey)
@@ -441,8 +451,14 @@ func (n *Node) readNAT() {
 	}
 	sort.Strings(n.NATTables)
 	owner := map[string]string{} // chain → network key
+	keys := map[string]bool{}
 	for _, net := range n.Networks {
-		key := netconf.Key(net.Name)
+		keys[netconf.Key(net.Name)] = true
+	}
+	for _, at := range n.links { // networks no conflist names, with live links
+		keys[at.Network] = true
+	}
+	for key := range keys {
 		for _, c := range append([]string{nat.ChainName(key), filter.ForwardChain(key)}, hostport.IPTablesChains(key)...) {
 			owner[c] = key
 		}
@@ -520,6 +536,7 @@ const (
 	DuplicateNetwork   = "duplicate-network"
 	RulesMissing       = "rules-missing"
 	PortConflict       = "port-conflict"
+	Unconfigured       = "network-not-configured"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
@@ -529,6 +546,11 @@ func (n *Node) Audit() []Problem {
 		net := n.network(a.Network)
 		p := Problem{Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName}
 		switch {
+		case net == nil && a.HostLink != "":
+			p.Kind, p.Detail = Unconfigured, fmt.Sprintf("host link %s is an attachment of network %s, which no conflist in %s names (renamed or removed while the pod ran)",
+				a.HostLink, a.Network, n.ConfDir)
+			p.Fix = fmt.Sprintf("a DEL through another network's conflist leaves it; once its container is gone, put the network's conflist back and run repair, or delete %s and the network's rules and store by hand",
+				a.HostLink)
 		case len(a.Addresses) > 0 && !a.Live() && !a.Since.IsZero() && a.Since.Before(n.BootTime):
 			p.Kind, p.Detail = BeforeBoot, fmt.Sprintf("%s reserved %s, before the last boot (%s): its container is gone",
 				strings.Join(a.Addresses, ", "), a.Since.Format(time.RFC3339), n.BootTime.Format(time.RFC3339))

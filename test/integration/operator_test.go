@@ -399,3 +399,66 @@ func TestAuditPortConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAuditNetworkRenamedUnderALivePod: the conflist's name changes while a
+// pod of the old name runs (iptables backend: its chains are named by a
+// hash of the network's name). list showed the pod without its host link,
+// and audit called the old network's chains strays of "a network in no
+// conflist" to remove by hand — rules the live pod needs. Now list shows
+// the pod with its host link under the old name, the chains are the old
+// network's, and audit names the pod's network as configured nowhere,
+// with nothing repairable; repair --yes leaves the pod whole.
+func TestAuditNetworkRenamedUnderALivePod(t *testing.T) {
+	w := newWorld(t)
+	old := w.netName("before")
+	text := func(name string) string {
+		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, name, w.ptpConf("veth-ptp", families[0], `"ipMasq":true,"ipMasqBackend":"iptables"`))
+	}
+	list := w.confList(text(old))
+	pod := w.sb.PodT(t, "p")
+	rt := w.rt("c-renamed", pod, "eth0")
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(w.confDir, old+".conflist")); err != nil {
+		t.Fatal(err)
+	}
+	renamed := w.confList(text(w.netName("after")))
+	op := func(args ...string) execResult {
+		return w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", append([]string{"--conf-dir", w.confDir, "--cache-dir", w.cacheDir}, args...)...)
+	}
+	var listed []struct{ Network, ContainerID, HostLink string }
+	r := op("list", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &listed); err != nil || len(listed) != 1 || listed[0].Network != old || listed[0].HostLink == "" {
+		t.Fatalf("list: %v, want the pod under %s with its host link:\n%s", err, old, r.stdout)
+	}
+	r = op("audit", "--json")
+	var problems []struct {
+		Kind, Network string
+		Repairable    bool
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &problems); err != nil || r.exit != 1 || len(problems) != 1 ||
+		problems[0].Kind != "network-not-configured" || problems[0].Network != old || problems[0].Repairable {
+		t.Fatalf("audit: exit %d, %v, want one unrepairable network-not-configured of %s:\n%s", r.exit, err, old, r.stdout)
+	}
+	if r := op("repair", "--yes"); r.exit == 2 {
+		t.Fatalf("repair: %s%s", r.stdout, r.stderr)
+	}
+	if err := ping(t, pod, "10.10.0.1"); err != nil {
+		t.Fatalf("after repair the pod no longer reaches its gateway: %v", err)
+	}
+	if err := w.check(list, rt); err != nil {
+		t.Fatalf("CHECK through the old config after repair: %v", err)
+	}
+	// The DEL through the new name leaves the old network's link (another
+	// network's attachment); the old config removes it all.
+	if err := w.del(renamed, rt); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.del(list, rt); err != nil {
+		t.Fatal(err)
+	}
+	if r := op("audit", "--json"); r.exit != 0 {
+		t.Fatalf("audit after the DEL through the old config: exit %d\n%s", r.exit, r.stdout)
+	}
+}
