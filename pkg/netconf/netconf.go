@@ -119,6 +119,8 @@ var (
 	ErrIfnameExists = errors.New("already exists")
 	// ErrNoGateway: an address has no gateway to route through.
 	ErrNoGateway = errors.New("no gateway")
+	// ErrAttached: the host end's name is another attachment's.
+	ErrAttached = errors.New("exists already")
 	// ErrAddrRouted: the host routes a container address to another
 	// attachment already.
 	ErrAddrRouted = errors.New("is routed already to")
@@ -599,6 +601,14 @@ func CreateVethReplacing(host, contH Handle, cont *nsutil.NS, spec VethSpec) (ne
 			if derr := host.LinkDel(old); derr == nil || nsutil.IsNotFound(derr) {
 				return CreateVeth(host, contH, cont, spec)
 			}
+		case lerr == nil:
+			whose := fmt.Sprintf("alias %q", old.Attrs().Alias)
+			if at, ok := ParseAlias(old.Attrs().Alias); ok {
+				whose = fmt.Sprintf("network %s's attachment, by %s, in another namespace", at.Network, at.Plugin)
+			}
+			return nil, nil, fmt.Errorf("host link %s %w: %s; the host end's name comes from CNI_CONTAINERID and CNI_IFNAME, "+
+				"which must name one attachment on a host: DEL that one first, or use another container ID or ifname",
+				spec.HostName, ErrAttached, whose)
 		}
 	}
 	return hostLink, contLink, err

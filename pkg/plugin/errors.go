@@ -60,6 +60,7 @@ var codes = []struct {
 	{netconf.ErrNoVlanFiltering, types.ErrInvalidNetworkConfig, ""},
 	{netconf.ErrNoGateway, types.ErrInvalidNetworkConfig, ""},
 	{netconf.ErrAddrRouted, types.ErrInvalidNetworkConfig, ""},
+	{netconf.ErrAttached, types.ErrInvalidEnvironmentVariables, ""},
 	{lock.ErrBusy, types.ErrTryAgainLater, ""},
 	{ipam.ErrBusy, types.ErrTryAgainLater, ""},
 	{ipam.ErrExhausted, types.ErrTryAgainLater, "; free addresses by deleting containers (or GC), or widen the range"},

@@ -493,3 +493,45 @@ func TestOneNetworkTwiceInAPod(t *testing.T) {
 		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }
+
+// TestOneContainerIDInTwoNamespaces: the host end's name comes from the
+// container ID and ifname, so the same pair in another namespace on
+// another network cannot be attached: code 4 (it was 999 "link already
+// exists"), naming the other attachment, and the DEL after it leaves the
+// first pod whole.
+func TestOneContainerIDInTwoNamespaces(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	conf := func(name, subnet string) *libcni.NetworkConfigList {
+		fam := family{"v4", fmt.Sprintf(`[[{"subnet":%q}]]`, subnet), true, false}
+		text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf("veth-ptp", fam, ""))
+		list, err := libcni.ConfListFromBytes([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	first, second := conf("first", "10.10.0.0/24"), conf("second", "10.11.0.0/24")
+	podA, podB := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
+	rtA, rtB := w.rt("same-id", podA, "eth0"), w.rt("same-id", podB, "eth0")
+	if _, err := w.add(first, rtA); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.add(second, rtB)
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(cniErr.Msg, w.netName("first")) {
+		t.Fatalf("ADD of the same container ID and ifname in another namespace: %v, want code 4 naming network %s", err, w.netName("first"))
+	}
+	if err := w.del(second, rtB); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(t, podA, "10.10.0.1"); err != nil {
+		t.Fatalf("the first pod no longer reaches its gateway: %v", err)
+	}
+	if err := w.del(first, rtA); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
+	}
+}
