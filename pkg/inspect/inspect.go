@@ -90,11 +90,11 @@ type Attachment struct {
 	// Ports are the host ports netns-cni forwards to it: "8080/tcp ->
 	// 10.66.0.5:80", "192.0.2.1:53/udp -> [fd66::5]:53".
 	Ports []string `json:"ports,omitempty"`
-	// askedPorts is how many port mappings the runtime passed its ADD
-	// (libcni's cache); portmap whether that ADD's conflist chained a
-	// portmap plugin, which then made the forwards.
-	askedPorts int
-	portmap    bool
+	// asked are the port mappings the runtime passed its ADD (libcni's
+	// cache); portmap whether that ADD's conflist chained a portmap
+	// plugin, which then made the forwards.
+	asked   []hostport.Mapping
+	portmap bool
 }
 
 // Live reports whether anything says the attachment's container still
@@ -196,8 +196,10 @@ func Read(confDir, cacheDir string) (*Node, error) {
 	for _, c := range cached {
 		a := get(c.Network, c.ContainerID, c.IfName)
 		a.Cached, a.Netns = true, c.NetNS
-		if pm, ok := c.CapabilityArgs["portMappings"].([]any); ok {
-			a.askedPorts = len(pm)
+		if pm, ok := c.CapabilityArgs["portMappings"]; ok {
+			if b, err := json.Marshal(pm); err == nil {
+				_ = json.Unmarshal(b, &a.asked)
+			}
 		}
 		if list, err := libcni.ConfListFromBytes(c.Config); err == nil {
 			a.portmap = slices.ContainsFunc(list.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == "portmap" })
@@ -677,9 +679,18 @@ func (n *Node) missingRules() []Problem {
 				continue
 			}
 			live = append(live, a)
-			if net.HostPorts && a.askedPorts > 0 && !a.portmap && len(a.Ports) == 0 {
+			// The forwards ADD made of them: none of a family the
+			// attachment has no address of (a "hostIP": "::" mapping to an
+			// IPv4-only pod).
+			var addrs []netip.Addr
+			for _, s := range a.Addresses {
+				if addr, err := netip.ParseAddr(s); err == nil {
+					addrs = append(addrs, addr)
+				}
+			}
+			if net.HostPorts && len(hostport.Plan(a.asked, addrs)) > 0 && !a.portmap && len(a.Ports) == 0 {
 				out = append(out, Problem{Kind: RulesMissing, Network: net.Name, ContainerID: a.ContainerID, IfName: a.IfName,
-					Detail: fmt.Sprintf("the runtime asked for %d host port mapping(s), and no forward of them exists", a.askedPorts),
+					Detail: fmt.Sprintf("the runtime asked for %d host port mapping(s), and no forward of them exists", len(a.asked)),
 					Fix:    "restart the pod (its forwards are made with it); CHECK through the runtime says the same"})
 			}
 		}

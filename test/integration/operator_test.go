@@ -329,11 +329,20 @@ func TestAuditRulesMissing(t *testing.T) {
 	if _, err := w.add(list, rt); err != nil {
 		t.Fatal(err)
 	}
+	// A mapping of IPv6 host addresses only, to an IPv4-only pod: ADD makes
+	// no forward of it, and audit must not ask for one.
+	rt6 := withPorts(w.rt("c-v6-only-port", w.sb.PodT(t, "q"), "eth0"), map[string]any{"hostPort": 9090, "containerPort": 80, "protocol": "tcp", "hostIP": "::"})
+	if _, err := w.add(list, rt6); err != nil {
+		t.Fatal(err)
+	}
 	audit := func() execResult {
 		return w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", "--conf-dir", w.confDir, "--cache-dir", w.cacheDir, "audit", "--json")
 	}
 	if r := audit(); r.exit != 0 {
-		t.Fatalf("audit of a whole pod: exit %d\n%s", r.exit, r.stdout)
+		t.Fatalf("audit of whole pods: exit %d\n%s", r.exit, r.stdout)
+	}
+	if err := w.del(list, rt6); err != nil {
+		t.Fatal(err)
 	}
 	// The table stays, emptied of rules (a reload that flushed them).
 	if err := w.inHost(func() error { return exec.Command("nft", "flush", "table", "inet", nat.TableName(list.Name)).Run() }); err != nil {
