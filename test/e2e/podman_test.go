@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +121,67 @@ runroot = %q
 			r.assertClean(t, n.name)
 		})
 	}
+
+	// One container on two networks (podman's eth0 and eth1), one of each
+	// plugin, both with a default route: each interface has its network's
+	// address and reaches its gateway; network disconnect removes one
+	// attachment and leaves the other whole; connect brings it back; rm
+	// leaves nothing of either.
+	t.Run("pm-two-networks", func(t *testing.T) {
+		r.t = t
+		a, b := "pm-multi-a", "pm-multi-b"
+		r.writeConf(a, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"veth-ptp","ipMasq":true,%s}]}`,
+			a, r.ipam(true, "10.45.0.0/24", "fd45::/64")))
+		second := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[{"type":"bridge-nat","bridge":"pmbr2","isGateway":true,"ipMasq":true,"removeEmptyBridge":true,%s}]}`,
+			b, r.ipam(false, "10.46.0.0/24", ""))
+		if err := os.WriteFile(filepath.Join(r.confDir, "20-"+b+".conflist"), []byte(second), 0o600); err != nil { // beside the first (writeConf keeps one)
+			t.Fatal(err)
+		}
+		c := "pm-multi"
+		mustPodman("run", "-d", "--name", c, "--network", a, "--network", b, imageName, "sleep", "600")
+		reaches := func(gw string) error {
+			out, err := podman("exec", c, "ping", "-c", "1", "-W", "2", gw)
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		}
+		addrs := mustPodman("exec", c, "ip", "addr")
+		for _, want := range []string{"10.45.0.", "fd45::", "10.46.0."} {
+			if !strings.Contains(addrs, want) {
+				t.Fatalf("the container lacks an address of %s:\n%s", want, addrs)
+			}
+		}
+		for _, gw := range []string{"10.45.0.1", "fd45::1", "10.46.0.1"} {
+			if err := reaches(gw); err != nil {
+				t.Fatalf("the container on both networks does not reach %s: %v", gw, err)
+			}
+		}
+		mustPodman("network", "disconnect", b, c)
+		for _, gw := range []string{"10.45.0.1", "fd45::1"} {
+			if err := reaches(gw); err != nil {
+				t.Fatalf("after disconnecting %s the container no longer reaches %s: %v\n%s", b, gw, err, mustPodman("exec", c, "ip", "route"))
+			}
+		}
+		if err := reaches("10.46.0.1"); err == nil {
+			t.Fatalf("after disconnecting %s the container still reaches its gateway", b)
+		}
+		ents, _ := os.ReadDir(filepath.Join(r.ipamDir, b))
+		for _, e := range ents {
+			if net.ParseIP(e.Name()) != nil {
+				t.Fatalf("after disconnecting %s its address %s is still reserved", b, e.Name())
+			}
+		}
+		mustPodman("network", "connect", b, c)
+		for _, gw := range []string{"10.45.0.1", "10.46.0.1"} {
+			if err := reaches(gw); err != nil {
+				t.Fatalf("after connecting %s again the container does not reach %s: %v", b, gw, err)
+			}
+		}
+		mustPodman("rm", "-f", "-t", "0", c)
+		r.assertClean(t, a)
+		r.assertClean(t, b)
+	})
 
 	// podman run -p, forwarded by the plugin itself: no portmap in the chain.
 	t.Run("pm-publish", func(t *testing.T) {
