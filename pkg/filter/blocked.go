@@ -162,6 +162,10 @@ func (w *walker) walkFrom(chain string, sure bool) fate {
 			}
 		case target == "RETURN":
 			res = back
+		case target == "NFQUEUE" || target == "QUEUE":
+			// A program in user space decides (an IPS, say): it may
+			// accept. The walk ends here either way.
+			res = accepted | dropped
 		case isChain:
 			sub := w.walkFrom(target, sure && lv == always)
 			res = sub &^ back

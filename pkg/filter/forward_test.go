@@ -334,6 +334,8 @@ func TestWalk(t *testing.T) {
 		{"an accept that may match, under Docker's policy", "-P FORWARD DROP\n-A FORWARD -o eth0 -j ACCEPT", accepted | back},
 		{"a goto ends the caller", "-P FORWARD DROP\n-N OP\n-A FORWARD -g OP\n-A FORWARD -j ACCEPT", back},
 		{"a jump comes back", "-P FORWARD DROP\n-N OP\n-A FORWARD -j OP\n-A FORWARD -j ACCEPT", accepted},
+		{"a queue to user space decides, under Docker's policy", "-P FORWARD DROP\n-A FORWARD -j NFQUEUE --queue-num 0\n-A FORWARD -j DROP", accepted | dropped},
+		{"a queue for TCP only", "-P FORWARD DROP\n-A FORWARD -p tcp -j NFQUEUE --queue-num 0", accepted | dropped | back},
 		{"a comment with spaces", `-P FORWARD ACCEPT` + "\n" + `-A FORWARD -m comment --comment "no -s 10.7.0.0/24 here" -j DROP`, dropped},
 	} {
 		w := &walker{table: readTable(tc.listing), p: p, side: side}
