@@ -229,20 +229,13 @@ func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
 		return fmt.Errorf("%s: list %s: %w", f.cmd, hp, err)
 	}
 	for _, e := range entries {
-		in := false
-		for _, r := range have {
-			old, ok := r.entry()
-			if !ok || slot(old) != slot(e) {
-				continue
-			}
-			if old == e && r.owner() == s.Owner {
-				in = true
-				continue
-			}
-			if r.owner() != s.Owner && (s.Live == nil || s.Live(r.owner(), old.Pod)) {
-				return taken(old, r.owner(), s.Network)
-			}
+		in, stale, err := against(e, have, s)
+		if err != nil {
+			return err
+		}
+		for _, r := range stale {
 			if err := t.Delete("nat", hp, r...); err != nil {
+				old, _ := r.entry()
 				return fmt.Errorf("%s: delete stale forward %s: %w", f.cmd, old, err)
 			}
 		}
@@ -314,6 +307,29 @@ func firstAdd(f iptFamily, s Spec, entries []Entry) error {
 	return b.Restore(f.proto)
 }
 
+// against compares the forward e of attachment s.Owner with the forwards
+// have of its slot (host address, protocol, port): in when it is there
+// already, stale the rules of the slot that go (this attachment's with
+// another target, or of an attachment s.Live says is gone), and an
+// ErrPortTaken error when a live attachment holds the slot.
+func against(e Entry, have []ruleLine, s Spec) (in bool, stale []ruleLine, err error) {
+	for _, r := range have {
+		old, ok := r.entry()
+		if !ok || slot(old) != slot(e) {
+			continue
+		}
+		if old == e && r.owner() == s.Owner {
+			in = true
+			continue
+		}
+		if r.owner() != s.Owner && (s.Live == nil || s.Live(r.owner(), old.Pod)) {
+			return false, nil, taken(old, r.owner(), s.Network)
+		}
+		stale = append(stale, r)
+	}
+	return in, stale, nil
+}
+
 // laterAdd is add for a network whose chains and jumps are in place —
 // its second and later attachments: the three chains listed, what is
 // missing (and the entries' stale forwards' removal) written in one
@@ -335,19 +351,11 @@ func laterAdd(f iptFamily, s Spec, entries []Entry) (done bool, err error) {
 	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
 	var b iptview.Batch
 	for _, e := range entries {
-		in := false
-		for _, r := range chains[hp] {
-			old, ok := r.entry()
-			if !ok || slot(old) != slot(e) {
-				continue
-			}
-			if old == e && r.owner() == s.Owner {
-				in = true
-				continue
-			}
-			if r.owner() != s.Owner && (s.Live == nil || s.Live(r.owner(), old.Pod)) {
-				return true, taken(old, r.owner(), s.Network)
-			}
+		in, stale, err := against(e, chains[hp], s)
+		if err != nil {
+			return true, err
+		}
+		for _, r := range stale {
 			b.Add("nat", slices.Concat([]string{"-D", hp}, r)...)
 		}
 		if !in {

@@ -142,7 +142,7 @@ runroot = %q
 		reaches := func(gw string) error {
 			out, err := podman("exec", c, "ping", "-c", "1", "-W", "2", gw)
 			if err != nil {
-				return fmt.Errorf("%v: %s", err, out)
+				return fmt.Errorf("%w: %s", err, out)
 			}
 			return nil
 		}

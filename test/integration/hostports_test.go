@@ -649,12 +649,7 @@ func TestTwoNetworksOnOneBridgeKeepLocalnet(t *testing.T) {
 			conf := func(name, backend, first string) *libcni.NetworkConfigList {
 				fam := family{"v4", fmt.Sprintf(`[[{"subnet":"10.10.0.0/24","rangeStart":"10.10.0.%s0","rangeEnd":"10.10.0.%s9"}]]`, first, first), true, false}
 				extra := capPorts + fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q,"bridge":"brshared","isGateway":true,"removeEmptyBridge":true`, backend)
-				text := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf("bridge-nat", fam, extra))
-				list, err := libcni.ConfListFromBytes([]byte(text))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return list
+				return w.parsed("1.1.0", name, w.ptpConf("bridge-nat", fam, extra))
 			}
 			k, l := conf("k", backends[0], "1"), conf("l", backends[1], "2")
 			podK, podL := w.sb.PodT(t, "k"), w.sb.PodT(t, "l")

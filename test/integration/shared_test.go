@@ -32,12 +32,7 @@ func TestNetworkSharedByBothPlugins(t *testing.T) {
 				before := w.hostState(t)
 				masq := fmt.Sprintf(`"ipMasq":true,"ipMasqBackend":%q`, backend)
 				conf := func(plugin, extra string) *libcni.NetworkConfigList {
-					text := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, w.netName("shared"), w.ptpConf(plugin, families[0], masq+extra))
-					list, err := libcni.ConfListFromBytes([]byte(text))
-					if err != nil {
-						t.Fatal(err)
-					}
-					return list
+					return w.parsed("1.1.0", "shared", w.ptpConf(plugin, families[0], masq+extra))
 				}
 				bridge, ptp := conf("bridge-nat", `,"bridge":"brs0","isGateway":true,"isDefaultGateway":true,"removeEmptyBridge":true`), conf("veth-ptp", "")
 				podA, podB := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
@@ -95,12 +90,7 @@ func TestDelThroughTheOtherPlugin(t *testing.T) {
 	w := newWorld(t)
 	before := w.hostState(t)
 	conf := func(plugin, extra string) *libcni.NetworkConfigList {
-		text := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[%s]}`, w.netName("switched"), w.ptpConf(plugin, families[2], `"ipMasq":true`+extra))
-		list, err := libcni.ConfListFromBytes([]byte(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return list
+		return w.parsed("1.1.0", "switched", w.ptpConf(plugin, families[2], `"ipMasq":true`+extra))
 	}
 	bridge, ptp := conf("bridge-nat", `,"bridge":"brsw0","isGateway":true,"macspoofchk":true,"removeEmptyBridge":true`), conf("veth-ptp", "")
 	pod := w.sb.PodT(t, "a")
@@ -354,12 +344,7 @@ func TestDelOfAnotherNetworkOnATakenIfname(t *testing.T) {
 			before := w.hostState(t)
 			conf := func(name, plugin, subnet, extra string) *libcni.NetworkConfigList {
 				fam := family{"v4", fmt.Sprintf(`[[{"subnet":%q}]]`, subnet), true, false}
-				text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf(plugin, fam, `"ipMasq":true`+extra))
-				list, err := libcni.ConfListFromBytes([]byte(text))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return list
+				return w.parsed("1.0.0", name, w.ptpConf(plugin, fam, `"ipMasq":true`+extra))
 			}
 			extra := func(plugin, bridge string) string {
 				if plugin == "bridge-nat" {
@@ -413,12 +398,7 @@ func TestTwoNetworksWithOneSubnet(t *testing.T) {
 	w := newWorld(t)
 	before := w.hostState(t)
 	conf := func(name string) *libcni.NetworkConfigList {
-		text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
-		list, err := libcni.ConfListFromBytes([]byte(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return list
+		return w.parsed("1.0.0", name, w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
 	}
 	first, second := conf("one"), conf("other")
 	podA, podB := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")
@@ -458,11 +438,7 @@ func TestTwoNetworksWithOneSubnet(t *testing.T) {
 func TestOneNetworkTwiceInAPod(t *testing.T) {
 	w := newWorld(t)
 	before := w.hostState(t)
-	text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName("twice"), w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
-	list, err := libcni.ConfListFromBytes([]byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := w.parsed("1.0.0", "twice", w.ptpConf("veth-ptp", families[2], `"ipMasq":true`))
 	pod := w.sb.PodT(t, "a")
 	rt0, rt5 := w.rt("pod-a", pod, "eth0"), w.rt("pod-a", pod, "eth5")
 	for _, rt := range []*libcni.RuntimeConf{rt0, rt5} {
@@ -504,12 +480,7 @@ func TestOneContainerIDInTwoNamespaces(t *testing.T) {
 	before := w.hostState(t)
 	conf := func(name, subnet string) *libcni.NetworkConfigList {
 		fam := family{"v4", fmt.Sprintf(`[[{"subnet":%q}]]`, subnet), true, false}
-		text := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, w.netName(name), w.ptpConf("veth-ptp", fam, ""))
-		list, err := libcni.ConfListFromBytes([]byte(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return list
+		return w.parsed("1.0.0", name, w.ptpConf("veth-ptp", fam, ""))
 	}
 	first, second := conf("first", "10.10.0.0/24"), conf("second", "10.11.0.0/24")
 	podA, podB := w.sb.PodT(t, "a"), w.sb.PodT(t, "b")

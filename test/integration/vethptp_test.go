@@ -51,6 +51,18 @@ func (w *world) ptpConf(plugin string, fam family, extra string) string {
 		plugin, filepath.Join(w.sb.Dir, "ipam"), fam.ranges, strings.Join(routes, ","), extra)
 }
 
+// parsed is the conflist of network netName(name) at version with
+// plugins, parsed only: a config a runtime holds without a file.
+func (w *world) parsed(version, name string, plugins ...string) *libcni.NetworkConfigList {
+	w.t.Helper()
+	text := fmt.Sprintf(`{"cniVersion":%q,"name":%q,"plugins":[%s]}`, version, w.netName(name), strings.Join(plugins, ","))
+	list, err := libcni.ConfListFromBytes([]byte(text))
+	if err != nil {
+		w.t.Fatalf("conflist: %v\n%s", err, text)
+	}
+	return list
+}
+
 func (w *world) list(version, name string, plugins ...string) *libcni.NetworkConfigList {
 	return w.confList(fmt.Sprintf(`{"cniVersion":%q,"name":%q,"plugins":[%s]}`, version, w.netName(name), strings.Join(plugins, ",")))
 }
