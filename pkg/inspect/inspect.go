@@ -14,8 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -539,6 +541,7 @@ const (
 	RulesMissing       = "rules-missing"
 	PortConflict       = "port-conflict"
 	Unconfigured       = "network-not-configured"
+	UnconfiguredStore  = "store-without-network"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
@@ -619,6 +622,7 @@ func (n *Node) Audit() []Problem {
 			Detail: fmt.Sprintf("host ports %s forwarded for %s, which has no attachment on this host", strings.Join(sp.ports, ", "), sp.owner),
 			Fix:    "remove the forwards", Repairable: true, owner: sp.owner})
 	}
+	out = append(out, n.unconfiguredStores()...)
 	for _, net := range n.Networks {
 		for _, pool := range net.Pools {
 			if pool.Size > 0 && pool.Used*10 >= pool.Size*9 {
@@ -628,6 +632,50 @@ func (n *Node) Audit() []Problem {
 		}
 		for _, k := range net.UnknownKeys {
 			out = append(out, Problem{Kind: UnknownKey, Network: net.Name, Detail: net.File + ": " + k, Fix: "correct or remove the key"})
+		}
+	}
+	return out
+}
+
+// unconfiguredStores finds, beside the stores of the configured networks
+// (in each dataDir they use), stores of networks no conflist names that
+// still hold reservations: what a network renamed or removed under live
+// pods leaves once they are gone, which no DEL through the new name
+// releases. Reported only: another runtime with a config directory of
+// its own may keep its stores there too.
+func (n *Node) unconfiguredStores() []Problem {
+	dirs := map[string]bool{}  // dataDirs
+	known := map[string]bool{} // stores of configured networks
+	for _, net := range n.Networks {
+		if net.StoreDir != "" {
+			dirs[filepath.Dir(net.StoreDir)], known[net.StoreDir] = true, true
+		}
+	}
+	var out []Problem
+	for _, dir := range slices.Sorted(maps.Keys(dirs)) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			store := filepath.Join(dir, e.Name())
+			if !e.IsDir() || known[store] {
+				continue
+			}
+			var held []string
+			files, _ := os.ReadDir(store)
+			for _, f := range files {
+				if _, err := netip.ParseAddr(f.Name()); err == nil {
+					held = append(held, f.Name())
+				}
+			}
+			if len(held) == 0 {
+				continue
+			}
+			out = append(out, Problem{Kind: UnconfiguredStore, Network: e.Name(),
+				Detail: fmt.Sprintf("store %s holds %d reservation(s) (%s) of network %s, which no conflist in %s names (renamed or removed while pods ran, or another runtime's network)",
+					store, len(held), strings.Join(held, ", "), e.Name(), n.ConfDir),
+				Fix: "if no container of that network is left (netns-cni list shows live ones), delete the directory; or put the network's conflist back and run repair"})
 		}
 	}
 	return out

@@ -415,8 +415,9 @@ func TestAuditPortConflict(t *testing.T) {
 // and audit called the old network's chains strays of "a network in no
 // conflist" to remove by hand — rules the live pod needs. Now list shows
 // the pod with its host link under the old name, the chains are the old
-// network's, and audit names the pod's network as configured nowhere,
-// with nothing repairable; repair --yes leaves the pod whole.
+// network's, and audit names the pod's network as configured nowhere and
+// its store (no DEL through the new name releases from it), neither
+// repairable; repair --yes leaves the pod whole.
 func TestAuditNetworkRenamedUnderALivePod(t *testing.T) {
 	w := newWorld(t)
 	old := w.netName("before")
@@ -446,9 +447,10 @@ func TestAuditNetworkRenamedUnderALivePod(t *testing.T) {
 		Kind, Network string
 		Repairable    bool
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &problems); err != nil || r.exit != 1 || len(problems) != 1 ||
-		problems[0].Kind != "network-not-configured" || problems[0].Network != old || problems[0].Repairable {
-		t.Fatalf("audit: exit %d, %v, want one unrepairable network-not-configured of %s:\n%s", r.exit, err, old, r.stdout)
+	if err := json.Unmarshal([]byte(r.stdout), &problems); err != nil || r.exit != 1 || len(problems) != 2 ||
+		problems[0].Kind != "network-not-configured" || problems[1].Kind != "store-without-network" ||
+		problems[0].Network != old || problems[1].Network != old || problems[0].Repairable || problems[1].Repairable {
+		t.Fatalf("audit: exit %d, %v, want network-not-configured and store-without-network of %s, neither repairable:\n%s", r.exit, err, old, r.stdout)
 	}
 	if r := op("repair", "--yes"); r.exit == 2 {
 		t.Fatalf("repair: %s%s", r.stdout, r.stderr)
