@@ -21,6 +21,7 @@ import (
 	"github.com/netns-cni/netns-cni/pkg/netconf"
 	"github.com/netns-cni/netns-cni/pkg/nftgen"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
+	nversion "github.com/netns-cni/netns-cni/pkg/version"
 )
 
 // Network is the host-wide state of one network that no single attachment
@@ -120,7 +121,12 @@ func (n *Network) inPlace(kind, spec string, ensure func() error) error {
 		return ensure()
 	}
 	file := filepath.Join(n.stampDir, "in-place-"+kind)
-	want := fmt.Sprintf("%x", sha256.Sum256([]byte(spec)))
+	// The binary's version is part of what the stamp vouches for: another
+	// version's checks may be weaker (v0.3.0 took a masquerade chain with
+	// a foreign accept before its rule for one in place, and its stamp
+	// kept this version's ADD from rewriting it). After an upgrade or a
+	// downgrade, each network's next ADD reads back once.
+	want := fmt.Sprintf("%x", sha256.Sum256([]byte(nversion.Version+"\x00"+spec)))
 	now := nftgen.Stamp()
 	if now != "" {
 		if b, err := os.ReadFile(file); err == nil && string(b) == now+" "+want {

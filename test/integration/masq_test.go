@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/netns-cni/netns-cni/pkg/nat"
+	"github.com/netns-cni/netns-cni/pkg/nftgen"
 	"github.com/netns-cni/netns-cni/pkg/nsutil"
 	"github.com/netns-cni/netns-cni/pkg/nsutil/nstest"
 )
@@ -246,5 +250,71 @@ func TestRulesReadBackOnlyAfterAChange(t *testing.T) {
 				t.Fatalf("left:\n%s", stateDiff(before, after))
 			}
 		})
+	}
+}
+
+// TestStampOfAnotherVersionIsNotTrusted: v0.3.0 checked its nftables
+// masquerade rule by its comment alone, and stamped a chain with a
+// foreign accept before the rule as "in place"; this version, upgraded
+// over it, trusted that stamp (same file, same hash of the spec) and left
+// the pods unmasqueraded until the ruleset changed. The stamp now names
+// the binary's version: a stamp written the old way, at the ruleset's
+// current generation, is read back, and the chain is rewritten.
+func TestStampOfAnotherVersionIsNotTrusted(t *testing.T) {
+	w := newWorld(t)
+	before := w.hostState(t)
+	list := w.list("1.1.0", "oldstamp", w.ptpConf("veth-ptp", families[0], `"ipMasq":true,"ipMasqBackend":"nftables"`))
+	var rts []*libcni.RuntimeConf
+	add := func(id string) {
+		t.Helper()
+		rt := w.rt(id, w.sb.PodT(t, id), "eth0")
+		rts = append(rts, rt)
+		if _, err := w.add(list, rt); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	add("a")
+	table := nat.TableName(list.Name)
+	if err := w.inHost(func() error {
+		out, err := exec.Command("nft", "insert", "rule", "inet", table, "postrouting", "ip", "saddr", "10.10.0.0/24", "accept").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// What v0.3.0 wrote after its ADD found "its" rule there.
+	spec := nat.Spec{Network: list.Name, Subnets: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/24")}}
+	var gen string
+	_ = w.inHost(func() error { gen = nftgen.Stamp(); return nil })
+	if gen == "" {
+		t.Fatal("no ruleset generation to stamp")
+	}
+	old := fmt.Sprintf("%s %x", gen, sha256.Sum256([]byte(fmt.Sprintf("%s %+v", "nftables", spec))))
+	if err := os.WriteFile(filepath.Join(w.sb.Dir, "ipam", list.Name, ".netns-cni", "in-place-masquerade"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	add("b")
+	var chain []byte
+	_ = w.inHost(func() (err error) {
+		chain, err = exec.Command("nft", "list", "chain", "inet", table, "postrouting").CombinedOutput()
+		return err
+	})
+	if strings.Contains(string(chain), "10.10.0.0/24 accept") {
+		t.Fatalf("the ADD after an older version's stamp left the foreign accept:\n%s", chain)
+	}
+	for _, rt := range rts {
+		if err := w.check(list, rt); err != nil {
+			t.Errorf("CHECK %s: %v", rt.ContainerID, err)
+		}
+	}
+	for _, rt := range rts {
+		if err := w.del(list, rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := w.settled(t, before); after != before {
+		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
 }
