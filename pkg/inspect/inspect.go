@@ -25,6 +25,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netns-cni/netns-cni/pkg/filter"
 	"github.com/netns-cni/netns-cni/pkg/hostport"
@@ -542,6 +544,8 @@ const (
 	PortConflict       = "port-conflict"
 	Unconfigured       = "network-not-configured"
 	UnconfiguredStore  = "store-without-network"
+	DuplicateAddress   = "duplicate-address"
+	HostRouteMissing   = "host-route-missing"
 )
 
 // Audit lists what is wrong on the node, in a stable order.
@@ -623,6 +627,7 @@ func (n *Node) Audit() []Problem {
 			Fix:    "remove the forwards", Repairable: true, owner: sp.owner})
 	}
 	out = append(out, n.unconfiguredStores()...)
+	out = append(out, n.addressProblems()...)
 	for _, net := range n.Networks {
 		for _, pool := range net.Pools {
 			if pool.Size > 0 && pool.Used*10 >= pool.Size*9 {
@@ -632,6 +637,70 @@ func (n *Node) Audit() []Problem {
 		}
 		for _, k := range net.UnknownKeys {
 			out = append(out, Problem{Kind: UnknownKey, Network: net.Name, Detail: net.File + ": " + k, Fix: "correct or remove the key"})
+		}
+	}
+	return out
+}
+
+// addressProblems finds live attachments that cannot all get their
+// traffic: one address held by two of them (two networks handing out the
+// same subnet), and veth-ptp attachments whose host route to an address
+// is gone or leads elsewhere (what versions before 2026-11-30 did to a
+// pod when another network's pod got its address). CHECK through the
+// runtime says the same for each.
+func (n *Node) addressProblems() []Problem {
+	var out []Problem
+	holders := map[string][]*Attachment{}
+	for _, a := range n.Attachments {
+		if a.Live() {
+			for _, addr := range a.Addresses {
+				holders[addr] = append(holders[addr], a)
+			}
+		}
+	}
+	for _, addr := range slices.Sorted(maps.Keys(holders)) {
+		if hs := holders[addr]; len(hs) > 1 {
+			names := make([]string, len(hs))
+			for i, a := range hs {
+				names[i] = fmt.Sprintf("%s/%s of network %s", a.ContainerID, a.IfName, a.Network)
+			}
+			out = append(out, Problem{Kind: DuplicateAddress, Network: hs[0].Network,
+				Detail: fmt.Sprintf("%s is held by %s: only one of them gets its traffic", addr, strings.Join(names, " and ")),
+				Fix:    "give each network a subnet of its own, then restart the pods of one"})
+		}
+	}
+	h, err := nsutil.CurrentHandle()
+	if err != nil {
+		return out
+	}
+	defer h.Close()
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return out
+	}
+	via := map[string][]int{} // host route's destination → link indexes
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, bits := r.Dst.Mask.Size(); ones == bits {
+				via[r.Dst.IP.String()] = append(via[r.Dst.IP.String()], r.LinkIndex)
+			}
+		}
+	}
+	for _, a := range n.Attachments {
+		if a.HostLink == "" || n.links[a.HostLink].Plugin != "veth-ptp" {
+			continue
+		}
+		l, err := h.LinkByName(a.HostLink)
+		if err != nil {
+			continue
+		}
+		for _, addr := range a.Addresses {
+			if ip, err := netip.ParseAddr(addr); err != nil || slices.Contains(via[ip.String()], l.Attrs().Index) {
+				continue
+			}
+			out = append(out, Problem{Kind: HostRouteMissing, Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName,
+				Detail: fmt.Sprintf("the host has no route to %s through %s: the pod gets no traffic from the host or beyond it", addr, a.HostLink),
+				Fix:    "restart the pod (its route is made with it); CHECK through the runtime says the same"})
 		}
 	}
 	return out

@@ -473,3 +473,84 @@ func TestAuditNetworkRenamedUnderALivePod(t *testing.T) {
 		t.Fatalf("audit after the DEL through the old config: exit %d\n%s", r.exit, r.stdout)
 	}
 }
+
+// TestAuditAddressProblems: what versions before the route fix could do
+// to live pods, planted by hand — one address held by pods of two
+// networks (their stores both reserve it), and a veth-ptp pod whose host
+// route leads through another pod's link — is named by audit, pod by pod,
+// where it said "nothing wrong" while CHECK failed.
+func TestAuditAddressProblems(t *testing.T) {
+	w := newWorld(t)
+	fam := func(subnet string) family { return family{"v4", fmt.Sprintf(`[[{"subnet":%q}]]`, subnet), true, false} }
+	sa := w.list("1.1.0", "sa", w.ptpConf("veth-ptp", fam("10.10.0.0/24"), ""))
+	sb := w.list("1.1.0", "sb", w.ptpConf("veth-ptp", fam("10.11.0.0/24"), ""))
+	rtA, rtB := w.rt("c-a", w.sb.PodT(t, "a"), "eth0"), w.rt("c-b", w.sb.PodT(t, "b"), "eth0")
+	resA, err := w.add(sa, rtA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resB, err := w.add(sb, rtB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := func(args ...string) execResult {
+		return w.exec("netns-cni", []string{"PATH=" + os.Getenv("PATH")}, "", append([]string{"--conf-dir", w.confDir, "--cache-dir", w.cacheDir}, args...)...)
+	}
+	if r := op("audit", "--json"); r.exit != 0 {
+		t.Fatalf("audit of two whole pods: exit %d\n%s", r.exit, r.stdout)
+	}
+	addrA, addrB := resA.IPs[0].Address.IP.String(), resB.IPs[0].Address.IP.String()
+	storeB := filepath.Join(w.sb.Dir, "ipam", sb.Name)
+	owner, err := os.ReadFile(filepath.Join(storeB, addrB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(storeB, addrA), owner, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := op("audit", "--json")
+	var problems []struct{ Kind, Network, ContainerID, Detail string }
+	if err := json.Unmarshal([]byte(r.stdout), &problems); err != nil || r.exit != 1 {
+		t.Fatalf("audit: exit %d, %v\n%s", r.exit, err, r.stdout)
+	}
+	kinds := map[string]string{}
+	for _, p := range problems {
+		kinds[p.Kind+" "+p.ContainerID] = p.Detail
+	}
+	if d := kinds["duplicate-address "]; !strings.Contains(d, addrA) || !strings.Contains(d, "c-a/eth0") || !strings.Contains(d, "c-b/eth0") {
+		t.Errorf("audit does not name %s as held by both pods:\n%s", addrA, r.stdout)
+	}
+	if _, ok := kinds["host-route-missing c-b"]; !ok || len(problems) != 2 {
+		t.Errorf("audit, want duplicate-address and c-b's host-route-missing (its planted %s has no route) only:\n%s", addrA, r.stdout)
+	}
+	if err := os.Remove(filepath.Join(storeB, addrA)); err != nil {
+		t.Fatal(err)
+	}
+	// A's host route taken by B's link, as a second network's ADD did.
+	if err := w.inHost(func() error {
+		out, err := exec.Command("ip", "route", "replace", addrA+"/32", "dev", resB.Interfaces[0].Name).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r = op("audit", "--json")
+	problems = nil
+	if err := json.Unmarshal([]byte(r.stdout), &problems); err != nil || r.exit != 1 || len(problems) != 1 ||
+		problems[0].Kind != "host-route-missing" || problems[0].ContainerID != "c-a" {
+		t.Fatalf("audit with A's host route through B's link: exit %d, %v, want host-route-missing of c-a:\n%s", r.exit, err, r.stdout)
+	}
+	for _, c := range []struct {
+		list *libcni.NetworkConfigList
+		rt   *libcni.RuntimeConf
+	}{{sa, rtA}, {sb, rtB}} {
+		if err := w.del(c.list, c.rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := op("audit", "--json"); r.exit != 0 {
+		t.Fatalf("audit after the DELs: exit %d\n%s", r.exit, r.stdout)
+	}
+}
