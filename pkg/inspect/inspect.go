@@ -821,20 +821,29 @@ func (n *Node) missingRules() []Problem {
 		if len(spec.Subnets) == 0 {
 			continue
 		}
-		var lacks []string
-		for _, kind := range []string{nat.NFTables, nat.IPTables} {
+		// The configured backend's finding is the one named: the other's
+		// rules are only looked for as the ones an earlier ipMasqBackend
+		// left.
+		configured := nat.NFTables
+		if net.IPMasqBackend == nat.IPTables {
+			configured = nat.IPTables
+		}
+		var lacks string
+		for _, kind := range []string{configured, map[string]string{nat.NFTables: nat.IPTables, nat.IPTables: nat.NFTables}[configured]} {
 			if b, err := nat.New(kind); err == nil {
-				if err := b.Check(spec); err != nil {
-					lacks = append(lacks, err.Error())
-				} else {
-					lacks = nil
+				err := b.Check(spec)
+				if err == nil {
+					lacks = ""
 					break
+				}
+				if lacks == "" {
+					lacks = err.Error()
 				}
 			}
 		}
-		if len(lacks) > 0 {
+		if lacks != "" {
 			out = append(out, Problem{Kind: RulesMissing, Network: net.Name,
-				Detail: fmt.Sprintf("ipMasq, %d live attachment(s), but %s: their traffic leaves the node unmasqueraded", len(live), strings.Join(lacks, "; ")),
+				Detail: fmt.Sprintf("ipMasq, %d live attachment(s), but %s: their traffic leaves the node unmasqueraded", len(live), lacks),
 				Fix:    "the network's next ADD puts the masquerade rules back (start a pod on it)"})
 		}
 	}
