@@ -533,17 +533,31 @@ func (b iptBackend) List(network string) (map[string][]Entry, error) {
 func (b iptBackend) Drop(network string) error {
 	var errs []error
 	for _, f := range iptFamilies {
-		t, chains, err := chainsOf(f, network)
-		if err != nil || t == nil {
+		hl := chainName("HL", network)
+		names := map[string]string{chainName("HP", network): "nat", chainName("HM", network): "nat", hl: "filter"}
+		if iptview.Binary(f.proto) == "" || absent(f, names) {
+			continue
+		}
+		t, err := f.open()
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		for _, r := range chains[chainName("HL", network)] {
-			errs = append(errs, releaseLocalnet(r.value("-i"), network))
+		if f.proto == iptables.ProtocolIPv4 { // the loopback guard is IPv4's
+			guards, err := listRules(t, "filter", hl)
+			errs = append(errs, err)
+			for _, r := range guards {
+				errs = append(errs, releaseLocalnet(r.value("-i"), network))
+			}
 		}
 		// The jumps and the chains in one exec; one by one below when that
 		// fails (a jump or a chain already gone).
 		if dropBatch(f, network).Restore(f.proto) == nil {
+			continue
+		}
+		_, chains, err := chainsOf(f, network)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		for _, j := range jumps(f, network) {
