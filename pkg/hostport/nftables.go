@@ -491,6 +491,22 @@ func (b nftBackend) Remove(s Spec, pods []netip.Addr) ([]Entry, error) {
 			removed = append(removed, e)
 		}
 	}
+	if s.Entries != nil && mapped && len(removed) < len(s.Entries) {
+		// The mappings given are not (all) the ones the ADD made — a
+		// runtime that passes other ones to DEL: the attachment's own
+		// are listed and go too, as the iptables backend removes by owner.
+		all, err := b.list(c.conn, c.t)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range all[s.Owner] {
+			if !slices.Contains(removed, e) {
+				set, key, _ := elem(e)
+				c.del(set, key)
+				removed = append(removed, e)
+			}
+		}
+	}
 	if s.HostIf != "" && !s.Shared {
 		if cur, found, err := g.get(c.t, setLocal, ifnameKey(s.HostIf)); err != nil {
 			return nil, err

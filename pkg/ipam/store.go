@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -199,9 +200,21 @@ func openDirAt(fd int, name string) (int, error) {
 	return d, err
 }
 
+// lockRetry bounds every store lock wait of a process one of whose
+// waits timed out already: a DEL that found the store busy reading the
+// attachment's addresses answers code 11 a second later, not another
+// timeout later.
+const lockRetry = time.Second
+
+// lockTimedOut is set once a store lock wait of this process timed out.
+var lockTimedOut atomic.Bool
+
 func lockWithTimeout(fd int, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
+	}
+	if lockTimedOut.Load() {
+		timeout = min(timeout, lockRetry)
 	}
 	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	if err == nil {
@@ -231,6 +244,7 @@ func lockWithTimeout(fd int, timeout time.Duration) error {
 		}
 		return nil
 	case <-time.After(timeout):
+		lockTimedOut.Store(true)
 		return fmt.Errorf("%w: another plugin held the lock for %v; try again", ErrBusy, timeout)
 	}
 }

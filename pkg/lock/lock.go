@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,12 +44,7 @@ const DefaultDir = "/run/netns-cni/locks"
 // filter rules): the question "was that the network's last attachment?"
 // and the removal that follows must not interleave with another ADD.
 func Network(network string) (unlock func(), err error) {
-	return NetworkWithin(network, Timeout)
-}
-
-// NetworkWithin is Network waiting at most timeout.
-func NetworkWithin(network string, timeout time.Duration) (unlock func(), err error) {
-	return Acquire("nat/"+network, timeout)
+	return Acquire("nat/"+network, Timeout)
 }
 
 // HostPorts locks the host's port mappings, across networks: a forward
@@ -64,10 +60,23 @@ func Bridge(name string) (unlock func(), err error) {
 	return Acquire("bridge/"+name, Timeout)
 }
 
-// Acquire takes the lock called name, waiting at most timeout. The wait
-// is the kernel's (a blocked flock wakes the moment the holder lets go);
-// a wait that times out names the holder's process.
+// Retry bounds every wait of a process one of whose waits timed out
+// already: the rollback or the rest of a DEL after a busy lock adds a
+// second, not another Timeout, to the time the runtime waits for its
+// code 11 (whichever lock was busy, and whichever is asked for next).
+const Retry = time.Second
+
+// timedOut is set once a wait of this process timed out.
+var timedOut atomic.Bool
+
+// Acquire takes the lock called name, waiting at most timeout (Retry,
+// if less, once a wait of this process timed out). The wait is the
+// kernel's (a blocked flock wakes the moment the holder lets go); a wait
+// that times out names the holder's process.
 func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
+	if timedOut.Load() {
+		timeout = min(timeout, Retry)
+	}
 	dir, err := lockDir()
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
@@ -112,6 +121,7 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 		default:
 			gaveUp = true
 			mu.Unlock()
+			timedOut.Store(true)
 			return nil, fmt.Errorf("%w: %s, waited %v%s", ErrBusy, name, timeout, holder(path))
 		}
 	}

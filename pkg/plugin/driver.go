@@ -132,8 +132,6 @@ type Attachment struct {
 	// DEL and GC find it without the container's namespace.
 	HostVeth string
 	Traits   Traits
-	// lockBusy is Network.busy for the attachment's networks.
-	lockBusy bool
 }
 
 // Network is the attachment's network: its host-wide state.
@@ -141,7 +139,7 @@ func (a *Attachment) Network() *Network {
 	c := a.Conf
 	n := &Network{Name: c.Name, Masquerade: c.IPMasq, Backend: c.IPMasqBackend, NoMasq: c.NoMasq(),
 		ForwardAccept: a.Traits.Forwarding && c.AcceptsForward(),
-		HostPorts:     c.Capabilities["portMappings"] || len(c.RuntimeConfig.PortMappings) > 0, busy: &a.lockBusy}
+		HostPorts:     c.Capabilities["portMappings"] || len(c.RuntimeConfig.PortMappings) > 0}
 	if a.IPAM != nil && a.IPAM.Local != nil {
 		n.others = func() (bool, error) { return a.IPAM.Local.HeldByOthers(a.IPAM.owner) }
 		n.stampDir = a.IPAM.Local.MetaDir()

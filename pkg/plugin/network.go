@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/coreos/go-iptables/iptables"
@@ -57,17 +56,7 @@ type Network struct {
 	// stampDir, when set, keeps what the ensure steps found in place, at
 	// which ruleset generation (see inPlace).
 	stampDir string
-	// busy, when set, is shared by the Networks of one attachment: it
-	// records that a wait for the network's lock timed out, after which
-	// waits are short (lockRetry) — an ADD that found the lock busy fails
-	// after one full wait, its rollback's "was it the last?" adding one
-	// second, not another ten.
-	busy *bool
 }
-
-// lockRetry is how long a process waits for the network's lock once a
-// wait of lock.Timeout ran out.
-const lockRetry = time.Second
 
 // key names the network in kernel objects (see netconf.Key).
 func (n *Network) key() string { return netconf.Key(n.Name) }
@@ -80,15 +69,8 @@ func (n *Network) spec(res *current.Result) nat.Spec {
 // that the network's last attachment?" and the removal that follows from
 // interleaving with another's ADD.
 func (n *Network) locked(fn func() error) error {
-	wait := lock.Timeout
-	if n.busy != nil && *n.busy {
-		wait = lockRetry
-	}
-	unlock, err := lock.NetworkWithin(n.Name, wait)
+	unlock, err := lock.Network(n.Name)
 	if err != nil {
-		if n.busy != nil && errors.Is(err, lock.ErrBusy) {
-			*n.busy = true
-		}
 		return fmt.Errorf("network %s: %w", n.Name, err)
 	}
 	defer unlock()

@@ -39,9 +39,10 @@ import (
 //  4. The conntrack entries of the attachment's addresses — the flows it
 //     started and those it answered, through its host ports too — before
 //     the addresses can be handed out again (pkg/conntrack).
-//  5. IPAM, only once the link is gone: when the link could not be
-//     removed the addresses stay reserved, and the runtime's next DEL
-//     tries both again.
+//  5. IPAM, only once the link and the port forwards are gone: when
+//     either could not be removed the addresses stay reserved (a forward
+//     left would hand its host port to the address's next holder), and
+//     the runtime's next DEL tries again.
 //  6. Once the link is gone (Network.Detach, under the network's lock):
 //     the port's filter rules, then the network's rules (masquerade,
 //     FORWARD acceptance, the port mapping skeleton) if no attachment of
@@ -75,7 +76,8 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 	// with what other programs, such as the reference host-local, changed)
 	// before the network asks the index whether other attachments are left.
 	addrs := a.addresses()
-	errs = append(errs, a.unmapPorts(addrs, port, found))
+	portErr := a.unmapPorts(addrs, port, found)
+	errs = append(errs, portErr)
 	lap("port-mappings")
 	Note("hostLink", port, "found", found, "addresses", addrs)
 	if len(addrs) > 0 {
@@ -84,9 +86,14 @@ func (r runner[T, D]) del(args *skel.CmdArgs) error {
 		lap("conntrack")
 	}
 	if a.IPAM != nil {
-		if linkErr != nil {
+		switch {
+		case linkErr != nil:
 			errs = append(errs, fmt.Errorf("addresses stay reserved until %s is gone", port))
-		} else {
+		case portErr != nil:
+			// A forward left would hand the host port's traffic to the
+			// address's next holder: the runtime's retry releases both.
+			errs = append(errs, errors.New("addresses stay reserved until their port forwards are gone"))
+		default:
 			errs = append(errs, a.IPAM.Del(context.Background()))
 		}
 		lap("ipam")
@@ -312,6 +319,11 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 		// conntrack entries below.
 		_, err := a.Network().Collect(kept, func(owner string) bool { return valid[owner] })
 		errs = append(errs, err)
+		if err != nil {
+			// As in DEL: no address is released while a forward to it
+			// may be left; the next GC releases both.
+			return errors.Join(append(errs, errors.New("no address released: the port forwards of those to release could not be removed"))...)
+		}
 	}
 	if a.IPAM != nil {
 		keep := func(id, ifname string) bool { return stuck[[2]string{netconf.Key(id), ifname}] }

@@ -696,3 +696,37 @@ func TestTwoNetworksOnOneBridgeKeepLocalnet(t *testing.T) {
 		})
 	}
 }
+
+// TestDelWithOtherMappingsThanTheAdd: a runtime that passes DEL other
+// port mappings than it gave the ADD. The nftables backend removed only
+// the ones given, leaving the pod's forward to an address the next pod
+// gets; it now removes the attachment's own, as the iptables backend does.
+func TestDelWithOtherMappingsThanTheAdd(t *testing.T) {
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.hostState(t)
+			list := w.parsed("1.1.0", "otherports", w.ptpConf("veth-ptp", families[2], capPorts+fmt.Sprintf(`,"ipMasq":true,"ipMasqBackend":%q`, backend)))
+			pod, other := w.sb.PodT(t, "p"), w.sb.PodT(t, "q")
+			if _, err := w.add(list, withPorts(w.rt("c1", pod, "eth0"), tcpPort(29999, 80))); err != nil {
+				t.Fatal(err)
+			}
+			rt2 := withPorts(w.rt("c2", other, "eth0"), tcpPort(27777, 80)) // keeps the network's rules
+			if _, err := w.add(list, rt2); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.del(list, withPorts(w.rt("c1", pod, "eth0"), tcpPort(28888, 80))); err != nil {
+				t.Fatal(err)
+			}
+			if st := w.hostState(t); strings.Contains(st, "29999") || !strings.Contains(st, "27777") {
+				t.Fatalf("after the DEL with other mappings, want no forward of 29999 and c2's of 27777:\n%s", st)
+			}
+			if err := w.del(list, rt2); err != nil {
+				t.Fatal(err)
+			}
+			if after := w.settled(t, before); after != before {
+				t.Fatalf("left:\n%s", stateDiff(before, after))
+			}
+		})
+	}
+}

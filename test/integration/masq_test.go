@@ -203,14 +203,7 @@ func TestRulesReadBackOnlyAfterAChange(t *testing.T) {
 				return b.String()
 			}
 			var rts []*libcni.RuntimeConf
-			add := func(id string) {
-				t.Helper()
-				rt := w.rt(id, w.sb.PodT(t, id), "eth0")
-				rts = append(rts, rt)
-				if _, err := w.add(list, rt); err != nil {
-					t.Fatalf("ADD %s: %v", id, err)
-				}
-			}
+			add := func(id string) { rts = append(rts, w.addPod(t, list, id)) }
 			add("a")
 			add("b") // the first ADD's own rules changed the generation: b reads back and stamps
 			stamped := stamps()
@@ -265,14 +258,7 @@ func TestStampOfAnotherVersionIsNotTrusted(t *testing.T) {
 	before := w.hostState(t)
 	list := w.list("1.1.0", "oldstamp", w.ptpConf("veth-ptp", families[0], `"ipMasq":true,"ipMasqBackend":"nftables"`))
 	var rts []*libcni.RuntimeConf
-	add := func(id string) {
-		t.Helper()
-		rt := w.rt(id, w.sb.PodT(t, id), "eth0")
-		rts = append(rts, rt)
-		if _, err := w.add(list, rt); err != nil {
-			t.Fatalf("ADD %s: %v", id, err)
-		}
-	}
+	add := func(id string) { rts = append(rts, w.addPod(t, list, id)) }
 	add("a")
 	table := nat.TableName(list.Name)
 	if err := w.inHost(func() error {
@@ -317,4 +303,15 @@ func TestStampOfAnotherVersionIsNotTrusted(t *testing.T) {
 	if after := w.settled(t, before); after != before {
 		t.Fatalf("left:\n%s", stateDiff(before, after))
 	}
+}
+
+// addPod ADDs a new pod called id (its eth0) to list and returns its
+// runtime config.
+func (w *world) addPod(t *testing.T, list *libcni.NetworkConfigList, id string) *libcni.RuntimeConf {
+	t.Helper()
+	rt := w.rt(id, w.sb.PodT(t, id), "eth0")
+	if _, err := w.add(list, rt); err != nil {
+		t.Fatalf("ADD %s: %v", id, err)
+	}
+	return rt
 }
