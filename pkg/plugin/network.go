@@ -317,12 +317,21 @@ func (n *Network) Collect(kept map[string]bool, keep func(owner string) bool) ([
 		for _, b := range n.portBackends(true) {
 			r, err := b.Collect(n.key(), keep)
 			removed = append(removed, r...)
-			errs = append(errs, wrap("port mappings", err))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("port mappings: %w: %w", ErrForwardsLeft, err))
+			}
 		}
 		return errors.Join(append(errs, n.dropIfUnused(""))...)
 	})
+	if errors.Is(err, lock.ErrBusy) {
+		err = fmt.Errorf("%w: %w", ErrForwardsLeft, err)
+	}
 	return removed, err
 }
+
+// ErrForwardsLeft marks a Collect that may have left port forwards of the
+// attachments it collects: their addresses must stay reserved.
+var ErrForwardsLeft = errors.New("port forwards may be left")
 
 // unused reports whether no attachment of the network but the caller's
 // (its host link self) is left on the host.

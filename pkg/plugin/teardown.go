@@ -319,9 +319,10 @@ func (r runner[T, D]) gc(args *skel.CmdArgs) error {
 		// conntrack entries below.
 		_, err := a.Network().Collect(kept, func(owner string) bool { return valid[owner] })
 		errs = append(errs, err)
-		if err != nil {
+		if errors.Is(err, ErrForwardsLeft) {
 			// As in DEL: no address is released while a forward to it
-			// may be left; the next GC releases both.
+			// may be left; the next GC releases both. (Other failures —
+			// a MAC check, the network's rules — do not hold them.)
 			return errors.Join(append(errs, errors.New("no address released: the port forwards of those to release could not be removed"))...)
 		}
 	}

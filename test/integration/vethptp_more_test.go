@@ -782,6 +782,7 @@ func TestLocksBusy(t *testing.T) {
 		{"ADD/network", "ADD", lock.Network},
 		{"ADD/host-ports", "ADD", func(string) (func(), error) { return lock.HostPorts() }},
 		{"DEL/network", "DEL", lock.Network},
+		{"GC/network", "GC", lock.Network},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
@@ -791,17 +792,21 @@ func TestLocksBusy(t *testing.T) {
 				"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]},
 				"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.15.0.0/24"}}`, name, filepath.Join(w.sb.Dir, "ipam"))
 			pod := w.sb.PodT(t, "pod")
-			if tc.verb == "DEL" {
+			if tc.verb != "ADD" {
 				if r := w.exec("veth-ptp", w.pluginEnv("ADD", "c1", pod.Path(), "eth0"), stdin); r.exit != 0 {
 					t.Fatalf("ADD: %s %s", r.stdout, r.stderr)
 				}
+			}
+			verbStdin := stdin
+			if tc.verb == "GC" { // keeping nothing: c1 is collected
+				verbStdin = strings.Replace(stdin, "{", `{"cni.dev/valid-attachments":[],`, 1)
 			}
 			unlock, err := tc.hold(name)
 			if err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			r := w.exec("veth-ptp", w.pluginEnv(tc.verb, "c1", pod.Path(), "eth0"), stdin)
+			r := w.exec("veth-ptp", w.pluginEnv(tc.verb, "c1", pod.Path(), "eth0"), verbStdin)
 			took := time.Since(start)
 			held := w.hostState(t)
 			unlock()
@@ -819,9 +824,9 @@ func TestLocksBusy(t *testing.T) {
 				if held != before {
 					t.Fatalf("after the failed ADD:\n%s", stateDiff(before, held))
 				}
-			case "DEL":
+			case "DEL", "GC":
 				if _, err := os.Stat(filepath.Join(w.sb.Dir, "ipam", name, "10.15.0.2")); err != nil {
-					t.Fatalf("the DEL that could not remove the port forward released the address: %v", err)
+					t.Fatalf("the %s that could not remove the port forward released the address: %v", tc.verb, err)
 				}
 				if !strings.Contains(held, "8080") {
 					t.Fatalf("no forward of host port 8080 after the failed DEL (the test looks in the wrong place?):\n%s", held)
