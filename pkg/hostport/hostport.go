@@ -200,6 +200,16 @@ type Spec struct {
 	Live func(owner string, addr netip.Addr) bool
 }
 
+// guardOwner is the owner the loopback guard of s.HostIf is recorded
+// under: the attachment, or no single one for a shared interface (a
+// bridge), which goes with the network.
+func (s Spec) guardOwner() string {
+	if s.Shared {
+		return sharedOwner
+	}
+	return s.Owner
+}
+
 // Backend keeps the forwards of networks.
 type Backend interface {
 	// Add puts the spec's forwards in place, replacing stale ones in the

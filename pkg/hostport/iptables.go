@@ -196,7 +196,7 @@ func (b iptBackend) Add(s Spec) error {
 
 func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
 	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
-	if absent(f, map[string]string{hp: "nat", hm: "nat", hl: "filter"}) && firstAdd(f, s, entries) == nil {
+	if absent(f, chainTables(f, s.Network)) && firstAdd(f, s, entries) == nil {
 		return nil
 	}
 	if done, err := laterAdd(f, s, entries); done {
@@ -258,11 +258,7 @@ func (b iptBackend) add(f iptFamily, s Spec, entries []Entry) error {
 		}
 	}
 	if s.HostIf != "" && f.proto == iptables.ProtocolIPv4 {
-		owner := s.Owner
-		if s.Shared {
-			owner = sharedOwner
-		}
-		if err := t.AppendUnique("filter", hl, guardRule(s.HostIf, owner)...); err != nil {
+		if err := t.AppendUnique("filter", hl, guardRule(s.HostIf, s.guardOwner())...); err != nil {
 			return fmt.Errorf("%s: add loopback guard of %s: %w", f.cmd, s.HostIf, err)
 		}
 	}
@@ -285,26 +281,76 @@ func firstAdd(f iptFamily, s Spec, entries []Entry) error {
 	for _, j := range jumps(f, s.Network) {
 		b.Add(j.table, slices.Concat([]string{"-I", j.chain, "1"}, j.rule)...)
 	}
-	for _, e := range entries {
-		at := []string{"-A", hp} // as add: a forward of one host address goes before those of every address
-		if e.HostIP.IsValid() {
-			at = []string{"-I", hp, "1"}
+	if err := addMissing(&b, f, s, entries, nil); err != nil {
+		return err
+	}
+	return b.Restore(f.proto)
+}
+
+// laterAdd is add for a network whose chains and jumps are in place —
+// its second and later attachments: the three chains listed, what is
+// missing (and the entries' stale forwards' removal) written in one
+// iptables-restore. Four execs a family, where rule by rule took about
+// fifteen. done is false when add must go rule by rule: a jump not seen
+// over netlink (iptables-legacy, or one missing), a chain missing, or a
+// restore that failed; a forward another attachment holds is an error
+// (done).
+func laterAdd(f iptFamily, s Spec, entries []Entry) (done bool, err error) {
+	for _, j := range jumps(f, s.Network) {
+		if !iptview.Jumps(f.proto, j.table, j.chain, j.rule[len(j.rule)-1]) {
+			return false, nil
 		}
-		b.Add("nat", slices.Concat(at, dnatRule(e, s.Owner))...)
+	}
+	t, chains, err := chainsOf(f, s.Network)
+	if err != nil || t == nil {
+		return false, nil
+	}
+	var b iptview.Batch
+	if err := addMissing(&b, f, s, entries, chains); err != nil {
+		return true, err
+	}
+	return b.Restore(f.proto) == nil, nil // an empty batch execs nothing
+}
+
+// addMissing adds to b what entries need in the network's chains of
+// family f that chains (their rules as listed; nil for chains just made)
+// lack: the removal of stale forwards of their slots, the forwards, their
+// hairpin masquerade and the loopback guard. A slot a live attachment
+// holds is an ErrPortTaken error.
+func addMissing(b *iptview.Batch, f iptFamily, s Spec, entries []Entry, chains map[string][]ruleLine) error {
+	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
+	for _, e := range entries {
+		in, stale, err := against(e, chains[hp], s)
+		if err != nil {
+			return err
+		}
+		for _, r := range stale {
+			b.Add("nat", slices.Concat([]string{"-D", hp}, r)...)
+		}
+		if !in {
+			at := []string{"-A", hp} // as add: a forward of one host address goes before those of every address
+			if e.HostIP.IsValid() {
+				at = []string{"-I", hp, "1"}
+			}
+			b.Add("nat", slices.Concat(at, dnatRule(e, s.Owner))...)
+		}
 	}
 	for _, pod := range Pods(entries) {
 		for _, r := range masqRules(pod, s.Owner) {
-			b.Add("nat", slices.Concat([]string{"-A", hm}, r)...)
+			if !slices.ContainsFunc(chains[hm], func(l ruleLine) bool {
+				return l.owner() == s.Owner && l.value("-s") == r[1] && l.value("-d") == r[3]
+			}) {
+				b.Add("nat", slices.Concat([]string{"-A", hm}, r)...)
+			}
 		}
 	}
 	if s.HostIf != "" && f.proto == iptables.ProtocolIPv4 {
-		owner := s.Owner
-		if s.Shared {
-			owner = sharedOwner
+		owner := s.guardOwner()
+		if !slices.ContainsFunc(chains[hl], func(l ruleLine) bool { return l.owner() == owner && l.value("-i") == s.HostIf }) {
+			b.Add("filter", slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...)
 		}
-		b.Add("filter", slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...)
 	}
-	return b.Restore(f.proto)
+	return nil
 }
 
 // against compares the forward e of attachment s.Owner with the forwards
@@ -330,71 +376,22 @@ func against(e Entry, have []ruleLine, s Spec) (in bool, stale []ruleLine, err e
 	return in, stale, nil
 }
 
-// laterAdd is add for a network whose chains and jumps are in place —
-// its second and later attachments: the three chains listed, what is
-// missing (and the entries' stale forwards' removal) written in one
-// iptables-restore. Four execs a family, where rule by rule took about
-// fifteen. done is false when add must go rule by rule: a jump not seen
-// over netlink (iptables-legacy, or one missing), a chain missing, or a
-// restore that failed; a forward another attachment holds is an error
-// (done).
-func laterAdd(f iptFamily, s Spec, entries []Entry) (done bool, err error) {
-	for _, j := range jumps(f, s.Network) {
-		if !iptview.Jumps(f.proto, j.table, j.chain, j.rule[len(j.rule)-1]) {
-			return false, nil
-		}
+// chainTables are the network's chains in family f, each with its
+// table: the forwards' and the hairpin masquerade's (nat), and in IPv4
+// the loopback guard's (filter).
+func chainTables(f iptFamily, network string) map[string]string {
+	names := map[string]string{chainName("HP", network): "nat", chainName("HM", network): "nat"}
+	if f.proto == iptables.ProtocolIPv4 {
+		names[chainName("HL", network)] = "filter"
 	}
-	t, chains, err := chainsOf(f, s.Network)
-	if err != nil || t == nil {
-		return false, nil
-	}
-	hp, hm, hl := chainName("HP", s.Network), chainName("HM", s.Network), chainName("HL", s.Network)
-	var b iptview.Batch
-	for _, e := range entries {
-		in, stale, err := against(e, chains[hp], s)
-		if err != nil {
-			return true, err
-		}
-		for _, r := range stale {
-			b.Add("nat", slices.Concat([]string{"-D", hp}, r)...)
-		}
-		if !in {
-			at := []string{"-A", hp} // as firstAdd
-			if e.HostIP.IsValid() {
-				at = []string{"-I", hp, "1"}
-			}
-			b.Add("nat", slices.Concat(at, dnatRule(e, s.Owner))...)
-		}
-	}
-	for _, pod := range Pods(entries) {
-		for _, r := range masqRules(pod, s.Owner) {
-			if !slices.ContainsFunc(chains[hm], func(l ruleLine) bool {
-				return l.owner() == s.Owner && l.value("-s") == r[1] && l.value("-d") == r[3]
-			}) {
-				b.Add("nat", slices.Concat([]string{"-A", hm}, r)...)
-			}
-		}
-	}
-	if s.HostIf != "" && f.proto == iptables.ProtocolIPv4 {
-		owner := s.Owner
-		if s.Shared {
-			owner = sharedOwner
-		}
-		if !slices.ContainsFunc(chains[hl], func(l ruleLine) bool { return l.owner() == owner && l.value("-i") == s.HostIf }) {
-			b.Add("filter", slices.Concat([]string{"-A", hl}, guardRule(s.HostIf, owner))...)
-		}
-	}
-	return b.Restore(f.proto) == nil, nil // an empty batch execs nothing
+	return names
 }
 
 // chainsOf lists the network's rules in each of its chains of family f:
 // nil for chains that do not exist. Read over netlink first where
 // iptables-nft keeps them, so a network without forwards costs no exec.
 func chainsOf(f iptFamily, network string) (*iptables.IPTables, map[string][]ruleLine, error) {
-	names := map[string]string{chainName("HP", network): "nat", chainName("HM", network): "nat", chainName("HL", network): "filter"}
-	if f.proto != iptables.ProtocolIPv4 {
-		delete(names, chainName("HL", network)) // the loopback guard is IPv4's
-	}
+	names := chainTables(f, network)
 	if absent(f, names) {
 		return nil, nil, nil
 	}
@@ -534,8 +531,7 @@ func (b iptBackend) Drop(network string) error {
 	var errs []error
 	for _, f := range iptFamilies {
 		hl := chainName("HL", network)
-		names := map[string]string{chainName("HP", network): "nat", chainName("HM", network): "nat", hl: "filter"}
-		if iptview.Binary(f.proto) == "" || absent(f, names) {
+		if iptview.Binary(f.proto) == "" || absent(f, chainTables(f, network)) {
 			continue
 		}
 		t, err := f.open()

@@ -275,14 +275,10 @@ func (b nftBackend) Add(s Spec) error {
 	}
 	localnet := s.HostIf != "" && slices.ContainsFunc(s.Entries, func(e Entry) bool { return e.Pod.Is4() })
 	if localnet {
-		owner := s.Owner
-		if s.Shared {
-			owner = sharedOwner
-		}
 		if _, found, err := g.get(c.t, setLocal, ifnameKey(s.HostIf)); err != nil {
 			return err
 		} else if !found {
-			c.add(setLocal, ifnameKey(s.HostIf), nil, owner)
+			c.add(setLocal, ifnameKey(s.HostIf), nil, s.guardOwner())
 		}
 	}
 	if c.n > 0 || fresh {

@@ -214,22 +214,21 @@ func Read(confDir, cacheDir string) (*Node, error) {
 		}
 	}
 	for name, at := range n.links {
-		configured := false
+		var networks []string
 		for _, net := range n.Networks {
 			if netconf.Key(net.Name) == at.Network {
-				a := n.findByKey(byKey, net.Name, at)
-				if a == nil {
-					a = get(net.Name, at.ContainerID, at.IfName)
-				}
-				a.HostLink, configured = name, true
+				networks = append(networks, net.Name)
 			}
 		}
-		if !configured {
+		if len(networks) == 0 {
 			// A network no conflist names (renamed or removed under a live
 			// pod): listed by its name as the alias keeps it.
-			a := n.findByKey(byKey, at.Network, at)
+			networks = []string{at.Network}
+		}
+		for _, network := range networks {
+			a := n.findByKey(byKey, network, at)
 			if a == nil {
-				a = get(at.Network, at.ContainerID, at.IfName)
+				a = get(network, at.ContainerID, at.IfName)
 			}
 			a.HostLink = name
 		}

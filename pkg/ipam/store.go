@@ -14,10 +14,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netns-cni/netns-cni/pkg/lock"
 )
 
 // The on-disk layout, all under <dataDir>/<network>/:
@@ -200,22 +201,16 @@ func openDirAt(fd int, name string) (int, error) {
 	return d, err
 }
 
-// lockRetry bounds every store lock wait of a process one of whose
-// waits timed out already: a DEL that found the store busy reading the
+// lockWithTimeout takes the store's lock, waiting at most timeout — or
+// lock.Retry once a wait of this process (for this lock or one of
+// pkg/lock's) timed out: a DEL that found the store busy reading the
 // attachment's addresses answers code 11 a second later, not another
 // timeout later.
-const lockRetry = time.Second
-
-// lockTimedOut is set once a store lock wait of this process timed out.
-var lockTimedOut atomic.Bool
-
 func lockWithTimeout(fd int, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	if lockTimedOut.Load() {
-		timeout = min(timeout, lockRetry)
-	}
+	timeout = lock.Wait(timeout)
 	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	if err == nil {
 		return nil
@@ -244,7 +239,7 @@ func lockWithTimeout(fd int, timeout time.Duration) error {
 		}
 		return nil
 	case <-time.After(timeout):
-		lockTimedOut.Store(true)
+		lock.GaveUp()
 		return fmt.Errorf("%w: another plugin held the lock for %v; try again", ErrBusy, timeout)
 	}
 }

@@ -219,22 +219,19 @@ func Gone(err error) bool {
 }
 
 // DeleteAll deletes every copy of rule from chain (an iptables -D deletes
-// one), what is not there being no error — nor a rule whose target chain
-// is gone (Gone): on an iptables-legacy host the check before the delete
-// fails for it. A jump doubled by hand, or by two writers of an older
-// version, would otherwise keep its target chain referenced, and the
-// chain's delete after it would fail.
+// one) until iptables says there is none (Gone: no such rule, chain or —
+// iptables-legacy's way — target chain), which is no error. A jump
+// doubled by hand, or by two writers of an older version, would otherwise
+// keep its target chain referenced, and the chain's delete after it would
+// fail. One exec a copy, and one more.
 func DeleteAll(t *iptables.IPTables, table, chain string, rule ...string) error {
 	const most = 64 // no chain is jumped to this often but by a runaway writer
 	for range most {
-		if err := t.DeleteIfExists(table, chain, rule...); err != nil {
+		if err := t.Delete(table, chain, rule...); err != nil {
 			if Gone(err) {
 				return nil
 			}
 			return err
-		}
-		if ok, err := t.Exists(table, chain, rule...); err != nil || !ok {
-			return nil // the delete above was the last copy (or it said gone)
 		}
 	}
 	return fmt.Errorf("%s %s: %s still there after %d deletes", table, chain, strings.Join(rule, " "), most)

@@ -63,20 +63,31 @@ func Bridge(name string) (unlock func(), err error) {
 // Retry bounds every wait of a process one of whose waits timed out
 // already: the rollback or the rest of a DEL after a busy lock adds a
 // second, not another Timeout, to the time the runtime waits for its
-// code 11 (whichever lock was busy, and whichever is asked for next).
+// code 11 (whichever lock was busy — these, or the address store's — and
+// whichever is asked for next).
 const Retry = time.Second
 
 // timedOut is set once a wait of this process timed out.
 var timedOut atomic.Bool
 
-// Acquire takes the lock called name, waiting at most timeout (Retry,
-// if less, once a wait of this process timed out). The wait is the
-// kernel's (a blocked flock wakes the moment the holder lets go); a wait
-// that times out names the holder's process.
-func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
+// Wait is how long the process may wait for a lock it would wait timeout
+// for: Retry, if less, once one of its waits timed out (GaveUp). The
+// address store's lock (pkg/ipam) keeps the same account.
+func Wait(timeout time.Duration) time.Duration {
 	if timedOut.Load() {
-		timeout = min(timeout, Retry)
+		return min(timeout, Retry)
 	}
+	return timeout
+}
+
+// GaveUp records that a wait of this process timed out.
+func GaveUp() { timedOut.Store(true) }
+
+// Acquire takes the lock called name, waiting at most Wait(timeout). The
+// wait is the kernel's (a blocked flock wakes the moment the holder lets
+// go); a wait that times out names the holder's process.
+func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
+	timeout = Wait(timeout)
 	dir, err := lockDir()
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
@@ -121,7 +132,7 @@ func Acquire(name string, timeout time.Duration) (unlock func(), err error) {
 		default:
 			gaveUp = true
 			mu.Unlock()
-			timedOut.Store(true)
+			GaveUp()
 			return nil, fmt.Errorf("%w: %s, waited %v%s", ErrBusy, name, timeout, holder(path))
 		}
 	}
@@ -162,10 +173,6 @@ func release(fd int, path string) {
 	unix.Close(fd)
 }
 
-// lockDir is the lock directory, made if missing: DirEnv's, else
-// DefaultDir — or, where a plugin may not write /run (a rootless
-// runtime's user namespace), XDG_RUNTIME_DIR's netns-cni/locks. It must
-// be a directory owned by this user that no one else may write.
 // Ready reports why no lock could be taken here (the directory cannot be
 // made, or is not one only this user may write), or nil: STATUS's
 // question, since every ADD that changes host-wide state takes a lock.
@@ -174,6 +181,10 @@ func Ready() error {
 	return err
 }
 
+// lockDir is the lock directory, made if missing: DirEnv's, else
+// DefaultDir — or, where a plugin may not write /run (a rootless
+// runtime's user namespace), XDG_RUNTIME_DIR's netns-cni/locks. It must
+// be a directory owned by this user that no one else may write.
 func lockDir() (string, error) {
 	dir := os.Getenv(DirEnv)
 	if dir == "" {

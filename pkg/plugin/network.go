@@ -194,8 +194,14 @@ func (n *Network) MapPorts(s hostport.Spec) error {
 		if err != nil {
 			return wrap("port mappings", err)
 		}
+		done := map[[2]string]bool{} // backend, owner
 		for _, l := range leftovers {
-			// All the owner has there: its hairpin and loopback marks too.
+			// All the owner has there, once (a forward per family is a
+			// leftover each): its hairpin and loopback marks too.
+			if done[[2]string{l.Kind, l.Owner}] {
+				continue
+			}
+			done[[2]string{l.Kind, l.Owner}] = true
 			other, _ := hostport.New(l.Kind)
 			if _, err := other.Collect(s.Network, func(owner string) bool { return owner != l.Owner }); err != nil {
 				return wrap("port mappings: remove what "+l.Owner+" left in "+l.Kind, err)
